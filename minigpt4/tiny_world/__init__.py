@@ -1,0 +1,1 @@
+"""The synthetic "shapes world": images with known content, their captions, and tools on it."""

@@ -1,0 +1,275 @@
+"""The synthetic "shapes world": one filled shape on a plain background, with known captions.
+
+Every image shows exactly one shape, described by five attributes:
+
+- colour:     red, green, blue, yellow, purple, orange   (``COLOURS``, RGB in ``COLOUR_RGB``)
+- shape:      circle, square, triangle, star             (``SHAPES``)
+- size:       small, large                               (``SIZES``)
+- position:   top left, top right, bottom left, bottom right, center   (``POSITIONS``)
+- background: white, gray, black                   (``BACKGROUNDS``, RGB in ``BACKGROUND_RGB``)
+
+Colour + shape are the main attributes (24 combinations, chance ~4 %): ``scene_matches`` scores
+them. Background words never collide with colour words, so the first colour word in a caption is
+always the shape's colour.
+
+Two caption styles:
+
+- ``short_caption``: stage-1 style, like BLIP's synthetic captions: lower case, no final period,
+  always containing "<colour> <shape>" or "<size> <colour> <shape>",
+  e.g. "a large red circle in the top left corner on a gray background".
+- ``long_description``: stage-2 style (the ``cc_sbu_align`` set), two or three sentences,
+  e.g. "The image shows a large red circle in the top left corner. The background is plain gray.
+  There is nothing else in the picture."
+
+Determinism: ``make_sample(seed, index)`` depends only on ``(seed, index)``; the same seed and
+count give byte-identical JPEGs through ``to_jpeg_bytes`` (fixed quality, no optimisation passes).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import re
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
+SIZES: tuple[str, ...] = ("small", "large")
+POSITIONS: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right", "center")
+BACKGROUNDS: tuple[str, ...] = ("white", "gray", "black")
+
+# Far apart in RGB so that a small vision model tells them apart after JPEG and resizing.
+COLOUR_RGB: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 50),
+    "blue": (30, 70, 230),
+    "yellow": (245, 220, 20),
+    "purple": (140, 40, 180),
+    "orange": (250, 135, 20),
+}
+BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {
+    "white": (255, 255, 255),
+    "gray": (128, 128, 128),
+    "black": (0, 0, 0),
+}
+
+# Shape centre as a fraction of the image side.
+POSITION_XY: dict[str, tuple[float, float]] = {
+    "top left": (0.27, 0.27),
+    "top right": (0.73, 0.27),
+    "bottom left": (0.27, 0.73),
+    "bottom right": (0.73, 0.73),
+    "center": (0.5, 0.5),
+}
+# Shape extent (circle diameter) as a fraction of the image side; with the jitter every shape
+# stays inside the image.
+SIZE_FRACTION: dict[str, float] = {"small": 0.16, "large": 0.32}
+
+JPEG_QUALITY = 95
+_SUPERSAMPLE = 2  # draw at 2x then downscale: smooth edges, still deterministic
+
+_POSITION_PHRASE: dict[str, str] = {
+    "top left": "the top left corner",
+    "top right": "the top right corner",
+    "bottom left": "the bottom left corner",
+    "bottom right": "the bottom right corner",
+    "center": "the center",
+}
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What one image shows; every field is a word from the matching vocabulary tuple."""
+
+    colour: str
+    shape: str
+    size: str
+    position: str
+    background: str
+
+    def __post_init__(self) -> None:
+        for field, value, allowed in (
+            ("colour", self.colour, COLOURS),
+            ("shape", self.shape, SHAPES),
+            ("size", self.size, SIZES),
+            ("position", self.position, POSITIONS),
+            ("background", self.background, BACKGROUNDS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"Scene.{field}={value!r} is not one of {allowed}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated example: the scene, its image and both caption styles."""
+
+    index: int
+    scene: Scene
+    image: Image.Image
+    short_caption: str
+    long_description: str
+
+
+def sample_scene(rng: random.Random) -> Scene:
+    """Draw a scene, each attribute uniform and independent."""
+    return Scene(
+        colour=rng.choice(COLOURS),
+        shape=rng.choice(SHAPES),
+        size=rng.choice(SIZES),
+        position=rng.choice(POSITIONS),
+        background=rng.choice(BACKGROUNDS),
+    )
+
+
+def _polygon(cx: float, cy: float, radii: list[float], angle0: float) -> list[tuple[float, float]]:
+    """Vertices at evenly spaced angles (clockwise on screen) with the given radii."""
+    n = len(radii)
+    pts = []
+    for i, r in enumerate(radii):
+        a = angle0 + 2 * math.pi * i / n
+        pts.append((cx + r * math.cos(a), cy + r * math.sin(a)))
+    return pts
+
+
+def render(scene: Scene, size: int = 224, rng: random.Random | None = None) -> Image.Image:
+    """Draw ``scene`` as a ``size`` x ``size`` RGB image.
+
+    With ``rng``, the shape's position (±3 % of the side), size (±10 %) and rotation (±20°) are
+    jittered so that images of the same scene differ; without it the drawing is canonical.
+    """
+    if size < 16:
+        raise ValueError(f"render: image size {size} is too small (need at least 16 pixels)")
+    s = size * _SUPERSAMPLE
+    img = Image.new("RGB", (s, s), BACKGROUND_RGB[scene.background])
+    draw = ImageDraw.Draw(img)
+
+    fx, fy = POSITION_XY[scene.position]
+    extent = SIZE_FRACTION[scene.size]
+    rotation = 0.0
+    if rng is not None:
+        fx += rng.uniform(-0.03, 0.03)
+        fy += rng.uniform(-0.03, 0.03)
+        extent *= rng.uniform(0.9, 1.1)
+        rotation = math.radians(rng.uniform(-20.0, 20.0))
+    cx, cy, r = fx * s, fy * s, extent * s / 2
+    fill = COLOUR_RGB[scene.colour]
+
+    if scene.shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    elif scene.shape == "square":
+        # Same area as the circle: side = r * sqrt(pi); circumradius = side / sqrt(2).
+        rr = r * math.sqrt(math.pi) / math.sqrt(2)
+        draw.polygon(_polygon(cx, cy, [rr] * 4, rotation + math.pi / 4), fill=fill)
+    elif scene.shape == "triangle":
+        # Point up; a bit smaller than the circle's area so that it stays inside the image.
+        rr = r * 1.35
+        draw.polygon(_polygon(cx, cy, [rr] * 3, rotation - math.pi / 2), fill=fill)
+    elif scene.shape == "star":
+        radii = [r * 1.2, r * 0.5] * 5
+        draw.polygon(_polygon(cx, cy, radii, rotation - math.pi / 2), fill=fill)
+    else:  # unreachable: Scene validates its fields
+        raise ValueError(f"unknown shape {scene.shape!r}")
+    return img.resize((size, size), Image.Resampling.LANCZOS)
+
+
+_SHORT_TEMPLATES: tuple[str, ...] = (
+    "a {size} {colour} {shape} in {pos} on a {bg} background",
+    "a {colour} {shape} on a {bg} background",
+    "a {size} {colour} {shape} in {pos} of the image",
+    "a {bg} background with a {size} {colour} {shape} in {pos}",
+    "a picture of a {colour} {shape} in {pos}",
+)
+
+_LONG_TEMPLATES: tuple[str, ...] = (
+    "The image shows a {size} {colour} {shape} in {pos}. The background is plain {bg}. "
+    "There is nothing else in the picture.",
+    "In this picture there is a single {size} {colour} {shape}, located in {pos}. "
+    "It sits on a plain {bg} background.",
+    "A {size} {colour} {shape} appears in {pos} of the image. The rest of the image is a "
+    "plain {bg} background with no other objects.",
+    "This is a simple image of one {colour} {shape} on a {bg} background. The {shape} is {size} "
+    "and is placed in {pos}. No other objects are visible.",
+)
+
+
+_A_BEFORE_VOWEL = re.compile(r"\b([Aa]) (?=[aeiou])")
+
+
+def _fill(template: str, scene: Scene) -> str:
+    text = template.format(
+        size=scene.size,
+        colour=scene.colour,
+        shape=scene.shape,
+        pos=_POSITION_PHRASE[scene.position],
+        bg=scene.background,
+    )
+    return _A_BEFORE_VOWEL.sub(r"\1n ", text)  # "a orange" -> "an orange"
+
+
+def short_caption(scene: Scene, rng: random.Random | None = None) -> str:
+    """Stage-1 caption (lower case, no final period); the first template when ``rng`` is None."""
+    template = _SHORT_TEMPLATES[0] if rng is None else rng.choice(_SHORT_TEMPLATES)
+    return _fill(template, scene)
+
+
+def long_description(scene: Scene, rng: random.Random | None = None) -> str:
+    """Stage-2 description, 2-3 sentences; the first template when ``rng`` is None."""
+    template = _LONG_TEMPLATES[0] if rng is None else rng.choice(_LONG_TEMPLATES)
+    return _fill(template, scene)
+
+
+_WORD = re.compile(r"[a-z]+")
+_SHAPE_FORMS: dict[str, str] = {**{s: s for s in SHAPES}, **{s + "s": s for s in SHAPES}}
+
+
+def parse_answer(text: str) -> dict[str, str | None]:
+    """The first colour word and the first shape word (plural accepted) in ``text``, or None."""
+    colour: str | None = None
+    shape: str | None = None
+    for word in _WORD.findall(text.lower()):
+        if colour is None and word in COLOURS:
+            colour = word
+        if shape is None and word in _SHAPE_FORMS:
+            shape = _SHAPE_FORMS[word]
+        if colour is not None and shape is not None:
+            break
+    return {"colour": colour, "shape": shape}
+
+
+def scene_matches(scene: Scene, text: str) -> bool:
+    """True when ``text`` names the scene's colour and shape (first of each found)."""
+    parsed = parse_answer(text)
+    return parsed["colour"] == scene.colour and parsed["shape"] == scene.shape
+
+
+def sample_rng(seed: int, index: int) -> random.Random:
+    """The generator of sample ``index`` for ``seed``: independent of how many samples precede it.
+
+    Seeded with a string, which Python hashes with SHA-512 (not the per-process ``hash``), so it
+    is stable across runs and machines.
+    """
+    return random.Random(f"shapes-world:{seed}:{index}")
+
+
+def make_sample(seed: int, index: int, size: int = 224) -> Sample:
+    """Sample ``index`` of the world drawn with ``seed``: scene, jittered image, both captions."""
+    rng = sample_rng(seed, index)
+    scene = sample_scene(rng)
+    image = render(scene, size=size, rng=rng)
+    return Sample(
+        index=index,
+        scene=scene,
+        image=image,
+        short_caption=short_caption(scene, rng),
+        long_description=long_description(scene, rng),
+    )
+
+
+def to_jpeg_bytes(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
+    """Encode as baseline JPEG with fixed settings, so equal pixels give equal bytes."""
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality, optimize=False, progressive=False)
+    return buf.getvalue()

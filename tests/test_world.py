@@ -1,0 +1,249 @@
+"""The shapes world: vocabulary, rendering, captions, answer parsing and determinism."""
+
+import hashlib
+import itertools
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from minigpt4.tiny_world import world
+from minigpt4.tiny_world.world import (
+    BACKGROUNDS,
+    COLOURS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Scene,
+    long_description,
+    make_sample,
+    parse_answer,
+    render,
+    sample_scene,
+    scene_matches,
+    short_caption,
+    to_jpeg_bytes,
+)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_vocabulary_is_the_specified_one():
+    assert COLOURS == ("red", "green", "blue", "yellow", "purple", "orange")
+    assert SHAPES == ("circle", "square", "triangle", "star")
+    assert SIZES == ("small", "large")
+    assert POSITIONS == ("top left", "top right", "bottom left", "bottom right", "center")
+    assert BACKGROUNDS == ("white", "gray", "black")
+    # Background words must never be read as the shape's colour.
+    assert not set(BACKGROUNDS) & set(COLOURS)
+
+
+def test_colours_are_far_apart_from_each_other_and_from_backgrounds():
+    rgb = {**world.COLOUR_RGB, **{"bg-" + k: v for k, v in world.BACKGROUND_RGB.items()}}
+    assert set(world.COLOUR_RGB) == set(COLOURS)
+    assert set(world.BACKGROUND_RGB) == set(BACKGROUNDS)
+    for (a, ca), (b, cb) in itertools.combinations(rgb.items(), 2):
+        if a.startswith("bg-") and b.startswith("bg-"):
+            continue
+        dist = math.dist(ca, cb)
+        assert dist > 80, f"{a} {ca} and {b} {cb} are too close ({dist:.0f})"
+
+
+def test_scene_rejects_words_outside_the_vocabulary():
+    with pytest.raises(ValueError, match="colour"):
+        Scene("pink", "circle", "small", "center", "white")
+    with pytest.raises(ValueError, match="position"):
+        Scene("red", "circle", "small", "middle", "white")
+
+
+def test_sample_scene_covers_every_value_about_uniformly():
+    rng = random.Random(0)
+    scenes = [sample_scene(rng) for _ in range(6000)]
+    for field, values in (
+        ("colour", COLOURS),
+        ("shape", SHAPES),
+        ("size", SIZES),
+        ("position", POSITIONS),
+        ("background", BACKGROUNDS),
+    ):
+        counts = Counter(getattr(s, field) for s in scenes)
+        expected = len(scenes) / len(values)
+        assert set(counts) == set(values)
+        for value in values:
+            # Binomial sd is < sqrt(expected); 5 sd is far beyond chance.
+            assert abs(counts[value] - expected) < 5 * math.sqrt(expected), (field, counts)
+
+
+def _mask(img, background):
+    """Pixels clearly different from the background colour."""
+    arr = np.asarray(img).astype(np.int32)
+    bg = np.array(world.BACKGROUND_RGB[background])
+    return np.abs(arr - bg).sum(axis=2) > 60
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+def test_canonical_render_puts_the_colour_at_the_position(position):
+    scene = Scene("blue", "circle", "small", position, "white")
+    img = render(scene, size=200)
+    assert img.mode == "RGB" and img.size == (200, 200)
+    arr = np.asarray(img)
+    expected_xy = {
+        "top left": (0.25, 0.25),
+        "top right": (0.75, 0.25),
+        "bottom left": (0.25, 0.75),
+        "bottom right": (0.75, 0.75),
+        "center": (0.5, 0.5),
+    }[position]
+    mask = _mask(img, "white")
+    ys, xs = np.nonzero(mask)
+    # The shape's centroid lies in the named region (within 6 % of the side).
+    assert abs(xs.mean() / 200 - expected_xy[0]) < 0.06
+    assert abs(ys.mean() / 200 - expected_xy[1]) < 0.06
+    cy, cx = int(ys.mean()), int(xs.mean())
+    assert np.abs(arr[cy, cx].astype(int) - world.COLOUR_RGB["blue"]).max() <= 3
+    assert tuple(arr[0, 0]) == (255, 255, 255)
+
+
+def test_large_is_larger_than_small():
+    areas = {}
+    for size in SIZES:
+        img = render(Scene("red", "square", size, "center", "black"), size=128)
+        areas[size] = _mask(img, "black").sum()
+    assert 3.0 < areas["large"] / areas["small"] < 5.0  # twice the side -> ~4x the area
+
+
+def test_shapes_have_their_geometric_fill_ratio():
+    """Area / bounding-box area: circle pi/4, square 1, triangle 1/2, star well below 1/2."""
+    ratios = {}
+    for shape in SHAPES:
+        img = render(Scene("green", shape, "large", "center", "white"), size=256)
+        mask = _mask(img, "white")
+        ys, xs = np.nonzero(mask)
+        box = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
+        ratios[shape] = mask.sum() / box
+    assert abs(ratios["circle"] - math.pi / 4) < 0.04
+    assert ratios["square"] > 0.93
+    assert abs(ratios["triangle"] - 0.5) < 0.05
+    assert ratios["star"] < 0.45
+
+
+def test_jittered_shapes_stay_inside_the_image_and_differ():
+    seen = set()
+    for i in range(60):
+        sample = make_sample(3, i, size=96)
+        mask = _mask(sample.image, sample.scene.background)
+        assert mask.sum() > 0
+        border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
+        assert not border.any(), f"sample {i} ({sample.scene}) touches the border"
+        seen.add(hashlib.sha256(sample.image.tobytes()).hexdigest())
+    assert len(seen) == 60
+    # Same scene, different jitter -> different pixels.
+    scene = Scene("red", "star", "large", "center", "gray")
+    a = render(scene, 64, random.Random(1)).tobytes()
+    b = render(scene, 64, random.Random(2)).tobytes()
+    assert a != b
+
+
+def _all_scenes():
+    for c, sh, si, p, bg in itertools.product(COLOURS, SHAPES, SIZES, POSITIONS, BACKGROUNDS):
+        yield Scene(c, sh, si, p, bg)
+
+
+def test_short_captions_name_colour_then_shape_and_nothing_else():
+    rng = random.Random(0)
+    templates_seen = set()
+    for scene in _all_scenes():
+        for r in (None, rng):
+            cap = short_caption(scene, r)
+            templates_seen.add(cap)
+            assert cap == cap.lower() and not cap.endswith(".")
+            assert re.search(rf"\b(?:{scene.size} )?{scene.colour} {scene.shape}\b", cap), cap
+            words = re.findall(r"[a-z]+", cap)
+            assert [w for w in words if w in COLOURS] == [scene.colour]
+            assert [w for w in words if w in SHAPES] == [scene.shape]
+            assert "a orange" not in cap
+    # Several templates are in use.
+    one = Scene("red", "circle", "small", "center", "white")
+    assert len({short_caption(one, random.Random(i)) for i in range(50)}) >= 3
+    assert short_caption(Scene("red", "circle", "large", "top left", "gray")) == (
+        "a large red circle in the top left corner on a gray background"
+    )
+
+
+def test_long_descriptions_are_two_or_three_sentences_naming_every_attribute():
+    rng = random.Random(1)
+    for scene in _all_scenes():
+        text = long_description(scene, rng)
+        sentences = [s for s in re.split(r"(?<=\.)\s+", text) if s]
+        assert 2 <= len(sentences) <= 3, text
+        assert all(s[0].isupper() and s.endswith(".") for s in sentences), text
+        for word in (scene.colour, scene.shape, scene.size, scene.background, scene.position):
+            assert word in text, (word, text)
+        assert parse_answer(text) == {"colour": scene.colour, "shape": scene.shape}
+    assert long_description(Scene("red", "circle", "large", "top left", "gray")) == (
+        "The image shows a large red circle in the top left corner. The background is plain "
+        "gray. There is nothing else in the picture."
+    )
+
+
+@pytest.mark.parametrize(
+    "text, colour, shape",
+    [
+        ("I see a Blue STAR.", "blue", "star"),
+        ("There are two circles; they are red.", "red", "circle"),
+        ("a red square and a green circle", "red", "square"),
+        ("a gray background", None, None),
+        ("The picture shows a triangle.", None, "triangle"),
+        ("reddish starfish", None, None),  # whole words only
+        ("", None, None),
+    ],
+)
+def test_parse_answer(text, colour, shape):
+    assert parse_answer(text) == {"colour": colour, "shape": shape}
+
+
+def test_scene_matches_needs_both_colour_and_shape():
+    scene = Scene("purple", "triangle", "small", "bottom left", "black")
+    assert scene_matches(scene, "A small purple triangle in the bottom left corner.")
+    assert not scene_matches(scene, "A purple circle.")
+    assert not scene_matches(scene, "A green triangle.")
+    assert not scene_matches(scene, "A triangle on a black background.")
+
+
+def _digest(seed: int, count: int, size: int) -> str:
+    h = hashlib.sha256()
+    for i in range(count):
+        s = make_sample(seed, i, size)
+        h.update(to_jpeg_bytes(s.image))
+        h.update(s.short_caption.encode())
+        h.update(s.long_description.encode())
+    return h.hexdigest()
+
+
+def test_same_seed_gives_byte_identical_samples_across_processes():
+    here = _digest(5, 6, 64)
+    assert here == _digest(5, 6, 64)
+    assert here != _digest(6, 6, 64)
+    # Another interpreter with a different hash seed must agree byte for byte.
+    code = (
+        "import hashlib\n"
+        "from minigpt4.tiny_world.world import make_sample, to_jpeg_bytes\n"
+        "h = hashlib.sha256()\n"
+        "for i in range(6):\n"
+        "    s = make_sample(5, i, 64)\n"
+        "    h.update(to_jpeg_bytes(s.image))\n"
+        "    h.update(s.short_caption.encode())\n"
+        "    h.update(s.long_description.encode())\n"
+        "print(h.hexdigest())\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": REPO_ROOT}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == here
