@@ -12,7 +12,8 @@ written against it keeps working.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 

@@ -1,0 +1,244 @@
+"""The YAML configuration system.
+
+A user's file (``train_configs/...``, ``eval_configs/...``) has the sections ``model``,
+``datasets`` and ``run``. It is merged, as in the original, over
+
+1. the model's default YAML, chosen by ``model.arch`` and ``model.model_type``
+   (``minigpt4/configs/models/minigpt4.yaml``, which also brings the ``preprocess`` section),
+2. each dataset builder's default YAML (``minigpt4/configs/datasets/...``, by ``type``),
+
+and finally ``--options key=value ...`` override anything. OmegaConf interpolations such as
+``${oc.env:MINIGPT4_DATASET}`` are resolved once, here, so a missing variable is reported before
+anything heavy starts. Unknown sections and misspelt ``run`` keys are errors: a typo must not
+fall back to a default silently.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from minigpt4.common.registry import registry
+
+logger = logging.getLogger(__name__)
+
+TOP_LEVEL_SECTIONS = ("model", "datasets", "run", "preprocess")
+
+# Every ``run`` key the framework reads. Keys set at run time by init_distributed_mode
+# (rank, gpu, dist_backend) are included so a saved, resolved config loads again.
+RUN_KEYS = frozenset(
+    {
+        # task / runner
+        "task",
+        "runner",
+        "evaluate",
+        "train_splits",
+        "valid_splits",
+        "test_splits",
+        "use_dist_eval_sampler",
+        # optimisation
+        "lr_sched",
+        "init_lr",
+        "min_lr",
+        "warmup_lr",
+        "warmup_steps",
+        "lr_decay_rate",
+        "weight_decay",
+        "beta2",
+        "max_epoch",
+        "iters_per_epoch",
+        "accum_grad_iters",
+        "amp",
+        "amp_dtype",
+        # data
+        "batch_size_train",
+        "batch_size_eval",
+        "num_workers",
+        # bookkeeping
+        "seed",
+        "output_dir",
+        "resume_ckpt_path",
+        "save_freq_iters",
+        "log_freq",
+        # placement / distributed
+        "device",
+        "world_size",
+        "dist_url",
+        "distributed",
+        "rank",
+        "gpu",
+        "dist_backend",
+    }
+)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file, key or value and what to do about it."""
+
+
+def _nearest(name: str, candidates: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.5)
+    return f" Did you mean '{match[0]}'?" if match else ""
+
+
+def parse_options(options: Sequence[str] | None) -> DictConfig:
+    """``--options`` as OmegaConf: ``["run.init_lr=1e-5", ...]`` or ``["run.init_lr", "1e-5"]``."""
+    if not options:
+        return OmegaConf.create()
+    options = list(options)
+    if "=" not in options[0]:
+        if len(options) % 2:
+            raise ConfigError(
+                f"--options: expected key=value items or key value pairs, got {options}"
+            )
+        options = [f"{k}={v}" for k, v in zip(options[::2], options[1::2])]
+    for item in options:
+        key = item.split("=", 1)[0]
+        if "=" not in item or not key:
+            raise ConfigError(f"--options: '{item}' is not of the form key=value")
+    return OmegaConf.from_dotlist(options)
+
+
+def _load_yaml(path: str, what: str) -> DictConfig:
+    if not os.path.isfile(path):
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and friends: say which file
+        raise ConfigError(f"Cannot parse {what} {path}: {err}") from err
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{what} {path} must hold a mapping at the top level")
+    return cfg
+
+
+class Config:
+    """The merged configuration of one run (``cfg.run_cfg``, ``cfg.model_cfg`` ...)."""
+
+    def __init__(self, args: Any) -> None:
+        self.args = args
+        registry.register("configuration", self)
+
+        cfg_path = getattr(args, "cfg_path", None)
+        if not cfg_path:
+            raise ConfigError("No configuration file given: pass --cfg-path path/to/config.yaml")
+        user_config = parse_options(getattr(args, "options", None))
+        config = _load_yaml(cfg_path, "configuration file")
+        self._check_sections(config, cfg_path)
+        self._check_sections(user_config, "--options")
+
+        runner_config = OmegaConf.create({"run": config.get("run", OmegaConf.create())})
+        model_config = self.build_model_config(config, cfg_path)
+        dataset_config = self.build_dataset_config(config)
+        self.config = OmegaConf.merge(runner_config, model_config, dataset_config, user_config)
+        self._resolve(cfg_path)
+        self._check_run_keys(cfg_path)
+
+    # --- building ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_sections(config: DictConfig, source: str) -> None:
+        for key in config:
+            if key not in TOP_LEVEL_SECTIONS:
+                hint = _nearest(key, TOP_LEVEL_SECTIONS)
+                raise ConfigError(
+                    f"{source}: unknown top-level section '{key}'.{hint}"
+                    f" Valid sections: {', '.join(TOP_LEVEL_SECTIONS)}"
+                )
+
+    @staticmethod
+    def build_model_config(config: DictConfig, cfg_path: str = "config") -> DictConfig:
+        model = config.get("model")
+        if model is None:
+            raise ConfigError(f"{cfg_path}: missing 'model' section (with at least 'arch').")
+        arch = model.get("arch")
+        if arch is None:
+            raise ConfigError(f"{cfg_path}: missing 'model.arch' (e.g. mini_gpt4).")
+        model_cls = registry.get_model_class(arch)
+        model_type = model.get("model_type")
+        if model_type is None:
+            known = ", ".join(sorted(getattr(model_cls, "PRETRAINED_MODEL_CONFIG_DICT", {})))
+            raise ConfigError(
+                f"{cfg_path}: missing 'model.model_type' for arch '{arch}'. Known types: {known}"
+            )
+        default_path = model_cls.default_config_path(model_type=model_type)
+        return OmegaConf.merge(
+            OmegaConf.create(),
+            _load_yaml(default_path, f"default config of model type '{model_type}'"),
+            {"model": model},
+        )
+
+    @staticmethod
+    def build_dataset_config(config: DictConfig) -> DictConfig:
+        datasets = config.get("datasets")
+        if datasets is None:
+            raise ConfigError("Expecting 'datasets' as the root key for dataset configuration.")
+        dataset_config = OmegaConf.create()
+        for name in datasets:
+            builder_cls = registry.get_builder_class(name)
+            user_block = datasets[name] if datasets[name] is not None else OmegaConf.create()
+            config_type = user_block.get("type", "default")
+            default_path = builder_cls.default_config_path(type=config_type)
+            dataset_config = OmegaConf.merge(
+                dataset_config,
+                _load_yaml(default_path, f"default config of dataset '{name}'"),
+                {"datasets": {name: user_block}},
+            )
+        return dataset_config
+
+    def _resolve(self, cfg_path: str) -> None:
+        try:
+            OmegaConf.resolve(self.config)
+        except OmegaConfBaseException as err:
+            key = getattr(err, "full_key", None) or "?"
+            raise ConfigError(
+                f"{cfg_path}: cannot resolve '{key}': {err.msg if hasattr(err, 'msg') else err}. "
+                "If it reads an environment variable (${oc.env:NAME}), export NAME or set the key "
+                "with --options."
+            ) from err
+
+    def _check_run_keys(self, cfg_path: str) -> None:
+        for key in self.config.run:
+            if key not in RUN_KEYS:
+                raise ConfigError(
+                    f"{cfg_path}: unknown key 'run.{key}'.{_nearest(key, RUN_KEYS)} "
+                    "Remove or correct it (unknown keys would silently fall back to defaults)."
+                )
+
+    # --- accessors --------------------------------------------------------------------------
+
+    @property
+    def run_cfg(self) -> DictConfig:
+        return self.config.run
+
+    @property
+    def datasets_cfg(self) -> DictConfig:
+        return self.config.datasets
+
+    @property
+    def model_cfg(self) -> DictConfig:
+        return self.config.model
+
+    def to_dict(self) -> dict:
+        return OmegaConf.to_container(self.config, resolve=True)
+
+    @staticmethod
+    def _to_json(node: DictConfig) -> str:
+        return json.dumps(OmegaConf.to_container(node, resolve=True), indent=4, sort_keys=True)
+
+    def pretty_print(self) -> None:
+        """Log the three blocks the original prints at start-up, in the same format."""
+        logger.info("\n=====  Running Parameters    =====")
+        logger.info(self._to_json(self.config.run))
+        logger.info("\n======  Dataset Attributes  ======")
+        for dataset in self.config.datasets:
+            logger.info(f"\n======== {dataset} =======")
+            logger.info(self._to_json(self.config.datasets[dataset]))
+        logger.info("\n======  Model Attributes  ======")
+        logger.info(self._to_json(self.config.model))
