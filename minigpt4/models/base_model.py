@@ -1,0 +1,54 @@
+"""Pieces shared by the BLIP-2 style models: fp32 LayerNorm, autocast helper, frozen-module handling."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm that always computes in fp32 and returns the input dtype (as BLIP-2's ``ln_vision``).
+
+    The default eps (1e-5) is kept on purpose: the original builds ``ln_vision`` without passing one.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        orig_type = x.dtype
+        ret = super().forward(x.type(torch.float32))
+        return ret.type(orig_type)
+
+
+def disabled_train(self: nn.Module, mode: bool = True) -> nn.Module:
+    """Replacement for ``.train`` on frozen modules: they stay in eval mode (dropout off)."""
+    return self
+
+
+def freeze(module: nn.Module) -> None:
+    """Stop gradients and keep ``module`` in eval mode even when a parent calls ``.train()``."""
+    for param in module.parameters():
+        param.requires_grad = False
+    module.eval()
+    # Bound per instance, like the original's `module.train = disabled_train`, so that a direct
+    # `module.train()` is a no-op too, not only a parent's.
+    module.train = disabled_train.__get__(module)
+
+
+class BaseModel(nn.Module):
+    """Device and autocast handling with the original's semantics."""
+
+    autocast_dtype: torch.dtype = torch.float16
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the first parameter (the original's definition: ``visual_encoder.cls_token``)."""
+        return next(self.parameters()).device
+
+    def maybe_autocast(self, dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager:
+        """Autocast on CUDA (fp16 unless configured otherwise); nothing on CPU, where weights are fp32."""
+        if self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=dtype or self.autocast_dtype)
+        return contextlib.nullcontext()
