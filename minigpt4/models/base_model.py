@@ -1,4 +1,4 @@
-"""Pieces shared by the BLIP-2 style models: fp32 LayerNorm, autocast helper, frozen-module handling."""
+"""Shared by the BLIP-2 style models: fp32 LayerNorm, autocast helper, frozen-module handling."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm that always computes in fp32 and returns the input dtype (as BLIP-2's ``ln_vision``).
+    """LayerNorm computing in fp32 and returning the input dtype (as BLIP-2's ``ln_vision``).
 
-    The default eps (1e-5) is kept on purpose: the original builds ``ln_vision`` without passing one.
+    The default eps (1e-5) is kept on purpose: the original builds ``ln_vision`` without one.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,11 +44,11 @@ class BaseModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        """Device of the first parameter (the original's definition: ``visual_encoder.cls_token``)."""
+        """Device of the first parameter (as the original: ``visual_encoder.cls_token``)."""
         return next(self.parameters()).device
 
     def maybe_autocast(self, dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager:
-        """Autocast on CUDA (fp16 unless configured otherwise); nothing on CPU, where weights are fp32."""
+        """Autocast on CUDA (fp16 unless configured); nothing on CPU, where weights are fp32."""
         if self.device.type == "cuda":
             return torch.autocast(device_type="cuda", dtype=dtype or self.autocast_dtype)
         return contextlib.nullcontext()

@@ -4,8 +4,8 @@
   :func:`minigpt4.common.dist_utils.download_cached_file` under ``$TORCH_HOME/hub/checkpoints/``
   (the original's behaviour, and where the usual guides put the files).
 - Offline by default: a URL is downloaded only when ``model.allow_download`` is true or the
-  environment sets ``MINIGPT4_ALLOW_DOWNLOAD=1``. Otherwise a file missing from the cache is an error
-  that says where to put it.
+  environment sets ``MINIGPT4_ALLOW_DOWNLOAD=1``. Otherwise a file missing from the cache is an
+  error that says where to put it.
 - :func:`preflight` checks every file before anything heavy is loaded and reports all missing ones
   in one error.
 - :func:`load_state_dict_file` reads ``.pth`` pickles with ``weights_only=True`` (a crafted file
@@ -70,8 +70,8 @@ class WeightSource:
     def describe_fix(self) -> str:
         if self.is_llm_folder:
             return (
-                f"set {self.config_key} to a Hugging Face LLaMA/Vicuna folder (config.json, weights "
-                "and tokenizer.model or tokenizer.json), e.g. with --options "
+                f"set {self.config_key} to a Hugging Face LLaMA/Vicuna folder (config.json, "
+                "weights and tokenizer.model or tokenizer.json), e.g. with --options "
                 f"{self.config_key}=/path/to/vicuna"
             )
         if self.url:

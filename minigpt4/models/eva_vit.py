@@ -35,7 +35,7 @@ class EvaVitConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping | None, img_size: int | None = None) -> EvaVitConfig:
-        """Defaults overridden by ``values`` (the ``vit_config`` model key); unknown keys are an error."""
+        """Defaults overridden by ``values`` (model key ``vit_config``); unknown keys: error."""
         values = dict(values or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
@@ -56,7 +56,7 @@ class EvaVitConfig:
 
 
 class EvaViT(Eva):
-    """timm ``Eva`` that returns the token sequence of the last block (no norm, no pooling, no head)."""
+    """timm ``Eva`` returning the tokens of the last block (no norm, no pooling, no head)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
@@ -67,7 +67,7 @@ def create_eva_vit_g(
     drop_path_rate: float = 0.0,
     use_checkpoint: bool = False,
 ) -> EvaViT:
-    """Build the (randomly initialised) EVA ViT; load weights with :func:`load_eva_vit_state_dict`."""
+    """Build a randomly initialised EVA ViT; load weights with :func:`load_eva_vit_state_dict`."""
     config = config or EvaVitConfig()
     model = EvaViT(
         img_size=config.img_size,
@@ -106,7 +106,7 @@ def convert_weights_to_fp16(model: nn.Module) -> None:
 def interpolate_pos_embed(
     pos_embed: torch.Tensor, num_patches: int, num_extra_tokens: int = 1
 ) -> torch.Tensor:
-    """Resize a checkpoint's ``pos_embed`` patch grid to ``num_patches`` (bicubic), keeping the CLS row."""
+    """Resize a checkpoint's ``pos_embed`` grid to ``num_patches`` (bicubic), keeping CLS."""
     embed_dim = pos_embed.shape[-1]
     orig_size = math.isqrt(pos_embed.shape[-2] - num_extra_tokens)
     new_size = math.isqrt(num_patches)

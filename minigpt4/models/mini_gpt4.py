@@ -119,11 +119,11 @@ class MiniGPT4(BaseModel):
             raise ValueError("vit model must be eva_clip_g for current version of MiniGPT-4")
         if llm_quantization not in LLM_QUANTIZATIONS:
             raise ValueError(
-                f"model.llm_quantization must be one of null, '8bit', '4bit'; got {llm_quantization!r}"
+                f"model.llm_quantization must be null, '8bit' or '4bit'; got {llm_quantization!r}"
             )
         if autocast_dtype not in AUTOCAST_DTYPES:
             raise ValueError(
-                f"model.autocast_dtype must be one of {sorted(AUTOCAST_DTYPES)}; got {autocast_dtype!r}"
+                f"model.autocast_dtype must be 'fp16' or 'bf16'; got {autocast_dtype!r}"
             )
         if vit_precision not in ("fp16", "fp32"):
             raise ValueError(f"model.vit_precision must be 'fp16' or 'fp32'; got {vit_precision!r}")
@@ -280,7 +280,7 @@ class MiniGPT4(BaseModel):
 
     @staticmethod
     def load_prompts(prompt_path: str, prompt_template: str) -> list[str]:
-        """Lines of ``prompt_path`` that contain ``<ImageHere>``, each formatted into the template."""
+        """Lines of ``prompt_path`` containing ``<ImageHere>``, each formatted into the template."""
         path = resolve_path(prompt_path)
         with open(path, encoding="utf-8") as f:
             raw_prompts = f.read().splitlines()
@@ -357,11 +357,11 @@ class MiniGPT4(BaseModel):
         return ignored
 
     def load_checkpoint(self, path: str) -> list[str]:
-        """Load a MiniGPT-4 checkpoint (released ``pretrained_minigpt4*.pth`` or a runner checkpoint).
+        """Load a MiniGPT-4 checkpoint (released ``pretrained_minigpt4*.pth`` or a runner one).
 
         ``llama_proj.weight`` and ``llama_proj.bias`` must be there and fit the LLM; any other key
         that names a tensor of this model is loaded too (shape-checked); the rest (buffers kept by
-        runner checkpoints, such as rotary ``inv_freq`` and ``position_ids``) is ignored and returned.
+        runner checkpoints: rotary ``inv_freq``, ``position_ids``) is ignored and returned.
         """
         logger.info("Load BLIP2-LLM Checkpoint: %s", path)
         where = f"{path} (model.ckpt)"
@@ -377,11 +377,12 @@ class MiniGPT4(BaseModel):
             if file_in == proj.shape[1] and file_out != proj.shape[0]:
                 ckpt_size, llm_size = _llm_size(file_out), _llm_size(proj.shape[0])
                 raise CheckpointError(
-                    f"{where} is a {ckpt_size} checkpoint (llama_proj outputs {file_out} features) "
-                    f"but the LLM at model.llama_model is {llm_size} (hidden size {proj.shape[0]}): "
-                    f"a {ckpt_size} checkpoint with a {llm_size} LLM cannot work. Use the MiniGPT-4 "
-                    f"checkpoint made for a {llm_size} LLM, or point model.llama_model at the "
-                    f"{ckpt_size} LLM."
+                    f"{where} is a {ckpt_size} checkpoint (llama_proj outputs {file_out} "
+                    f"features) but the LLM at model.llama_model is {llm_size} (hidden size "
+                    f"{proj.shape[0]}): "
+                    f"a {ckpt_size} checkpoint with a {llm_size} LLM cannot work. Use the "
+                    f"MiniGPT-4 checkpoint made for a {llm_size} LLM, or point "
+                    f"model.llama_model at the {ckpt_size} LLM."
                 )
         own = self.state_dict()
         used = {k: v for k, v in state.items() if k in own}
@@ -394,22 +395,14 @@ class MiniGPT4(BaseModel):
     # --- compute -----------------------------------------------------------------------------
 
     def vit_to_cpu(self) -> None:
-        """Low-resource mode: run the ViT and ``ln_vision`` on CPU in fp32 (the original's behaviour)."""
+        """Low-resource mode: the ViT and ``ln_vision`` run on CPU in fp32 (as the original)."""
         self.ln_vision.to("cpu").float()
         self.visual_encoder.to("cpu").float()
 
     def _check_image(self, image: Any) -> None:
         size = self.vit_config.img_size
-        if (
-            not isinstance(image, torch.Tensor)
-            or image.ndim != 4
-            or tuple(image.shape[1:])
-            != (
-                3,
-                size,
-                size,
-            )
-        ):
+        expected = (3, size, size)
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1:] != expected:
             got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
             raise ValueError(
                 f"encode_img expects a batch of images shaped [B, 3, {size}, {size}] "
@@ -547,7 +540,7 @@ class MiniGPT4(BaseModel):
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> MiniGPT4:
-        """Build from the ``model`` section of a config (OmegaConf node or dict), then load ``ckpt``."""
+        """Build from a config's ``model`` section (OmegaConf node or dict), then load ``ckpt``."""
         allow = downloads_allowed(cfg.get("allow_download"))
         ckpt = _cfg_get(cfg, "ckpt", "")
         vit_model_path = cfg.get("vit_model_path") or EVA_VIT_G_URL

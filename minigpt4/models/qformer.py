@@ -3,17 +3,16 @@
 MiniGPT-4 only ever runs the Q-Former on its learned query tokens (no text), so the pruned LAVIS
 ``BertLMHeadModel`` (no word/position embeddings, no text FFNs, no MLM head) and
 ``Blip2QFormerModel(use_qformer_text_input=False)`` hold the same weights and compute the same
-function. Only the names differ; the functions here convert between the two layouts:
+function. Only the names differ; the functions here convert between the two layouts (LAVIS -> ours):
 
-======================================================  =========================================
-LAVIS / MiniGPT-4 checkpoint                            this module (attribute ``Qformer``)
-======================================================  =========================================
-``Qformer.bert.embeddings.LayerNorm.*``                 ``Qformer.layernorm.*``
-``Qformer.bert.encoder.layer.N.attention.self.*``       ``Qformer.encoder.layer.N.attention.attention.*``
-``Qformer.bert.encoder.layer.N.crossattention.self.*``  ``Qformer.encoder.layer.N.crossattention.attention.*``
-``Qformer.bert.encoder.*`` (everything else)            ``Qformer.encoder.*``
-``Qformer.bert.embeddings.position_ids`` (buffer)       dropped: no position embeddings are used
-======================================================  =========================================
+- ``Qformer.bert.embeddings.LayerNorm.*`` -> ``Qformer.layernorm.*``
+- ``Qformer.bert.encoder.layer.N.attention.self.*`` ->
+  ``Qformer.encoder.layer.N.attention.attention.*``
+- ``Qformer.bert.encoder.layer.N.crossattention.self.*`` ->
+  ``Qformer.encoder.layer.N.crossattention.attention.*``
+- ``Qformer.bert.encoder.*`` (everything else) -> ``Qformer.encoder.*``
+- ``Qformer.bert.embeddings.position_ids`` (a buffer) has no counterpart: no position embeddings
+  are used on the query path.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ class QFormerConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping | None) -> QFormerConfig:
-        """Defaults overridden by ``values`` (the ``qformer_config`` model key); unknown keys are an error."""
+        """Defaults overridden by ``values`` (model key ``qformer_config``); unknown keys: error."""
         values = dict(values or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
@@ -60,7 +59,7 @@ class QFormerConfig:
 
 
 def build_qformer(config: QFormerConfig, vision_width: int) -> Blip2QFormerModel:
-    """A randomly initialised query-only Q-Former whose cross-attention reads ``vision_width`` features."""
+    """A randomly initialised query-only Q-Former reading ``vision_width``-wide image features."""
     hf_config = Blip2QFormerConfig(
         hidden_size=config.hidden_size,
         num_hidden_layers=config.num_hidden_layers,
