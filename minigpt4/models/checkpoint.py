@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from minigpt4.common.utils import is_url, resolve_path
+from minigpt4.models.qformer import BERT_BASE_MAX_POSITIONS, ours_to_lavis
 
 logger = logging.getLogger(__name__)
 
@@ -219,15 +220,41 @@ def _unwrap_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def save_state_dict_file(state_dict: Mapping[str, torch.Tensor], path: str, wrap: bool) -> None:
-    """Write ``state_dict`` in a real checkpoint layout, atomically.
+def eva_vit_checkpoint(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``eva_vit_g.pth`` content for ``model`` (a MiniGPT4): a flat dict in the LAVIS EVA layout."""
+    return {k: v.detach().clone() for k, v in model.visual_encoder.state_dict().items()}
 
-    ``wrap=True`` writes ``{"model": state_dict}`` (blip2 / MiniGPT-4 layout), ``False`` a flat
-    dict (``eva_vit_g.pth``). Used to produce tiny weights in the real formats.
+
+def blip2_checkpoint(
+    model: torch.nn.Module, max_position_embeddings: int = BERT_BASE_MAX_POSITIONS
+) -> dict[str, dict[str, torch.Tensor]]:
+    """``blip2_pretrained_flant5xxl.pth`` content for ``model`` (a MiniGPT4), LAVIS key names.
+
+    ``{"model": {query_tokens, ln_vision.*, Qformer.bert.* incl. the position_ids buffer}}``;
+    the real file's ``t5_proj.*`` keys are not written (MiniGPT-4 ignores them).
     """
-    tensors = {k: v.detach().clone().contiguous() for k, v in state_dict.items()}
+    parts = {
+        k: v.detach().clone()
+        for k, v in model.state_dict().items()
+        if k == "query_tokens" or k.startswith(("ln_vision.", "Qformer."))
+    }
+    return {"model": ours_to_lavis(parts, max_position_embeddings)}
+
+
+def minigpt4_checkpoint(model: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    """MiniGPT-4 checkpoint layout: ``{"model": {"llama_proj.weight", "llama_proj.bias"}}``."""
+    return {
+        "model": {
+            k: v.detach().clone()
+            for k, v in model.llama_proj.state_dict(prefix="llama_proj.").items()
+        }
+    }
+
+
+def save_checkpoint_file(content: Mapping, path: str) -> None:
+    """``torch.save`` ``content`` to ``path`` atomically (temp file, then rename)."""
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"model": tensors} if wrap else tensors, tmp)
+    torch.save(content, tmp)
     os.replace(tmp, path)
 
 
