@@ -1,0 +1,82 @@
+"""Build the model and image processor a chat needs from an eval config (demo and batch)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from minigpt4.common.registry import registry
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | None, gpu_id: int = 0) -> str:
+    """``"cpu"`` or ``"cuda:<gpu_id>"``; ``None`` picks CUDA when there is one."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        logger.info("No --device given; using %s", device)
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"--device {device} was asked for but torch sees no CUDA device; "
+                "use --device cpu (a tiny eval config runs there)"
+            )
+        return device if ":" in device else f"cuda:{gpu_id}"
+    raise ValueError(f"--device must be 'cpu' or 'cuda', not {device!r}")
+
+
+def vis_processor_config(datasets_cfg: DictConfig | None, cfg_path: str = "config") -> DictConfig:
+    """The image processor the eval config names.
+
+    The original read ``datasets.cc_sbu_align.vis_processor.train``; that entry still wins, and
+    a config naming another dataset works too.
+    """
+    datasets_cfg = datasets_cfg or OmegaConf.create()
+    names = list(datasets_cfg.keys())
+    if "cc_sbu_align" in names:
+        names = ["cc_sbu_align"] + [n for n in names if n != "cc_sbu_align"]
+    for name in names:
+        proc = OmegaConf.select(datasets_cfg, f"{name}.vis_processor.train")
+        if proc is not None:
+            return proc
+    raise ValueError(
+        f"{cfg_path}: no image processor configured; add "
+        "datasets.cc_sbu_align.vis_processor.train.name: blip2_image_eval (see "
+        "eval_configs/minigpt4_eval.yaml)"
+    )
+
+
+def build_model_and_processor(cfg: Any, device: str, gpu_id: int = 0) -> tuple[Any, Any]:
+    """Model (in eval mode, on ``device``) and its eval image processor, from a ``Config``.
+
+    ``low_resource`` (8-bit LLaMA through bitsandbytes) exists to save GPU memory; on CPU it
+    would only slow things down, so it is switched off there with a warning and the model runs
+    in fp32.
+    """
+    model_config = cfg.model_cfg
+    with open_dict(model_config):
+        model_config.device_8bit = gpu_id
+        if device == "cpu" and model_config.get("low_resource", False):
+            logger.warning(
+                "low_resource: True asks for an 8-bit LLaMA on GPU %d; running on CPU, so the "
+                "model is loaded without 8-bit quantisation (fp32). Pass --device cuda to use it.",
+                gpu_id,
+            )
+            model_config.low_resource = False
+
+    model_cls = registry.get_model_class(model_config.arch)
+    model = model_cls.from_config(model_config)
+    if device == "cpu":
+        # fp16 matmuls are slow or missing on CPU; the original's CPU path ran the ViT in fp32 too.
+        model = model.float()
+    model = model.to(device)
+    model.eval()
+
+    proc_cfg = vis_processor_config(cfg.datasets_cfg)
+    vis_processor = registry.get_processor_class(proc_cfg.name).from_config(proc_cfg)
+    return model, vis_processor
