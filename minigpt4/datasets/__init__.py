@@ -1,0 +1,1 @@
+"""Datasets, their builders (registered by name) and data-loading helpers."""

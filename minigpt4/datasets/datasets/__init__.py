@@ -1,0 +1,1 @@
+"""Dataset classes (webdataset streams and map-style folders) and loader helpers."""

@@ -1,0 +1,41 @@
+"""Stage-2 data: the ``cc_sbu_align`` folder (``filter_cap.json`` + ``image/{image_id}.jpg``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from minigpt4.datasets.datasets.caption_datasets import CaptionDataset
+
+logger = logging.getLogger(__name__)
+
+# A corrupt image is replaced by the next one; this many failures in a row means the folder is
+# broken, not one file.
+MAX_CONSECUTIVE_BAD_IMAGES = 100
+
+
+class CCSBUAlignDataset(CaptionDataset):
+    """Returns ``{"image", "text_input", "image_id"}``; captions are used raw (no processor),
+    as in the original."""
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        for attempt in range(MAX_CONSECUTIVE_BAD_IMAGES):
+            ann = self.annotation[(index + attempt) % len(self.annotation)]
+            path = self.image_path(ann["image_id"])
+            try:
+                with Image.open(path) as img:
+                    image = img.convert("RGB")
+            except (OSError, UnidentifiedImageError, ValueError) as err:
+                logger.warning("Skipping unreadable image %s: %s", path, err)
+                continue
+            return {
+                "image": self.vis_processor(image),
+                "text_input": ann["caption"],
+                "image_id": self.img_ids[ann["image_id"]],
+            }
+        raise RuntimeError(
+            f"{MAX_CONSECUTIVE_BAD_IMAGES} images in a row under {self.vis_root} could not be "
+            "read; check the dataset folder"
+        )

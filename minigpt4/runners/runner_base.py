@@ -1,0 +1,607 @@
+"""``runner_base``: the training loop's periphery.
+
+Builds the loaders, optimizer, lr scheduler and grad scaler from ``run``, wraps the model in
+DDP, runs the epochs, and writes ``output_dir/<job_id>/``: ``log.txt`` (the config as JSON,
+then one stats line per epoch), ``config.yaml`` (the resolved config) and
+``checkpoint_{epoch}.pth``. Only rank 0 writes.
+
+A checkpoint holds the original's keys, ``model`` (trainable parameters and all buffers),
+``optimizer``, ``config``, ``scaler``, ``epoch``, so the original's loaders read it, plus what an
+exact resume needs: ``lr_scheduler``, ``train_state`` (where to continue) and ``rank_states``
+(every rank's RNG states and data position). Everything is plain containers and tensors:
+``torch.load(path, weights_only=True)`` reads it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import webdataset as wds
+from omegaconf import OmegaConf
+from torch import nn
+from torch.utils.data import ChainDataset, DataLoader, IterableDataset
+
+from minigpt4.common import dist_utils
+from minigpt4.common.registry import registry
+from minigpt4.datasets.datasets.dataloader_utils import (
+    IterLoader,
+    MultiIterLoader,
+    ResumableDistributedSampler,
+)
+
+logger = logging.getLogger(__name__)
+
+# Defaults of run keys the shipped configs leave out (the original's values).
+DEFAULT_LOG_FREQ = 50
+DEFAULT_BETA2 = 0.999
+# The original's iters_per_epoch when neither the config nor the loader gives one.
+FALLBACK_ITERS_PER_EPOCH = 10000
+ITER_CHECKPOINT_NAME = "checkpoint_latest.pth"
+
+
+def _python_rng_state() -> dict[str, Any]:
+    version, state, gauss = random.getstate()
+    return {"version": version, "state": torch.tensor(state, dtype=torch.int64), "gauss": gauss}
+
+
+def _set_python_rng_state(saved: dict[str, Any]) -> None:
+    random.setstate((saved["version"], tuple(saved["state"].tolist()), saved["gauss"]))
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
+
+
+def _set_numpy_rng_state(saved: dict[str, Any]) -> None:
+    np.random.set_state(
+        (
+            saved["name"],
+            saved["keys"].numpy().astype(np.uint32),
+            saved["pos"],
+            saved["has_gauss"],
+            saved["cached_gaussian"],
+        )
+    )
+
+
+def rng_states() -> dict[str, Any]:
+    """This process's RNG states as tensors and plain types (safe for ``weights_only``)."""
+    states = {
+        "python": _python_rng_state(),
+        "numpy": _numpy_rng_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    _set_python_rng_state(states["python"])
+    _set_numpy_rng_state(states["numpy"])
+    torch.set_rng_state(states["torch"].cpu())
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+
+
+def _atomic_torch_save(obj: Any, path: str) -> None:
+    """Write to a temporary file in the same folder, then rename: no half-written checkpoint."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _atomic_write_text(text: str, path: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+@registry.register_runner("runner_base")
+class RunnerBase:
+    """Trains ``model`` on ``datasets`` as ``cfg.run_cfg`` says (see the module docstring)."""
+
+    def __init__(
+        self, cfg: Any, task: Any, model: nn.Module, datasets: dict[str, Any], job_id: str
+    ) -> None:
+        self.config = cfg
+        self.run_cfg = cfg.run_cfg
+        self.job_id = job_id
+        self.task = task
+        self.datasets = datasets
+        self._model = model
+        self._wrapped_model: nn.Module | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._scaler: torch.amp.GradScaler | None = None
+        self._dataloaders: dict[str, Any] | None = None
+        self._lr_sched: Any = None
+        self.start_epoch = 0
+        self.start_iter = 0
+        self._pending_rank_state: dict[str, Any] | None = None
+
+        self.device = self._pick_device()
+        self.amp_dtype = self._pick_amp_dtype()
+        self.setup_output_dir()
+
+    # --- placement --------------------------------------------------------------------------
+
+    def _pick_device(self) -> torch.device:
+        wanted = str(self.run_cfg.get("device", "cuda"))
+        if wanted.startswith("cuda") and not torch.cuda.is_available():
+            logger.warning("run.device is '%s' but CUDA is not available: training on CPU", wanted)
+            return torch.device("cpu")
+        if wanted == "cuda" and self.use_distributed:
+            return torch.device("cuda", int(self.run_cfg.get("gpu", 0)))
+        return torch.device(wanted)
+
+    def _pick_amp_dtype(self) -> torch.dtype | None:
+        if not self.run_cfg.get("amp", False):
+            return None
+        if self.device.type != "cuda":
+            logger.info("run.amp is ignored on %s: training in the weights' dtype", self.device)
+            return None
+        name = str(self.run_cfg.get("amp_dtype", "fp16")).lower()
+        dtypes = {"fp16": torch.float16, "float16": torch.float16}
+        dtypes.update({"bf16": torch.bfloat16, "bfloat16": torch.bfloat16})
+        if name not in dtypes:
+            raise ValueError(f"run.amp_dtype must be fp16 or bf16, got '{name}'")
+        return dtypes[name]
+
+    @property
+    def use_distributed(self) -> bool:
+        return (
+            bool(self.run_cfg.get("distributed", False))
+            and dist_utils.is_dist_avail_and_initialized()
+        )
+
+    @property
+    def cuda_enabled(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def model(self) -> nn.Module:
+        """The model on the run device, wrapped in DDP when distributed (built once)."""
+        if self._wrapped_model is None:
+            model = self._model
+            if self.device.type == "cpu" and any(
+                p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters()
+            ):
+                # Half-precision weights need CUDA autocast; on CPU everything runs in fp32
+                # (what the original's load_model does for CPU).
+                logger.info("Casting the model to float32 for CPU training")
+                model = model.float()
+            model = model.to(self.device)
+            if self.use_distributed:
+                device_ids = [self.device.index] if self.cuda_enabled else None
+                model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+            self._wrapped_model = model
+        return self._wrapped_model
+
+    @staticmethod
+    def unwrap_dist_model(model: nn.Module) -> nn.Module:
+        return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+    # --- optimisation -----------------------------------------------------------------------
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """AdamW; no weight decay on 1-D params and names containing bias/ln/bn."""
+        if self._optimizer is None:
+            self._optimizer = build_optimizer(self.model, self.run_cfg)
+        return self._optimizer
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None:
+        if self._scaler is None and self.amp_dtype == torch.float16:
+            self._scaler = torch.amp.GradScaler("cuda")
+        return self._scaler
+
+    @property
+    def lr_scheduler(self) -> Any:
+        if self._lr_sched is None:
+            lr_sched_cls = registry.get_lr_scheduler_class(self.run_cfg.lr_sched)
+            self._lr_sched = lr_sched_cls(
+                optimizer=self.optimizer,
+                max_epoch=self.max_epoch,
+                iters_per_epoch=self.iters_per_epoch,
+                min_lr=self.run_cfg.min_lr,
+                init_lr=self.run_cfg.init_lr,
+                decay_rate=self.run_cfg.get("lr_decay_rate", None),
+                warmup_start_lr=self.run_cfg.get("warmup_lr", -1),
+                warmup_steps=self.run_cfg.get("warmup_steps", 0),
+            )
+        return self._lr_sched
+
+    @property
+    def max_epoch(self) -> int:
+        return int(self.run_cfg.max_epoch)
+
+    @property
+    def iters_per_epoch(self) -> int:
+        value = self.run_cfg.get("iters_per_epoch", None)
+        if value is not None:
+            return int(value)
+        try:
+            return len(self.dataloaders["train"])
+        except (AttributeError, TypeError):
+            logger.info(
+                "run.iters_per_epoch not set and the data has no length: using %d",
+                FALLBACK_ITERS_PER_EPOCH,
+            )
+            return FALLBACK_ITERS_PER_EPOCH
+
+    @property
+    def accum_grad_iters(self) -> int:
+        return int(self.run_cfg.get("accum_grad_iters", 1))
+
+    @property
+    def log_freq(self) -> int:
+        return int(self.run_cfg.get("log_freq", DEFAULT_LOG_FREQ))
+
+    @property
+    def save_freq_iters(self) -> int:
+        return int(self.run_cfg.get("save_freq_iters", 0) or 0)
+
+    @property
+    def evaluate_only(self) -> bool:
+        return bool(self.run_cfg.get("evaluate", False))
+
+    @property
+    def resume_ckpt_path(self) -> str | None:
+        return self.run_cfg.get("resume_ckpt_path", None)
+
+    @property
+    def train_splits(self) -> list[str]:
+        splits = list(self.run_cfg.get("train_splits", []))
+        if not splits:
+            logger.info("Empty train splits.")
+        return splits
+
+    @property
+    def valid_splits(self) -> list[str]:
+        splits = list(self.run_cfg.get("valid_splits", []))
+        if not splits:
+            logger.info("No validation splits found.")
+        return splits
+
+    # --- data -------------------------------------------------------------------------------
+
+    @property
+    def dataloaders(self) -> dict[str, Any]:
+        """``{"train": endless loader}`` over every dataset's train split, mixed by ratio."""
+        if self._dataloaders is None:
+            logger.info(
+                "dataset_ratios not specified, datasets will be concatenated (map-style "
+                "datasets) or chained (webdataset.DataPipeline)."
+            )
+            splits = self.train_splits
+            by_split = {split: [] for split in splits}
+            for name, dataset in self.datasets.items():
+                for split in splits:
+                    if split not in dataset:
+                        raise ValueError(f"dataset '{name}' has no '{split}' split")
+                    by_split[split].append(dataset[split])
+            self._dataloaders = {}
+            for split, datasets in by_split.items():
+                num_records = sum(0 if _is_stream(d) else len(d) for d in datasets)
+                logger.info("Loaded %d records for %s split from the dataset.", num_records, split)
+                ratios = None
+                if all(hasattr(d, "sample_ratio") for d in datasets):
+                    ratios = [float(d.sample_ratio) for d in datasets]
+                loaders = [self._create_loader(d, is_train=split in splits) for d in datasets]
+                self._dataloaders[split] = MultiIterLoader(loaders, ratios=ratios)
+        return self._dataloaders
+
+    def _create_loader(self, dataset: Any, is_train: bool) -> Any:
+        bsz = int(self.run_cfg.batch_size_train if is_train else self.run_cfg.batch_size_eval)
+        num_workers = int(self.run_cfg.get("num_workers", 0))
+        seed = int(self.run_cfg.get("seed", 0))
+        # A private generator: creating loader iterators must not draw from the global RNG,
+        # or a resumed run would diverge from an uninterrupted one.
+        generator = torch.Generator().manual_seed(seed + dist_utils.get_rank())
+        if _is_stream(dataset):
+            # Endless (resampled shards); webdataset splits shards per rank/worker itself.
+            return iter(
+                DataLoader(
+                    dataset,
+                    batch_size=bsz,
+                    num_workers=num_workers,
+                    pin_memory=self.cuda_enabled,
+                    generator=generator,
+                )
+            )
+        sampler = ResumableDistributedSampler(
+            dataset,
+            num_replicas=dist_utils.get_world_size(),
+            rank=dist_utils.get_rank(),
+            shuffle=is_train,
+            seed=seed,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=bsz,
+            num_workers=num_workers,
+            pin_memory=self.cuda_enabled,
+            sampler=sampler,
+            shuffle=False,
+            collate_fn=getattr(dataset, "collater", None),
+            drop_last=is_train,
+            generator=generator,
+        )
+        if len(loader) == 0:
+            raise ValueError(
+                f"dataset '{getattr(dataset, 'name', '?')}' has {len(dataset)} samples, fewer "
+                f"than one batch of {bsz} per rank; lower run.batch_size_train"
+            )
+        return IterLoader(loader, use_distributed=self.use_distributed) if is_train else loader
+
+    @property
+    def train_loader(self) -> Any:
+        return self.dataloaders["train"]
+
+    # --- output -----------------------------------------------------------------------------
+
+    def setup_output_dir(self) -> None:
+        """``run.output_dir/<job_id>`` relative to the current directory (rank 0 creates it)."""
+        if self.use_distributed:
+            # Ranks compute job ids independently; rank 0's is the run's.
+            shared = [self.job_id]
+            dist.broadcast_object_list(shared, src=0)
+            self.job_id = shared[0]
+        base = os.path.abspath(os.path.expanduser(str(self.run_cfg.output_dir)))
+        output_dir = os.path.join(base, self.job_id)
+        if dist_utils.is_main_process():
+            os.makedirs(os.path.join(output_dir, "result"), exist_ok=True)
+        self.output_dir = output_dir
+        self.result_dir = os.path.join(output_dir, "result")
+        registry.register_path("output_dir", output_dir)
+        registry.register_path("result_dir", self.result_dir)
+
+    @dist_utils.main_process
+    def log_config(self) -> None:
+        with open(os.path.join(self.output_dir, "log.txt"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(self.config.to_dict(), indent=4) + "\n")
+        _atomic_write_text(
+            OmegaConf.to_yaml(OmegaConf.create(self.config.to_dict())),
+            os.path.join(self.output_dir, "config.yaml"),
+        )
+
+    @dist_utils.main_process
+    def log_stats(self, stats: dict[str, Any], split_name: str) -> None:
+        line = {f"{split_name}_{k}": v for k, v in stats.items()}
+        with open(os.path.join(self.output_dir, "log.txt"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+
+    # --- training ---------------------------------------------------------------------------
+
+    def train(self) -> None:
+        start_time = time.time()
+        self.log_config()
+        logger.info("Start training")
+        # Build everything first so that restoring RNG states is the last thing before step 1.
+        model = self.model
+        loader = self.train_loader
+        optimizer = self.optimizer
+        lr_scheduler = self.lr_scheduler
+        if self.resume_ckpt_path and not self.evaluate_only:
+            self._load_checkpoint(self.resume_ckpt_path)
+
+        if self.iters_per_epoch % self.accum_grad_iters:
+            logger.warning(
+                "iters_per_epoch (%d) is not a multiple of accum_grad_iters (%d): the last "
+                "iterations of each epoch accumulate gradients that are never applied",
+                self.iters_per_epoch,
+                self.accum_grad_iters,
+            )
+        cur_epoch = self.start_epoch
+        for cur_epoch in range(self.start_epoch, self.max_epoch):
+            if self.evaluate_only:
+                break
+            if cur_epoch != self.start_epoch:
+                logger.info("Start training")
+            model.train()
+            start_iter = self.start_iter if cur_epoch == self.start_epoch else 0
+            train_stats = self.task.train_epoch(
+                epoch=cur_epoch,
+                model=model,
+                data_loader=loader,
+                optimizer=optimizer,
+                lr_scheduler=lr_scheduler,
+                iters_per_epoch=self.iters_per_epoch,
+                device=self.device,
+                scaler=self.scaler,
+                amp_dtype=self.amp_dtype,
+                log_freq=self.log_freq,
+                accum_grad_iters=self.accum_grad_iters,
+                start_iter=start_iter,
+                on_step=self._maybe_save_iter_checkpoint if self.save_freq_iters else None,
+            )
+            self.log_stats(split_name="train", stats=train_stats)
+            if self.valid_splits:
+                raise NotImplementedError(
+                    "validation splits are not supported by this runner (the original's "
+                    "image_text_pretrain task has no evaluation); remove run.valid_splits"
+                )
+            self._save_checkpoint(cur_epoch, next_epoch=cur_epoch + 1, next_iter=0)
+            dist_utils.barrier()
+
+        total_time = time.time() - start_time
+        logger.info("Training time %s", str(datetime.timedelta(seconds=int(total_time))))
+
+    def _maybe_save_iter_checkpoint(self, epoch: int, i: int) -> None:
+        done = i + 1
+        if done % self.save_freq_iters == 0 and done < self.iters_per_epoch:
+            self._save_checkpoint(
+                epoch, next_epoch=epoch, next_iter=done, name=ITER_CHECKPOINT_NAME
+            )
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def _rank_state(self) -> dict[str, Any]:
+        loader = self.train_loader
+        return {
+            "rng": rng_states(),
+            "loaders": loader.state_dict() if hasattr(loader, "state_dict") else None,
+        }
+
+    def _save_checkpoint(
+        self, cur_epoch: int, next_epoch: int, next_iter: int, name: str | None = None
+    ) -> None:
+        """All ranks call this (RNG states are gathered); rank 0 writes."""
+        rank_state = self._rank_state()
+        if self.use_distributed:
+            rank_states: list[Any] = [None] * dist_utils.get_world_size()
+            dist.all_gather_object(rank_states, rank_state)
+        else:
+            rank_states = [rank_state]
+        if not dist_utils.is_main_process():
+            return
+
+        model_no_ddp = self.unwrap_dist_model(self.model)
+        frozen = {n for n, p in model_no_ddp.named_parameters() if not p.requires_grad}
+        # Frozen parameters are dropped, buffers kept: the original's checkpoint content.
+        state_dict = {k: v for k, v in model_no_ddp.state_dict().items() if k not in frozen}
+        save_obj = {
+            "model": state_dict,
+            "optimizer": self.optimizer.state_dict(),
+            "config": self.config.to_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": cur_epoch,
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "train_state": {
+                "next_epoch": next_epoch,
+                "next_iter": next_iter,
+                "world_size": dist_utils.get_world_size(),
+            },
+            "rank_states": _to_cpu(rank_states),
+        }
+        save_to = os.path.join(self.output_dir, name or f"checkpoint_{cur_epoch}.pth")
+        if name is None:
+            logger.info("Saving checkpoint at epoch %d to %s.", cur_epoch, save_to)
+        else:
+            logger.info(
+                "Saving checkpoint at epoch %d, iteration %d to %s.", cur_epoch, next_iter, save_to
+            )
+        _atomic_torch_save(save_obj, save_to)
+        latest = os.path.join(self.output_dir, ITER_CHECKPOINT_NAME)
+        if name is None and os.path.exists(latest):
+            # The epoch checkpoint supersedes the mid-epoch one.
+            os.remove(latest)
+
+    def _load_checkpoint(self, path: str) -> None:
+        """Restore weights, optimizer, scaler, scheduler, position and RNG from ``path``."""
+        from minigpt4.common.utils import resolve_path
+
+        path = resolve_path(str(path))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"run.resume_ckpt_path: checkpoint {path} does not exist")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("model", "optimizer", "epoch"):
+            if key not in checkpoint:
+                raise KeyError(f"{path} is not a training checkpoint: it has no '{key}' entry")
+
+        model = self.unwrap_dist_model(self.model)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        missing = sorted(trainable - set(checkpoint["model"]))
+        if missing:
+            raise KeyError(f"{path} lacks trainable weights {missing}; is it from this model?")
+        result = model.load_state_dict(checkpoint["model"], strict=False)
+        if result.unexpected_keys:
+            logger.warning("Ignored keys in %s not in the model: %s", path, result.unexpected_keys)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scaler is not None and checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+
+        train_state = checkpoint.get("train_state")
+        if train_state is None:  # a checkpoint written by the original
+            self.start_epoch, self.start_iter = int(checkpoint["epoch"]) + 1, 0
+        else:
+            self.start_epoch = int(train_state["next_epoch"])
+            self.start_iter = int(train_state["next_iter"])
+        if "lr_scheduler" in checkpoint:
+            self.lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+
+        rank_states = checkpoint.get("rank_states")
+        rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
+        if rank_states is not None and len(rank_states) == world:
+            state = rank_states[rank]
+            set_rng_states(state["rng"])
+            loader = self.train_loader
+            if state.get("loaders") is not None and hasattr(loader, "load_state_dict"):
+                loader.load_state_dict(state["loaders"])
+        else:
+            logger.warning(
+                "%s holds no RNG/data state for %d rank(s): continuing with fresh random "
+                "streams (weights, optimizer and schedule are restored)",
+                path,
+                world,
+            )
+        logger.info("Resume checkpoint from %s", path)
+
+
+def _is_stream(dataset: Any) -> bool:
+    return isinstance(dataset, (ChainDataset, wds.DataPipeline, IterableDataset))
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def optimizer_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups: decayed (>= 2-D weights) and not (1-D, or name has bias/ln/bn)."""
+    p_wd, p_non_wd = [], []
+    num_parameters = 0
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        logger.info(name)
+        if param.ndim < 2 or "bias" in name or "ln" in name or "bn" in name:
+            p_non_wd.append(param)
+        else:
+            p_wd.append(param)
+        num_parameters += param.numel()
+    logger.info("number of trainable parameters: %d", num_parameters)
+    if num_parameters == 0:
+        raise ValueError("the model has no trainable parameters")
+    return [
+        {"params": p_wd, "weight_decay": float(weight_decay)},
+        {"params": p_non_wd, "weight_decay": 0},
+    ]
+
+
+def build_optimizer(model: nn.Module, run_cfg: Any) -> torch.optim.AdamW:
+    """AdamW(lr=init_lr, betas=(0.9, beta2)) over :func:`optimizer_param_groups`."""
+    weight_decay = float(run_cfg.weight_decay)
+    return torch.optim.AdamW(
+        optimizer_param_groups(model, weight_decay),
+        lr=float(run_cfg.init_lr),
+        weight_decay=weight_decay,
+        betas=(0.9, float(run_cfg.get("beta2", DEFAULT_BETA2))),
+    )
