@@ -1,9 +1,8 @@
 """Chat against what the original computed (reference set ``chat.*``).
 
-The LLM and tokenizer are the reference tiny LLaMA, loaded with transformers; the vision side is
-the reference ``inputs_llama`` (what the original's ``encode_img`` produced for the image), so
-these tests pin the Chat itself: prompt, segment ids, context embeddings, truncation, generation
-arguments, stop words, streaming and post-processing.
+The model is the tiny reference MiniGPT-4 built through ``MiniGPT4.from_config`` (fp32, CPU), so
+these tests pin the whole chat path: image embeddings, prompt, segment ids, context embeddings,
+truncation, generation arguments, stop words, streaming and post-processing.
 """
 
 from __future__ import annotations
@@ -15,40 +14,23 @@ import torch
 
 from minigpt4.conversation import CONV_VISION, Chat, StopOnTokens
 from minigpt4.conversation.conversation import TRUNCATION_WARNING
+from tests.model_fixtures import load_reference, tiny_model_config
 
 QUESTION = "What is in the picture?"
 
 
-class RecordedVision:
-    """The model Chat expects, with ``encode_img`` answering from the reference set."""
-
-    def __init__(self, llm, tokenizer, ref):
-        self.llama_model = llm
-        self.llama_tokenizer = tokenizer
-        self._ref = ref
-
-    def encode_img(self, image: torch.Tensor):
-        # The chat flow uses the second reference image.
-        assert torch.equal(image.cpu(), self._ref["images_eval_processed"][1:2])
-        return self._ref["inputs_llama"][1:2], self._ref["atts_llama"][1:2]
+@pytest.fixture(scope="module")
+def ref():
+    return load_reference()
 
 
 @pytest.fixture(scope="module")
-def ref(reference_dir):
-    return torch.load(reference_dir / "tiny_reference.pt", weights_only=False)
+def chat():
+    import minigpt4  # noqa: F401  (registers the model)
+    from minigpt4.common.registry import registry
 
-
-@pytest.fixture(scope="module")
-def chat(reference_dir, ref):
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    path = reference_dir / "tiny" / "llama"
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.pad_token = tokenizer.eos_token
-    llm = LlamaForCausalLM.from_pretrained(
-        path, dtype=torch.float32, attn_implementation="eager"
-    ).eval()
-    return Chat(RecordedVision(llm, tokenizer, ref), vis_processor=None, device="cpu")
+    model = registry.get_model_class("mini_gpt4").from_config(tiny_model_config(stage=2))
+    return Chat(model.eval(), vis_processor=None, device="cpu")
 
 
 def start(chat, ref):

@@ -54,13 +54,15 @@ def vis_processor_config(datasets_cfg: DictConfig | None, cfg_path: str = "confi
 def build_model_and_processor(cfg: Any, device: str, gpu_id: int = 0) -> tuple[Any, Any]:
     """Model (in eval mode, on ``device``) and its eval image processor, from a ``Config``.
 
+    ``model.device`` is set to the device's kind, which decides the dtypes (fp32 on CPU).
     ``low_resource`` (8-bit LLaMA through bitsandbytes) exists to save GPU memory; on CPU it
-    would only slow things down, so it is switched off there with a warning and the model runs
-    in fp32.
+    would only slow things down, so it is switched off there with a warning (an explicit
+    ``model.llm_quantization`` is still honoured).
     """
     model_config = cfg.model_cfg
     with open_dict(model_config):
         model_config.device_8bit = gpu_id
+        model_config.device = torch.device(device).type
         if device == "cpu" and model_config.get("low_resource", False):
             logger.warning(
                 "low_resource: True asks for an 8-bit LLaMA on GPU %d; running on CPU, so the "
@@ -71,9 +73,6 @@ def build_model_and_processor(cfg: Any, device: str, gpu_id: int = 0) -> tuple[A
 
     model_cls = registry.get_model_class(model_config.arch)
     model = model_cls.from_config(model_config)
-    if device == "cpu":
-        # fp16 matmuls are slow or missing on CPU; the original's CPU path ran the ViT in fp32 too.
-        model = model.float()
     model = model.to(device)
     model.eval()
 
