@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Generate the synthetic shapes world (see dataset/README_SYNTHETIC.md) in three layouts.
+
+    python dataset/make_synthetic.py --seed S --count N --format FORMAT --out DIR
+        [--shard-size K] [--image-size 224] [--base-url URL] [--missing M]
+
+FORMAT:
+  webdataset  stage-1 data exactly as img2dataset writes it: DIR/{00000..}.tar with, per sample,
+              {key}.jpg, {key}.txt (the caption) and {key}.json (caption, url, key, status,
+              error_message, width, height, original_width, original_height, exif, sha256), plus
+              DIR/{shard}.parquet and DIR/{shard}_stats.json. Short BLIP-style captions.
+  align       stage-2 data as the cc_sbu_align folder: DIR/filter_cap.json
+              ({"annotations": [{"image_id": "0", "caption": ...}, ...]}) + DIR/image/{id}.jpg,
+              with long, instruction-style descriptions.
+  urls        the input of the download path: DIR/captions.json, a JSON list of {"url", "caption"}
+              records like BLIP's laion_synthetic_filtered_large.json, and DIR/images/*.jpg for
+              `python -m http.server --bind 127.0.0.1 PORT --directory DIR` to serve; the URLs are
+              --base-url + "images/NNNNNN.jpg". --missing M adds M records whose images are not
+              written, so that they answer 404.
+
+Sample i of a seed is the same in every format and does not depend on --count: the same seed and
+count give byte-identical files (the webdataset layout's timings in _stats.json excepted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import tarfile
+import time
+
+if __package__ in (None, ""):
+    # Run as `python dataset/make_synthetic.py`: make the repository's package importable.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from minigpt4.tiny_world.world import make_sample, to_jpeg_bytes  # noqa: E402
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/"
+CAPTIONS_JSON = "captions.json"
+# img2dataset's defaults: keys are shard id then sample index, zero-padded.
+OOM_SHARD_COUNT = 5
+
+
+def image_url(base_url: str, index: int) -> str:
+    """The URL under which the `urls` layout serves sample ``index``."""
+    return base_url.rstrip("/") + f"/images/{index:06d}.jpg"
+
+
+def _replace_atomically(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _write_json(path: str, obj: object, indent: int | None = None) -> None:
+    _replace_atomically(path, json.dumps(obj, indent=indent, ensure_ascii=False).encode("utf-8"))
+
+
+def write_url_list(
+    out: str,
+    seed: int,
+    count: int,
+    base_url: str = DEFAULT_BASE_URL,
+    image_size: int = 224,
+    missing: int = 0,
+) -> list[dict]:
+    """Write ``out/captions.json`` and ``out/images/NNNNNN.jpg``; return the records.
+
+    The ``missing`` extra records point at images that are not written (indices after ``count``),
+    so a web server answers 404 for them; they are spread through the list.
+    """
+    os.makedirs(os.path.join(out, "images"), exist_ok=True)
+    records = []
+    for i in range(count):
+        sample = make_sample(seed, i, image_size)
+        _replace_atomically(
+            os.path.join(out, "images", f"{i:06d}.jpg"), to_jpeg_bytes(sample.image)
+        )
+        records.append({"url": image_url(base_url, i), "caption": sample.short_caption})
+    for j in range(missing):
+        index = count + j
+        sample = make_sample(seed, index, 16)  # only its caption is used
+        position = (j + 1) * len(records) // (missing + 1)
+        records.insert(
+            position, {"url": image_url(base_url, index), "caption": sample.short_caption}
+        )
+    _write_json(os.path.join(out, CAPTIONS_JSON), records, indent=1)
+    return records
+
+
+def write_align(out: str, seed: int, count: int, image_size: int = 224) -> list[dict]:
+    """Write a cc_sbu_align folder: ``filter_cap.json`` + ``image/{id}.jpg``; return its records."""
+    os.makedirs(os.path.join(out, "image"), exist_ok=True)
+    annotations = []
+    for i in range(count):
+        sample = make_sample(seed, i, image_size)
+        image_id = str(i)
+        _replace_atomically(
+            os.path.join(out, "image", f"{image_id}.jpg"), to_jpeg_bytes(sample.image)
+        )
+        annotations.append({"image_id": image_id, "caption": sample.long_description})
+    _write_json(os.path.join(out, "filter_cap.json"), {"annotations": annotations})
+    return annotations
+
+
+def _parquet_schema():
+    import pyarrow as pa
+
+    # img2dataset's reader selects caption then url; its downloader appends the rest (same types).
+    return pa.schema(
+        [
+            ("caption", pa.string()),
+            ("url", pa.string()),
+            ("key", pa.string()),
+            ("status", pa.string()),
+            ("error_message", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("original_width", pa.int32()),
+            ("original_height", pa.int32()),
+            ("exif", pa.string()),
+            ("sha256", pa.string()),
+        ]
+    )
+
+
+def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    # As webdataset's TarWriter sets them, but with a fixed mtime so equal samples give equal tars.
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o444
+    info.uname = info.gname = "bigdata"
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_webdataset(
+    out: str,
+    seed: int,
+    count: int,
+    shard_size: int = 10000,
+    image_size: int = 224,
+    base_url: str = DEFAULT_BASE_URL,
+) -> list[str]:
+    """Write img2dataset-style webdataset shards; return the tar paths.
+
+    Per shard: ``{shard:05d}.tar`` (``{key}.jpg``, ``{key}.txt``, ``{key}.json``),
+    ``{shard:05d}.parquet`` (one row per sample) and ``{shard:05d}_stats.json``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    os.makedirs(out, exist_ok=True)
+    oom_sample = math.ceil(math.log10(shard_size))
+    schema = _parquet_schema()
+    tars = []
+    for shard_id, start in enumerate(range(0, count, shard_size)):
+        t0 = time.time()
+        name = f"{shard_id:0{OOM_SHARD_COUNT}d}"
+        rows: dict[str, list] = {field: [] for field in schema.names}
+        tar_path = os.path.join(out, name + ".tar")
+        tmp = tar_path + f".tmp-{os.getpid()}"
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            for i in range(start, min(start + shard_size, count)):
+                sample = make_sample(seed, i, image_size)
+                jpg = to_jpeg_bytes(sample.image)
+                key = f"{shard_id * 10**oom_sample + (i - start):0{oom_sample + OOM_SHARD_COUNT}d}"
+                meta = {
+                    "caption": sample.short_caption,
+                    "url": image_url(base_url, i),
+                    "key": key,
+                    "status": "success",
+                    "error_message": None,
+                    "width": image_size,
+                    "height": image_size,
+                    "original_width": image_size,
+                    "original_height": image_size,
+                    "exif": "{}",  # a JPEG without EXIF tags, as exifread reports it
+                    "sha256": hashlib.sha256(jpg).hexdigest(),
+                }
+                # webdataset's TarWriter writes a sample's files in sorted order.
+                _tar_add(tar, f"{key}.jpg", jpg)
+                _tar_add(tar, f"{key}.json", json.dumps(meta, indent=4).encode("utf-8"))
+                _tar_add(tar, f"{key}.txt", sample.short_caption.encode("utf-8"))
+                for field in schema.names:
+                    rows[field].append(meta[field])
+        os.replace(tmp, tar_path)
+        tars.append(tar_path)
+
+        table = pa.Table.from_pydict(rows, schema)
+        pq.write_table(table, os.path.join(out, name + ".parquet"))
+        n = len(rows["key"])
+        t1 = time.time()
+        stats = {
+            "count": n,
+            "successes": n,
+            "failed_to_download": 0,
+            "failed_to_resize": 0,
+            "duration": t1 - t0,
+            "start_time": t0,
+            "end_time": t1,
+            "status_dict": {"success": n},
+        }
+        _write_json(os.path.join(out, name + "_stats.json"), stats, indent=4)
+    return tars
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Generate the synthetic shapes world as webdataset shards, a cc_sbu_align "
+        "folder, or a caption JSON + images to serve over HTTP.",
+        epilog="Vocabulary and examples: dataset/README_SYNTHETIC.md",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
+    parser.add_argument("--count", type=int, required=True, help="number of images")
+    parser.add_argument(
+        "--format", choices=("webdataset", "align", "urls"), required=True, help="output layout"
+    )
+    parser.add_argument("--out", required=True, help="output folder (created if needed)")
+    parser.add_argument(
+        "--shard-size", type=int, default=10000, help="webdataset: samples per shard (10000)"
+    )
+    parser.add_argument("--image-size", type=int, default=224, help="image side in pixels (224)")
+    parser.add_argument(
+        "--base-url",
+        default=DEFAULT_BASE_URL,
+        help=f"urls/webdataset: URL prefix of the served folder (default {DEFAULT_BASE_URL})",
+    )
+    parser.add_argument(
+        "--missing", type=int, default=0, help="urls: add this many records whose images 404"
+    )
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error("--count must be at least 1")
+    if args.image_size < 16:
+        parser.error("--image-size must be at least 16")
+    if args.missing < 0:
+        parser.error("--missing must be >= 0")
+    if args.shard_size < 1:
+        parser.error("--shard-size must be at least 1")
+
+    if args.format == "webdataset":
+        tars = write_webdataset(
+            args.out, args.seed, args.count, args.shard_size, args.image_size, args.base_url
+        )
+        last = len(tars) - 1
+        pattern = f"{args.out}/{{00000..{last:05d}}}.tar"
+        print(f"wrote {args.count} samples in {len(tars)} shards: {pattern}")
+    elif args.format == "align":
+        write_align(args.out, args.seed, args.count, args.image_size)
+        print(f"wrote {args.count} images and {args.out}/filter_cap.json")
+    else:
+        records = write_url_list(
+            args.out, args.seed, args.count, args.base_url, args.image_size, args.missing
+        )
+        print(
+            f"wrote {len(records)} records ({args.missing} missing) to "
+            f"{os.path.join(args.out, CAPTIONS_JSON)} and {args.count} images; serve with: "
+            f"python -m http.server --bind 127.0.0.1 PORT --directory {args.out}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
