@@ -28,6 +28,15 @@ TINY_QFORMER_CONFIG = {
 TINY_NUM_QUERY_TOKEN = 8
 STAGE2_TEMPLATE = "###Human: {} ###Assistant: "
 
+# LLaMA-7B / 13B (Vicuna v0/v1.1) shapes and their well-known parameter counts.
+LLAMA_SIZES = {
+    "7B": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+               num_attention_heads=32, params=6_738_415_616),
+    "13B": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
+                num_attention_heads=40, params=13_015_864_320),
+}  # fmt: skip
+LLAMA_VOCAB = 32000
+
 
 def tiny_model_config(stage: int = 1, with_ckpt: bool = True, **overrides: Any) -> DictConfig:
     """``model`` section for the tiny reference weights (fp32, CPU, eager attention).
@@ -77,3 +86,35 @@ def load_reference() -> dict[str, Any]:
     import torch
 
     return torch.load(REFERENCE_FILE, map_location="cpu", weights_only=False)
+
+
+def build_full_size(llm_size: str = "7B", device: str = "cuda"):
+    """A real-size MiniGPT4 (EVA ViT-g, bert-base Q-Former, 7B/13B LLaMA) on the meta device.
+
+    Random (meta) weights, nothing allocated; ``device`` only picks dtypes as from_config would
+    (``"cuda"``: fp16 ViT Linear/Conv). The tokenizer is the tiny one (layout tests only).
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from minigpt4.models.mini_gpt4 import MiniGPT4
+
+    sizes = {k: v for k, v in LLAMA_SIZES[llm_size].items() if k != "params"}
+    with torch.device("meta"):
+        llm = LlamaForCausalLM(LlamaConfig(vocab_size=LLAMA_VOCAB, rms_norm_eps=1e-6, **sizes))
+        return MiniGPT4(
+            q_former_model=None,
+            vit_model_path=None,
+            llama_model=llm,
+            llama_tokenizer=str(TINY_DIR / "llama"),
+            device=device,
+        )
+
+
+def read_key_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """``{key: shape}`` from one of the original's key lists in tests/fixtures/keys/."""
+    out = {}
+    for line in (REPO_ROOT / "tests" / "fixtures" / "keys" / name).read_text().splitlines():
+        key, shape, _dtype = line.split("\t")
+        out[key] = tuple(int(x) for x in shape.strip("[]").split(",") if x.strip())
+    return out

@@ -10,23 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from minigpt4.models.mini_gpt4 import MiniGPT4
 from minigpt4.models.qformer import LAVIS_POSITION_IDS, ours_to_lavis
-from tests.model_fixtures import TINY_DIR, tiny_model_config
+from tests.model_fixtures import LLAMA_SIZES, LLAMA_VOCAB, build_full_size, tiny_model_config
 
 KEYS_DIR = Path(__file__).resolve().parent / "fixtures" / "keys"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
 
-# LLaMA-7B / 13B (Vicuna v0/v1.1) shapes and their well-known parameter counts.
-LLAMA_SIZES = {
-    "7B": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-               num_attention_heads=32, params=6_738_415_616),
-    "13B": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
-                num_attention_heads=40, params=13_015_864_320),
-}  # fmt: skip
-LLAMA_VOCAB = 32000
 EVA_VIT_G_PARAMS = 985_894_528  # FACTS c, counted by running the original
 
 
@@ -40,20 +31,6 @@ def read_keys(name: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
 
 def layout(state: dict[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     return {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
-
-
-def build_full_size(llm_size: str, device: str = "cuda") -> MiniGPT4:
-    """A real-size MiniGPT4 on the meta device (``device`` only picks dtypes; nothing is moved)."""
-    sizes = {k: v for k, v in LLAMA_SIZES[llm_size].items() if k != "params"}
-    with torch.device("meta"):
-        llm = LlamaForCausalLM(LlamaConfig(vocab_size=LLAMA_VOCAB, rms_norm_eps=1e-6, **sizes))
-        return MiniGPT4(
-            q_former_model=None,
-            vit_model_path=None,
-            llama_model=llm,
-            llama_tokenizer=str(TINY_DIR / "llama"),
-            device=device,
-        )
 
 
 @pytest.fixture(scope="module")

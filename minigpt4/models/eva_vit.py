@@ -166,7 +166,7 @@ def load_eva_vit_state_dict(
             + "check model.vit_config / model.vit_model_path."
         )
     model.load_state_dict({k: state_dict[k] for k in expected}, strict=True)
-    return ignored
+    return sorted(ignored)
 
 
 def _preview(items: list[str], limit: int = 8) -> str:

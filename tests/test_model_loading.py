@@ -1,0 +1,313 @@
+"""Weight files: preflight, offline URL rule, safe and strict loading, key accounting, bad input."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from minigpt4.models import checkpoint as ckpt_mod
+from minigpt4.models.checkpoint import (
+    BLIP2_FLANT5XXL_URL,
+    EVA_VIT_G_URL,
+    CheckpointError,
+    MissingWeightsError,
+    blip2_checkpoint,
+    eva_vit_checkpoint,
+    load_state_dict_file,
+    minigpt4_checkpoint,
+)
+from minigpt4.models.mini_gpt4 import MiniGPT4
+from minigpt4.models.qformer import LAVIS_POSITION_IDS
+from tests.model_fixtures import (
+    TINY_DIR,
+    build_full_size,
+    load_reference,
+    read_key_shapes,
+    tiny_model_config,
+)
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return load_reference()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return MiniGPT4.from_config(tiny_model_config(stage=1))
+
+
+def encode(model, ref):
+    with torch.no_grad():
+        return model.encode_img(ref["images_eval_processed"])[0]
+
+
+def test_preflight_lists_every_missing_file_in_one_error(tmp_path):
+    cfg = tiny_model_config(
+        stage=2,
+        vit_model_path=str(tmp_path / "nope" / "eva_vit_g.pth"),
+        q_former_model=str(tmp_path / "blip2.pth"),
+        llama_model=str(tmp_path / "vicuna"),
+        ckpt=str(tmp_path / "minigpt4.pth"),
+        prompt_path=str(tmp_path / "prompts.txt"),
+    )
+    with pytest.raises(MissingWeightsError) as info:
+        MiniGPT4.from_config(cfg)
+    message = str(info.value)
+    assert "5 weight file(s)" in message
+    for key in ("vit_model_path", "q_former_model", "llama_model", "ckpt", "prompt_path"):
+        assert f"model.{key}" in message
+    assert str(tmp_path / "vicuna") in message and str(tmp_path / "blip2.pth") in message
+
+
+def test_llm_folder_without_tokenizer_is_reported(tmp_path):
+    folder = tmp_path / "vicuna"
+    shutil.copytree(TINY_DIR / "llama", folder)
+    (folder / "tokenizer.model").unlink()
+    with pytest.raises(MissingWeightsError, match="tokenizer"):
+        MiniGPT4.from_config(tiny_model_config(llama_model=str(folder)))
+
+
+def test_default_urls_use_the_torch_hub_cache_offline(tmp_path, monkeypatch, ref):
+    """Unset vit_model_path / default q_former_model = files in $TORCH_HOME/hub/checkpoints."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv(ckpt_mod.ALLOW_DOWNLOAD_ENV, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("nothing may be downloaded")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    cfg = tiny_model_config()
+    del cfg["vit_model_path"], cfg["q_former_model"]
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    with pytest.raises(MissingWeightsError) as info:
+        MiniGPT4.from_config(cfg)
+    message = str(info.value)
+    assert str(cache / "eva_vit_g.pth") in message and EVA_VIT_G_URL in message
+    assert str(cache / "blip2_pretrained_flant5xxl.pth") in message
+    assert BLIP2_FLANT5XXL_URL in message and "allow_download" in message
+
+    cache.mkdir(parents=True)
+    shutil.copy(TINY_DIR / "eva_vit_g.pth", cache / "eva_vit_g.pth")
+    shutil.copy(TINY_DIR / "blip2_pretrained_flant5xxl.pth", cache)
+    model = MiniGPT4.from_config(cfg)
+    assert (encode(model, ref) - ref["inputs_llama"]).abs().max() <= ATOL
+
+
+def test_download_only_when_allowed(tmp_path, monkeypatch, ref):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    fetched = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        fetched.append(url)
+        shutil.copy(TINY_DIR / url.rsplit("/", 1)[-1], dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    cfg = tiny_model_config(allow_download=True)
+    del cfg["vit_model_path"], cfg["q_former_model"]
+    model = MiniGPT4.from_config(cfg)
+    assert fetched == [EVA_VIT_G_URL, BLIP2_FLANT5XXL_URL]
+    assert (encode(model, ref) - ref["inputs_llama"]).abs().max() <= ATOL
+
+
+def test_safetensors_accepted_whatever_the_extension(tmp_path, ref):
+    eva = torch.load(TINY_DIR / "eva_vit_g.pth", weights_only=True)
+    save_file(eva, str(tmp_path / "eva_vit_g.pth"))
+    blip2 = torch.load(TINY_DIR / "blip2_pretrained_flant5xxl.pth", weights_only=True)["model"]
+    save_file(blip2, str(tmp_path / "blip2.safetensors"))
+    model = MiniGPT4.from_config(
+        tiny_model_config(
+            vit_model_path=str(tmp_path / "eva_vit_g.pth"),
+            q_former_model=str(tmp_path / "blip2.safetensors"),
+        )
+    )
+    assert (encode(model, ref) - ref["inputs_llama"]).abs().max() <= ATOL
+
+
+class Payload:
+    """Would run code when unpickled by a plain torch.load."""
+
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"this is not a checkpoint", "not a PyTorch checkpoint"),
+        ("list", "not a state dict"),
+        ("non-tensor", "not a state dict"),
+        ("crafted", "refusing to unpickle"),
+        ("truncated", "cannot be read"),
+    ],
+)
+def test_bad_files_give_one_clear_error(tmp_path, content, match):
+    path = tmp_path / "weights.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content == "list":
+        torch.save([torch.zeros(2)], path)
+    elif content == "non-tensor":
+        torch.save({"model": {"llama_proj.weight": [1, 2, 3]}}, path)
+    elif content == "crafted":
+        with open(path, "wb") as f:
+            pickle.dump({"model": Payload()}, f, protocol=2)
+    elif content == "truncated":
+        torch.save({"w": torch.zeros(1000)}, path)
+        path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match=match) as info:
+        load_state_dict_file(str(path), "model.ckpt")
+    assert str(path) in str(info.value) and "model.ckpt" in str(info.value)
+
+
+def test_crafted_pickle_through_from_config_is_refused(tmp_path, capsys):
+    path = tmp_path / "minigpt4.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"model": Payload()}, f, protocol=2)
+    with pytest.raises(CheckpointError, match="refusing to unpickle"):
+        MiniGPT4.from_config(tiny_model_config(ckpt=str(path)))
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_ignored_keys_are_reported_exactly(tiny_model):
+    assert tiny_model.load_report == {
+        "model.vit_model_path": [],
+        "model.q_former_model": [LAVIS_POSITION_IDS, "t5_proj.bias", "t5_proj.weight"],
+        "model.ckpt": [],
+    }
+
+
+def test_extra_vit_block_is_dropped_by_name(tmp_path, ref):
+    eva = torch.load(TINY_DIR / "eva_vit_g.pth", weights_only=True)
+    extra = {k.replace("blocks.1.", "blocks.2."): v for k, v in eva.items() if "blocks.1." in k}
+    torch.save({**eva, **extra}, tmp_path / "eva_vit_g.pth")
+    model = MiniGPT4.from_config(tiny_model_config(vit_model_path=str(tmp_path / "eva_vit_g.pth")))
+    assert model.load_report["model.vit_model_path"] == sorted(extra)
+    assert (encode(model, ref) - ref["inputs_llama"]).abs().max() <= ATOL
+
+
+@pytest.mark.parametrize("file_key", ["vit_model_path", "q_former_model"])
+def test_missing_key_is_an_error(tmp_path, file_key):
+    source = TINY_DIR / (
+        "eva_vit_g.pth" if file_key == "vit_model_path" else "blip2_pretrained_flant5xxl.pth"
+    )
+    content = torch.load(source, weights_only=True)
+    state = content["model"] if "model" in content else content
+    victim = next(k for k in state if "blocks.1.mlp.fc2.bias" in k or "layer.3.output_query" in k)
+    del state[victim]
+    torch.save(content, tmp_path / "w.pth")
+    with pytest.raises(ValueError, match="missing") as info:
+        MiniGPT4.from_config(tiny_model_config(**{file_key: str(tmp_path / "w.pth")}))
+    assert str(tmp_path / "w.pth") in str(info.value)
+
+
+def test_size_mismatch_is_an_error():
+    sizes = {"num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 64}
+    cfg = tiny_model_config(qformer_config={"hidden_size": 48, **sizes})
+    with pytest.raises(CheckpointError, match="mismatched shapes") as info:
+        MiniGPT4.from_config(cfg)
+    assert "query_tokens" in str(info.value) and "model.q_former_model" in str(info.value)
+
+
+def test_13b_checkpoint_with_7b_llm_says_so(tmp_path):
+    model = build_full_size("7B")
+    torch.save(
+        {
+            "model": {
+                "llama_proj.weight": torch.zeros(5120, 768),
+                "llama_proj.bias": torch.zeros(5120),
+            }
+        },
+        tmp_path / "pretrained_minigpt4.pth",
+    )
+    with pytest.raises(CheckpointError, match="a 13B checkpoint with a 7B LLM"):
+        model.load_checkpoint(str(tmp_path / "pretrained_minigpt4.pth"))
+
+
+def test_checkpoint_without_llama_proj_is_an_error(tmp_path):
+    torch.save({"model": {"something.else": torch.zeros(2)}}, tmp_path / "c.pth")
+    with pytest.raises(CheckpointError, match="llama_proj.weight"):
+        MiniGPT4.from_config(tiny_model_config(ckpt=str(tmp_path / "c.pth")))
+
+
+def test_original_runner_checkpoint_loads_and_reports_its_buffers(tmp_path, tiny_model):
+    """The original's runner saved buffers and optimizer/config/scaler/epoch next to llama_proj."""
+    shapes = read_key_shapes("tiny_minigpt4_keys.txt")
+    buffers = {k: torch.zeros(shapes[k]) for k in shapes if k.endswith("inv_freq")}
+    buffers[LAVIS_POSITION_IDS] = torch.arange(shapes[LAVIS_POSITION_IDS][1]).unsqueeze(0)
+    proj = {"llama_proj.weight": torch.randn(64, 32), "llama_proj.bias": torch.randn(64)}
+    torch.save(
+        {
+            "model": {**proj, **buffers},
+            "optimizer": {
+                "state": {0: {"step": torch.tensor(3.0)}},
+                "param_groups": [{"lr": 1e-4}],
+            },
+            "config": {"run": {"task": "image_text_pretrain"}, "model": {"arch": "mini_gpt4"}},
+            "scaler": None,
+            "epoch": 2,
+        },
+        tmp_path / "checkpoint_2.pth",
+    )
+    model = MiniGPT4.from_config(tiny_model_config(ckpt=str(tmp_path / "checkpoint_2.pth")))
+    assert model.load_report["model.ckpt"] == sorted(buffers)
+    assert torch.equal(model.llama_proj.weight, proj["llama_proj.weight"])
+    assert torch.equal(model.llama_proj.bias, proj["llama_proj.bias"])
+
+
+def test_our_runner_style_checkpoint_is_the_original_layout(tiny_model):
+    """state_dict minus frozen parameters (the runner's rule) = the original's llama_proj."""
+    state = tiny_model.state_dict()
+    frozen = [n for n, p in tiny_model.named_parameters() if not p.requires_grad]
+    for name in frozen:
+        del state[name]
+    original = read_key_shapes("tiny_minigpt4_keys.txt")
+    assert sorted(state) == ["llama_proj.bias", "llama_proj.weight"]
+    assert all(tuple(v.shape) == original[k] for k, v in state.items())
+
+
+def test_export_helpers_write_the_real_formats(tmp_path, tiny_model, ref):
+    """Files written from a model load back through from_config and reproduce the reference."""
+    torch.save(eva_vit_checkpoint(tiny_model), tmp_path / "eva_vit_g.pth")
+    torch.save(blip2_checkpoint(tiny_model, max_position_embeddings=64), tmp_path / "b.pth")
+    torch.save(minigpt4_checkpoint(tiny_model), tmp_path / "m.pth")
+    original = read_key_shapes("tiny_minigpt4_keys.txt")
+    blip2 = torch.load(tmp_path / "b.pth", weights_only=True)["model"]
+    assert {k: tuple(v.shape) for k, v in blip2.items()} == {
+        k: v
+        for k, v in original.items()
+        if k.startswith(("Qformer.", "ln_vision.", "query_tokens"))
+    }
+    eva = torch.load(tmp_path / "eva_vit_g.pth", weights_only=True)
+    assert sorted(eva) == sorted(torch.load(TINY_DIR / "eva_vit_g.pth", weights_only=True))
+    model = MiniGPT4.from_config(
+        tiny_model_config(
+            vit_model_path=str(tmp_path / "eva_vit_g.pth"),
+            q_former_model=str(tmp_path / "b.pth"),
+            ckpt=str(tmp_path / "m.pth"),
+        )
+    )
+    assert (encode(model, ref) - ref["inputs_llama"]).abs().max() <= ATOL
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 112, 112), (3, 224, 224), (2, 1, 224, 224)])
+def test_wrong_image_size_is_a_clear_error(tiny_model, shape):
+    with pytest.raises(ValueError, match=r"\[B, 3, 224, 224\]"):
+        tiny_model.encode_img(torch.zeros(shape))
+
+
+def test_unknown_size_keys_are_errors():
+    with pytest.raises(ValueError, match="vit_config: unknown key"):
+        MiniGPT4.from_config(tiny_model_config(vit_config={"width": 48}))
+    with pytest.raises(ValueError, match="qformer_config: unknown key"):
+        MiniGPT4.from_config(tiny_model_config(qformer_config={"layers": 4}))
+
+
+def test_cpu_model_is_fp32_even_with_vit_precision_fp16(tiny_model):
+    assert {p.dtype for p in tiny_model.parameters()} == {torch.float32}
