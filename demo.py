@@ -138,13 +138,14 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
         temperature: float,
     ) -> Iterator[tuple]:
         history = _history(chatbot)
-        # Only a question waiting for its answer is answered (an empty or refused question
-        # also triggers this step).
+        # Only a question waiting for its answer is answered: an empty or refused question
+        # also triggers this step, and an image without a question is not a question.
         if (
             chat_state is None
             or not img_list
             or not chat_state.messages
             or chat_state.messages[-1][0] != chat_state.roles[0]
+            or chat_state.messages[-1][1].endswith("</Img>")
         ):
             yield history, chat_state, img_list
             return
