@@ -504,10 +504,9 @@ class RunnerBase:
                 "Saving checkpoint at epoch %d, iteration %d to %s.", cur_epoch, next_iter, save_to
             )
         _atomic_torch_save(save_obj, save_to)
-        latest = os.path.join(self.output_dir, ITER_CHECKPOINT_NAME)
-        if name is None and os.path.exists(latest):
-            # The epoch checkpoint supersedes the mid-epoch one.
-            os.remove(latest)
+        if name is None and self.save_freq_iters:
+            # With periodic checkpoints, checkpoint_latest.pth is always the newest state.
+            _atomic_torch_save(save_obj, os.path.join(self.output_dir, ITER_CHECKPOINT_NAME))
 
     def _load_checkpoint(self, path: str) -> None:
         """Restore weights, optimizer, scaler, scheduler, position and RNG from ``path``."""

@@ -29,6 +29,16 @@ SHUFFLE_BUFFER = 1000
 MAX_CONSECUTIVE_FAILURES = 100
 
 
+def describe(exn: Exception) -> str:
+    """Where and why: webdataset's DecodingError carries url/key, the cause is chained."""
+    where = " ".join(
+        f"{attr}={getattr(exn, attr)}" for attr in ("url", "key") if getattr(exn, attr, None)
+    )
+    cause = exn.__cause__ if exn.__cause__ is not None else exn
+    text = f"{type(cause).__name__}: {cause}"
+    return f"{where} ({text})" if where else text
+
+
 class StreamGuard:
     """Skips bad samples with a warning; raises once the stream yields nothing but failures."""
 
@@ -44,9 +54,11 @@ class StreamGuard:
         if self.failures >= self.max_consecutive:
             raise RuntimeError(
                 f"dataset '{self.name}': {self.failures} samples in a row could not be read "
-                f"(last error: {exn!r}); check the shards"
+                f"(last error: {describe(exn)}); check the shards"
             ) from exn
-        logger.warning("dataset '%s': skipping a sample that cannot be read: %r", self.name, exn)
+        logger.warning(
+            "dataset '%s': skipping a sample that cannot be read: %s", self.name, describe(exn)
+        )
         return True
 
     def count_shards(self, shards: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
