@@ -289,31 +289,42 @@ class Chat:
 
     # --- generation ------------------------------------------------------------------------------
 
-    def _prepare(
-        self, conv: Conversation, img_list: list[torch.Tensor], max_new_tokens: int, max_length: int
-    ) -> torch.Tensor:
-        conv.append_message(conv.roles[1], None)
-        embs = self.get_context_emb(conv, img_list)
+    @staticmethod
+    def truncate(embs: torch.Tensor, max_new_tokens: int, max_length: int) -> torch.Tensor:
+        """The original's left truncation: keep room for ``max_new_tokens`` within ``max_length``.
+
+        It cuts embeddings, not tokens, and may cut the BOS and the system text; a warning says so.
+        """
         current_max_len = embs.shape[1] + max_new_tokens
         if current_max_len - max_length > 0:
             logger.warning(TRUNCATION_WARNING)
         begin_idx = max(0, current_max_len - max_length)
         return embs[:, begin_idx:]
 
-    def _generate_kwargs(
+    def _prepare(
+        self, conv: Conversation, img_list: list[torch.Tensor], max_new_tokens: int, max_length: int
+    ) -> torch.Tensor:
+        conv.append_message(conv.roles[1], None)
+        return self.truncate(self.get_context_emb(conv, img_list), max_new_tokens, max_length)
+
+    def generation_kwargs(
         self,
         embs: torch.Tensor,
-        max_new_tokens: int,
-        num_beams: int,
-        min_length: int,
-        top_p: float,
-        repetition_penalty: float,
-        length_penalty: float,
-        temperature: float,
-        do_sample: bool,
+        max_new_tokens: int = 300,
+        num_beams: int = 1,
+        min_length: int = 1,
+        top_p: float = 0.9,
+        repetition_penalty: float = 1.0,
+        length_penalty: float = 1,
+        temperature: float = 1.0,
+        do_sample: bool = True,
     ) -> dict[str, Any]:
+        """Arguments of ``llama_model.generate`` for context embeddings ``embs`` [B, L, H].
+
+        Sampling-only settings are passed only when sampling, and ``length_penalty`` only with
+        beams, so transformers does not warn about unused settings.
+        """
         tokenizer = self.model.llama_tokenizer
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else None
         kwargs: dict[str, Any] = dict(
             inputs_embeds=embs,
             attention_mask=torch.ones(embs.shape[:2], dtype=torch.long, device=embs.device),
@@ -324,13 +335,33 @@ class Chat:
             min_length=min_length,
             repetition_penalty=repetition_penalty,
         )
-        if pad_id is not None:
-            kwargs["pad_token_id"] = pad_id
+        if tokenizer.pad_token_id is not None:
+            kwargs["pad_token_id"] = tokenizer.pad_token_id
         if num_beams > 1:
             kwargs["length_penalty"] = length_penalty
         if do_sample:
             kwargs.update(top_p=top_p, temperature=temperature)
         return kwargs
+
+    def generate(
+        self,
+        embs: torch.Tensor,
+        seed: int | None = None,
+        streamer: BaseStreamer | None = None,
+        **settings: Any,
+    ) -> torch.Tensor:
+        """New token ids [B, T] for context embeddings ``embs`` [B, L, H] (rows of equal length).
+
+        ``settings`` are those of :meth:`generation_kwargs`. Rows that end early are padded.
+        ``seed`` seeds torch's generator first; one generation runs at a time.
+        """
+        kwargs = self.generation_kwargs(embs, **settings)
+        if streamer is not None:
+            kwargs["streamer"] = streamer
+        with self._lock, torch.no_grad():
+            if seed is not None:
+                torch.manual_seed(seed)
+            return self.model.llama_model.generate(**kwargs)
 
     def _strip_end(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Drop trailing end-of-sequence / padding ids (padding fills rows that ended early)."""
@@ -349,15 +380,10 @@ class Chat:
         """The original's post-processing: text before the first "###", after "Assistant:"."""
         if not isinstance(token_ids, torch.Tensor):
             token_ids = torch.tensor(list(token_ids), dtype=torch.long)
-        token_ids = self._strip_end(token_ids)
+        token_ids = self._strip_end(token_ids.cpu())
         text = self.model.llama_tokenizer.decode(token_ids, skip_special_tokens=False)
         text = text.split(STOP_WORD)[0]
         return text.split("Assistant:")[-1].strip()
-
-    @staticmethod
-    def _seed(seed: int | None) -> None:
-        if seed is not None:
-            torch.manual_seed(seed)
 
     def answer(
         self,
@@ -376,20 +402,18 @@ class Chat:
     ) -> tuple[str, np.ndarray]:
         """Generate the Assistant's reply, store it in ``conv`` and return (text, token ids)."""
         embs = self._prepare(conv, img_list, max_new_tokens, max_length)
-        kwargs = self._generate_kwargs(
+        outputs = self.generate(
             embs,
-            max_new_tokens,
-            num_beams,
-            min_length,
-            top_p,
-            repetition_penalty,
-            length_penalty,
-            temperature,
-            do_sample,
+            seed=seed,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            min_length=min_length,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            length_penalty=length_penalty,
+            temperature=temperature,
+            do_sample=do_sample,
         )
-        with self._lock, torch.no_grad():
-            self._seed(seed)
-            outputs = self.model.llama_model.generate(**kwargs)
         output_token = outputs[0]
         text = self.decode_answer(output_token)
         conv.messages[-1][1] = text
@@ -415,44 +439,28 @@ class Chat:
         The last value yielded is the final answer, which is also stored in ``conv``. With beam
         search (which transformers cannot stream) the answer comes in one piece.
         """
+        settings = dict(
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            min_length=min_length,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            length_penalty=length_penalty,
+            temperature=temperature,
+            do_sample=do_sample,
+        )
         if num_beams > 1:
-            text, _ = self.answer(
-                conv,
-                img_list,
-                max_new_tokens=max_new_tokens,
-                num_beams=num_beams,
-                min_length=min_length,
-                top_p=top_p,
-                repetition_penalty=repetition_penalty,
-                length_penalty=length_penalty,
-                temperature=temperature,
-                max_length=max_length,
-                do_sample=do_sample,
-                seed=seed,
-            )
+            text, _ = self.answer(conv, img_list, max_length=max_length, seed=seed, **settings)
             yield text
             return
 
         embs = self._prepare(conv, img_list, max_new_tokens, max_length)
-        kwargs = self._generate_kwargs(
-            embs,
-            max_new_tokens,
-            num_beams,
-            min_length,
-            top_p,
-            repetition_penalty,
-            length_penalty,
-            temperature,
-            do_sample,
-        )
         streamer = _TokenQueueStreamer()
         error: list[BaseException] = []
 
         def run() -> None:
             try:
-                with self._lock, torch.no_grad():
-                    self._seed(seed)
-                    self.model.llama_model.generate(streamer=streamer, **kwargs)
+                self.generate(embs, seed=seed, streamer=streamer, **settings)
             except BaseException as exc:  # handed to the consumer below
                 error.append(exc)
                 streamer.end()
