@@ -307,6 +307,8 @@ def test_unknown_size_keys_are_errors():
         MiniGPT4.from_config(tiny_model_config(vit_config={"width": 48}))
     with pytest.raises(ValueError, match="qformer_config: unknown key"):
         MiniGPT4.from_config(tiny_model_config(qformer_config={"layers": 4}))
+    with pytest.raises(ValueError, match="differs from model.image_size"):
+        MiniGPT4.from_config(tiny_model_config(vit_config={"img_size": 112}))
 
 
 def test_cpu_model_is_fp32_even_with_vit_precision_fp16(tiny_model):

@@ -44,7 +44,12 @@ class EvaVitConfig:
                 f"model.vit_config: unknown key(s) {unknown}; allowed keys are {sorted(known)}"
             )
         if img_size is not None:
-            values.setdefault("img_size", img_size)
+            if values.setdefault("img_size", img_size) != img_size:
+                raise ValueError(
+                    f"model.vit_config.img_size ({values['img_size']}) differs from "
+                    f"model.image_size ({img_size}); set model.image_size (the image processors "
+                    "use that size too)"
+                )
         return cls(**values)
 
     def to_dict(self) -> dict:
