@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from minigpt4.models import checkpoint as ckpt_mod
@@ -313,3 +315,17 @@ def test_unknown_size_keys_are_errors():
 
 def test_cpu_model_is_fp32_even_with_vit_precision_fp16(tiny_model):
     assert {p.dtype for p in tiny_model.parameters()} == {torch.float32}
+
+
+def test_pos_embed_is_interpolated_for_another_image_size(caplog):
+    """A 16x16-grid eva_vit_g.pth used at image_size 112 (8x8): bicubic resize of the patch grid."""
+    with caplog.at_level(logging.INFO):
+        model = MiniGPT4.from_config(tiny_model_config(image_size=112))
+    assert "Position interpolate from 16x16 to 8x8" in caplog.text
+    file_pos = torch.load(TINY_DIR / "eva_vit_g.pth", weights_only=True)["pos_embed"]
+    grid = file_pos[:, 1:].reshape(1, 16, 16, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(8, 8), mode="bicubic", align_corners=False)
+    expected = torch.cat([file_pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, 64, -1)], dim=1)
+    assert torch.equal(model.visual_encoder.pos_embed.detach(), expected)
+    with torch.no_grad():
+        assert model.encode_img(torch.zeros(1, 3, 112, 112))[0].shape == (1, 8, 64)
