@@ -132,3 +132,23 @@ def test_image_count_must_match_placeholders(chat, ref):
     _, conv, img_list = start(chat, ref)
     with pytest.raises(ValueError, match="1 image placeholders but 2 images"):
         chat.answer(conv, img_list * 2, max_new_tokens=2)
+
+
+def test_each_row_stops_on_its_own(chat, ref):
+    """In a batch, a row that wrote a stop word ends (then padding); the others go on."""
+    first = ref["chat"]["context_embs"].detach()
+    other = torch.randn(first.shape, generator=torch.Generator().manual_seed(0)) * 0.05
+    alone = chat.generate(other, max_new_tokens=12, do_sample=False)[0].tolist()
+    greedy = ref["chat"]["greedy_raw"][1:].tolist()
+    stop = greedy[1:3]
+    assert stop != alone[1:3] and all(alone[i : i + 2] != stop for i in range(len(alone) - 1))
+    saved = chat.stopping_criteria
+    chat.stopping_criteria = [StopOnTokens([stop])]
+    try:
+        both = chat.generate(torch.cat([first, other]), max_new_tokens=12, do_sample=False)
+    finally:
+        chat.stopping_criteria = saved
+    pad = chat.model.llama_tokenizer.pad_token_id
+    assert both[0].tolist() == greedy[:3] + [pad] * 9
+    assert both[1].tolist() == alone
+    assert chat.decode_answer(both[0]) == chat.decode_answer(greedy[:3])

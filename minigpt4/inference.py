@@ -1,0 +1,235 @@
+"""Ask MiniGPT-4 the same question about many images; one JSON line per image.
+
+    python -m minigpt4.inference --cfg-path eval_configs/minigpt4_eval.yaml \\
+        --images photos/ --prompt "Describe this image in detail." --out answers.jsonl
+
+``--images`` takes folders (their image files, sorted, recursively), list files (``.txt``/
+``.lst``: one image path per line; relative paths are taken relative to the list file), or image
+files, in any mix. Each image is asked the question exactly as the demo's Chat asks it (same
+conversation template, same context embeddings, same stop words and answer post-processing).
+Images go through the ViT and the LLM ``--batch-size`` at a time; each output line is
+``{"image": path, "prompt": prompt, "answer": text}`` (plus ``"error"`` and a null answer for an
+image that cannot be read). The output file appears only once complete (written to a temporary
+file, then renamed).
+
+Sampling (the chat's default: top_p 0.9, temperature 1.0) is seeded with ``--seed``: the same
+seed, batch size and device give the same answers. ``--greedy`` turns sampling off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from minigpt4.conversation.conversation import CONV_VISION, IMAGE_MESSAGE, Chat
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
+DEFAULT_PROMPT = "Describe this image in detail."
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m minigpt4.inference",
+        description="Answer one question about many images with MiniGPT-4 (JSON lines out).",
+    )
+    parser.add_argument("--cfg-path", required=True, help="eval config (as for demo.py)")
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        required=True,
+        help="image folders, list files (one path per line) or image files",
+    )
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the question asked per image")
+    parser.add_argument("--out", required=True, help="output .jsonl file")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--gpu-id", type=int, default=0)
+    parser.add_argument("--options", nargs="+", help="override config keys: key=value ...")
+    parser.add_argument("--seed", type=int, default=42, help="seed for sampling (default 42)")
+    parser.add_argument("--max-new-tokens", type=int, default=300)
+    parser.add_argument("--max-length", type=int, default=2000)
+    parser.add_argument("--num-beams", type=int, default=1)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument(
+        "--greedy", action="store_true", help="no sampling: the most likely token at every step"
+    )
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    return args
+
+
+def collect_images(sources: Iterable[str]) -> list[str]:
+    """Image paths from folders, list files and image files, in the order given."""
+    images: list[str] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                logger.warning("No image files (%s) in %s", ", ".join(IMAGE_EXTENSIONS), path)
+            images += [str(p) for p in found]
+        elif path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
+            for line in path.read_text().splitlines():
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                item = Path(line).expanduser()
+                images.append(str(item if item.is_absolute() else path.parent / item))
+        elif path.is_file():
+            images.append(str(path))
+        else:
+            raise FileNotFoundError(f"--images {source}: no such folder, list file or image file")
+    return images
+
+
+@dataclass
+class _Loaded:
+    path: str
+    tensor: torch.Tensor | None
+    error: str | None
+
+
+def _load(path: str, vis_processor: Any) -> _Loaded:
+    try:
+        with Image.open(path) as img:
+            return _Loaded(path, vis_processor(img.convert("RGB")), None)
+    except (OSError, ValueError) as err:
+        logger.warning("Cannot read %s: %s", path, err)
+        return _Loaded(path, None, f"cannot read image: {err}")
+
+
+def answer_images(
+    chat: Chat,
+    image_paths: Sequence[str],
+    prompt: str,
+    batch_size: int = 8,
+    seed: int | None = None,
+    max_length: int = 2000,
+    progress: bool = True,
+    **settings: Any,
+) -> list[dict[str, Any]]:
+    """One record per image: the Chat's answer to ``prompt`` about it.
+
+    ``settings`` are :meth:`Chat.generation_kwargs` settings (max_new_tokens, num_beams,
+    do_sample, top_p, temperature, ...). ``seed`` seeds torch once, before the first batch.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    max_new_tokens = settings.get("max_new_tokens", 300)
+    conv = CONV_VISION.copy()
+    conv.append_message(conv.roles[0], IMAGE_MESSAGE)
+    chat.ask(prompt, conv)
+    conv.append_message(conv.roles[1], None)
+
+    records: list[dict[str, Any]] = []
+    bar = tqdm(total=len(image_paths), unit="img", disable=not progress)
+    for start in range(0, len(image_paths), batch_size):
+        loaded = [_load(p, chat.vis_processor) for p in image_paths[start : start + batch_size]]
+        good = [item for item in loaded if item.tensor is not None]
+        answers: list[str] = []
+        if good:
+            images = torch.stack([item.tensor for item in good]).to(chat.device)
+            with torch.no_grad():
+                image_embs, _ = chat.model.encode_img(images)
+                # Same prompt for every image: the rows have equal length, no padding needed.
+                embs = torch.cat(
+                    [chat.get_context_emb(conv, [image_embs[i : i + 1]]) for i in range(len(good))]
+                )
+            embs = chat.truncate(embs, max_new_tokens, max_length)
+            tokens = chat.generate(embs, **settings)
+            answers = [chat.decode_answer(row) for row in tokens]
+        answer_iter = iter(answers)
+        for item in loaded:
+            record: dict[str, Any] = {"image": item.path, "prompt": prompt}
+            if item.tensor is None:
+                record.update(answer=None, error=item.error)
+            else:
+                record["answer"] = next(answer_iter)
+            records.append(record)
+        bar.update(len(loaded))
+    bar.close()
+    return records
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], out: str) -> None:
+    """Write JSON lines to ``out`` atomically (a temporary file beside it, then a rename)."""
+    out_dir = os.path.dirname(os.path.abspath(out))
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=out_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Run the command; returns the records written."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s"
+    )
+    image_paths = collect_images(args.images)
+    if not image_paths:
+        raise SystemExit(f"--images {' '.join(args.images)}: no images found")
+    logger.info("%d images", len(image_paths))
+
+    import minigpt4  # noqa: F401  (registers models and processors)
+    from minigpt4.common.config import Config
+    from minigpt4.conversation.loading import build_model_and_processor, resolve_device
+
+    device = resolve_device(args.device, args.gpu_id)
+    cfg = Config(args)
+    model, vis_processor = build_model_and_processor(cfg, device, args.gpu_id)
+    chat = Chat(model, vis_processor, device=device)
+
+    records = answer_images(
+        chat,
+        image_paths,
+        args.prompt,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        max_length=args.max_length,
+        max_new_tokens=args.max_new_tokens,
+        num_beams=args.num_beams,
+        top_p=args.top_p,
+        temperature=args.temperature,
+        repetition_penalty=args.repetition_penalty,
+        do_sample=not args.greedy,
+    )
+    write_jsonl(records, args.out)
+    failed = sum(r["answer"] is None for r in records)
+    logger.info(
+        "Wrote %d answers to %s%s",
+        len(records) - failed,
+        args.out,
+        f" ({failed} images could not be read)" if failed else "",
+    )
+    return records
+
+
+if __name__ == "__main__":
+    main()
