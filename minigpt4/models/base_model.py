@@ -44,7 +44,11 @@ class BaseModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        """Device of the first parameter (as the original: ``visual_encoder.cls_token``)."""
+        """Device of the first parameter, as the original.
+
+        For MiniGPT4 that is ``query_tokens`` (a direct parameter comes before the submodules'),
+        so in low-resource mode, with the ViT moved to CPU, this still reports the GPU.
+        """
         return next(self.parameters()).device
 
     def maybe_autocast(self, dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager:

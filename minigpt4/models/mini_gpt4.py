@@ -229,7 +229,13 @@ class MiniGPT4(BaseModel):
         device_8bit: int | str,
         attn_implementation: str | None,
     ) -> tuple[nn.Module, Any]:
-        """Load the causal LM and its tokenizer (pad = eos, as the original)."""
+        """Load the causal LM and its tokenizer (pad = eos, as the original).
+
+        The tokenizer comes from ``AutoTokenizer`` (transformers 5: the fast tokenizer, built from
+        ``tokenizer.model`` for old Vicuna folders). It gives the original slow tokenizer's ids for
+        every prompt string MiniGPT-4 uses, but differs on strings that start with whitespace and
+        on text right after a literal ``<s>``/``</s>``.
+        """
         from transformers import AutoTokenizer
 
         if isinstance(llama_model, nn.Module):
