@@ -103,9 +103,9 @@ def read_shard(tar_path: str, want: int = 0) -> tuple[ShardReport, list[dict]]:
                 if key not in groups:
                     groups[key] = {}
                     order.append(key)
-                # Keep the bytes only for the samples that will be shown.
-                keep = len(order) <= want
-                groups[key][ext] = tar.extractfile(member).read() if keep else None
+                # Read every file (a truncated tar fails here), keep only those shown.
+                data = tar.extractfile(member).read()
+                groups[key][ext] = data if len(order) <= want else None
     except (OSError, tarfile.TarError) as err:
         report.error = f"cannot read {tar_path}: {err}"
     report.samples = sum(1 for g in groups.values() if "jpg" in g and "json" in g)

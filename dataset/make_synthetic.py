@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import io
 import json
 import math
@@ -33,12 +34,31 @@ import os
 import sys
 import tarfile
 import time
+from types import ModuleType
 
-if __package__ in (None, ""):
-    # Run as `python dataset/make_synthetic.py`: make the repository's package importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from minigpt4.tiny_world.world import make_sample, to_jpeg_bytes  # noqa: E402
+
+def _load_world() -> ModuleType:
+    """``minigpt4.tiny_world.world``, without importing the whole package when it is not loaded.
+
+    ``import minigpt4`` registers every model and pulls torch and transformers (seconds); the
+    world module needs only PIL, so a plain run of this script loads that one file.
+    """
+    name = "minigpt4.tiny_world.world"
+    if name in sys.modules or "minigpt4" in sys.modules:
+        return importlib.import_module(name)
+    path = os.path.join(REPO_ROOT, "minigpt4", "tiny_world", "world.py")
+    spec = importlib.util.spec_from_file_location("_shapes_world", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+_world = _load_world()
+make_sample = _world.make_sample
+to_jpeg_bytes = _world.to_jpeg_bytes
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/"
 CAPTIONS_JSON = "captions.json"

@@ -21,6 +21,9 @@ Two caption styles:
   e.g. "The image shows a large red circle in the top left corner. The background is plain gray.
   There is nothing else in the picture."
 
+Dependencies: the standard library and PIL only (``dataset/make_synthetic.py`` loads this file
+without importing the ``minigpt4`` package, which would pull torch and transformers).
+
 Determinism: ``make_sample(seed, index)`` depends only on ``(seed, index)``; the same seed and
 count give byte-identical JPEGs through ``to_jpeg_bytes`` (fixed quality, no optimisation passes).
 """
