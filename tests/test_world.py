@@ -31,8 +31,6 @@ from minigpt4.tiny_world.world import (
     to_jpeg_bytes,
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def test_vocabulary_is_the_specified_one():
     assert COLOURS == ("red", "green", "blue", "yellow", "purple", "orange")
@@ -232,8 +230,13 @@ def test_same_seed_gives_byte_identical_samples_across_processes():
     assert here != _digest(6, 6, 64)
     # Another interpreter with a different hash seed must agree byte for byte.
     code = (
-        "import hashlib\n"
-        "from minigpt4.tiny_world.world import make_sample, to_jpeg_bytes\n"
+        "import hashlib, importlib.util, sys\n"
+        # the file alone (as dataset/make_synthetic.py loads it): no torch import, fast
+        f"spec = importlib.util.spec_from_file_location('w', {world.__file__!r})\n"
+        "w = importlib.util.module_from_spec(spec)\n"
+        "sys.modules['w'] = w\n"
+        "spec.loader.exec_module(w)\n"
+        "make_sample, to_jpeg_bytes = w.make_sample, w.to_jpeg_bytes\n"
         "h = hashlib.sha256()\n"
         "for i in range(6):\n"
         "    s = make_sample(5, i, 64)\n"
@@ -242,7 +245,7 @@ def test_same_seed_gives_byte_identical_samples_across_processes():
         "    h.update(s.long_description.encode())\n"
         "print(h.hexdigest())\n"
     )
-    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": REPO_ROOT}
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
