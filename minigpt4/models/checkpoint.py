@@ -73,7 +73,9 @@ class WeightSource:
             return (
                 f"set {self.config_key} to a Hugging Face LLaMA/Vicuna folder (config.json, "
                 "weights and tokenizer.model or tokenizer.json), e.g. with --options "
-                f"{self.config_key}=/path/to/vicuna"
+                f"{self.config_key}=/path/to/vicuna (Meta's original checkpoints must first be "
+                "converted with transformers' convert_llama_weights_to_hf.py, and Vicuna v0 "
+                "deltas applied with FastChat's apply_delta)"
             )
         if self.url:
             return (
