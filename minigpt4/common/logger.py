@@ -30,13 +30,14 @@ BYTES_PER_MB = 1024.0 * 1024.0
 
 
 def setup_logger() -> None:
-    """Log INFO and above on rank 0 and only warnings elsewhere, in the original's format."""
-    logging.basicConfig(
-        level=logging.INFO if dist_utils.is_main_process() else logging.WARNING,
-        format=LOG_FORMAT,
-        handlers=[logging.StreamHandler()],
-        force=True,
-    )
+    """Log INFO and above on rank 0 and only warnings elsewhere, in the original's format.
+
+    Like the original's ``basicConfig``, this adds a handler only when the root logger has
+    none (so an embedding application or pytest keeps its own); the level is always set.
+    """
+    level = logging.INFO if dist_utils.is_main_process() else logging.WARNING
+    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=[logging.StreamHandler()])
+    logging.getLogger().setLevel(level)
 
 
 class SmoothedValue:
