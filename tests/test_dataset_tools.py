@@ -212,13 +212,13 @@ def test_incremental_reader_agrees_with_json_load_across_chunk_boundaries(tmp_pa
 
 # ----------------------------------------------------------------------------- download scripts
 
-FAKE_IMG2DATASET = """#!/bin/sh
-python3 - "$@" <<'EOF'
+# Records its command line and environment; a Python script so that PATH filtering below
+# cannot take its interpreter away.
+FAKE_IMG2DATASET = f"""#!{sys.executable}
 import json, os, sys
 with open(os.environ["FAKE_LOG"], "w") as f:
-    json.dump({"argv": sys.argv[1:], "WANDB_MODE": os.environ.get("WANDB_MODE"),
-               "NO_ALBUMENTATIONS_UPDATE": os.environ.get("NO_ALBUMENTATIONS_UPDATE")}, f)
-EOF
+    json.dump({{"argv": sys.argv[1:], "WANDB_MODE": os.environ.get("WANDB_MODE"),
+               "NO_ALBUMENTATIONS_UPDATE": os.environ.get("NO_ALBUMENTATIONS_UPDATE")}}, f)
 """
 
 
