@@ -42,9 +42,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--options",
         nargs="+",
-        help="override some settings in the used config, the key-value pair "
-        "in xxx=yyy format will be merged into config file (deprecate), "
-        "change to --cfg-options instead.",
+        help="override settings of the config file: key=value pairs such as "
+        "model.ckpt=/path/to/pretrained_minigpt4.pth",
     )
     parser.add_argument(
         "--device",

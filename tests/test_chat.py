@@ -152,3 +152,35 @@ def test_each_row_stops_on_its_own(chat, ref):
     assert both[0].tolist() == greedy[:3] + [pad] * 9
     assert both[1].tolist() == alone
     assert chat.decode_answer(both[0]) == chat.decode_answer(greedy[:3])
+
+
+def test_two_images_in_one_conversation(chat, ref):
+    """Each image message adds a placeholder; embeddings interleave text and images in order."""
+    conv, img_list = CONV_VISION.copy(), []
+    chat.upload_img(ref["images_eval_processed"][0], conv, img_list)
+    chat.ask("First?", conv)
+    chat.answer(conv, img_list, max_new_tokens=3, do_sample=False)
+    chat.upload_img(ref["images_eval_processed"][1], conv, img_list)
+    chat.ask("Second?", conv)
+    conv.append_message(conv.roles[1], None)
+    prompt = conv.get_prompt()
+    assert prompt.count("<ImageHere>") == 2
+    assert prompt.endswith("###Human: <Img><ImageHere></Img> Second?###Assistant:")
+    embs = chat.get_context_emb(conv, img_list)
+
+    tokenizer = chat.model.llama_tokenizer
+    embed = chat.model.llama_model.get_input_embeddings()
+    parts = prompt.split("<ImageHere>")
+    ids = [tokenizer(p, add_special_tokens=(i == 0)).input_ids for i, p in enumerate(parts)]
+    assert ids[0][0] == tokenizer.bos_token_id and tokenizer.bos_token_id not in ids[1] + ids[2]
+    expected = torch.cat(
+        [
+            embed(torch.tensor([ids[0]])),
+            ref["inputs_llama"][0:1],
+            embed(torch.tensor([ids[1]])),
+            ref["inputs_llama"][1:2],
+            embed(torch.tensor([ids[2]])),
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(embs.detach(), expected.detach(), atol=1e-5, rtol=0)

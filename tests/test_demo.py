@@ -87,6 +87,8 @@ def demo_server(tmp_path_factory):
         str(port),
         "--seed",
         str(SEED),
+        "--options",
+        "model.max_txt_len=160",
     ]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -120,6 +122,52 @@ def _text(message: dict) -> str:
     if isinstance(content, str):
         return content
     return "".join(part.get("text", "") for part in content)
+
+
+def test_page_layout_is_the_originals():
+    """build_demo(chat) builds the page without touching the chat (no model needed)."""
+    import gradio as gr
+
+    from demo import build_demo
+    from minigpt4.conversation import Chat
+
+    demo = build_demo(Chat.__new__(Chat))
+    blocks = list(demo.blocks.values())
+
+    def of(kind):
+        return [b for b in blocks if type(b) is kind]
+
+    markdown = [b.value for b in of(gr.Markdown)]
+    assert markdown[0] == '<h1 align="center">Demo of MiniGPT-4</h1>'
+    assert markdown[1] == (
+        "<h3>This is the demo of MiniGPT-4. Upload your images and start chatting!</h3>"
+    )
+    assert [b.type for b in of(gr.Image)] == ["pil"]
+    buttons = of(gr.Button)
+    assert [b.value for b in buttons] == ["Upload & Start Chat", "Restart"]
+    assert buttons[0].variant == "primary" and buttons[0].interactive
+    beams, temperature = of(gr.Slider)
+    assert (beams.label, beams.minimum, beams.maximum, beams.value, beams.step) == (
+        "beam search numbers)",
+        1,
+        10,
+        1,
+        1,
+    )
+    assert (temperature.label, temperature.minimum, temperature.maximum) == (
+        "Temperature",
+        0.1,
+        2.0,
+    )
+    assert (temperature.value, temperature.step) == (1.0, 0.1)
+    assert [b.label for b in of(gr.Chatbot)] == ["MiniGPT-4"]
+    (box,) = of(gr.Textbox)
+    assert (box.label, box.placeholder, box.interactive) == (
+        "User",
+        "Please upload your image first",
+        False,
+    )
+    assert len(of(gr.State)) == 2
 
 
 def test_startup_logs_and_local_binding(demo_server):
