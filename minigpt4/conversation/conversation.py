@@ -14,6 +14,10 @@ What differs, on purpose:
   up in an answer (nor in the next turn's prompt).
 - ``do_sample``, ``top_p`` and a ``seed`` are arguments; answers can be streamed
   (:meth:`Chat.stream_answer`).
+- The over-length warning is logged (``logging.WARNING``) instead of printed; the left
+  truncation itself is the original's.
+- A PIL image is converted to RGB before the processor (the original skipped that for PIL
+  input, so RGBA or greyscale uploads failed).
 """
 
 from __future__ import annotations
