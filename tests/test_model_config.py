@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 import torch
@@ -17,6 +18,7 @@ from tests.model_fixtures import (
     TINY_QFORMER_CONFIG,
     TINY_VIT_CONFIG,
     load_reference,
+    tiny_model_config,
 )
 
 
@@ -86,3 +88,10 @@ def test_stage1_train_config_defaults():
     model = MiniGPT4.from_config(cfg.model_cfg)
     # No prompt_path / end_sym / max_txt_len in the stage-1 config: the code defaults apply.
     assert model.prompt_list == [] and model.end_sym == "\n" and model.max_txt_len == 32
+
+
+def test_misspelt_model_key_is_reported(caplog):
+    with caplog.at_level(logging.WARNING):
+        MiniGPT4.from_config(tiny_model_config(max_text_len=10))
+    assert "model.max_text_len is not a MiniGPT-4 model key" in caplog.text
+    assert "did you mean model.max_txt_len?" in caplog.text

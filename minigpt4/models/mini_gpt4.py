@@ -6,6 +6,7 @@ Same module layout, config keys, log lines and ``forward`` semantics as the orig
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import random
@@ -51,6 +52,15 @@ IGNORE_INDEX = -100
 LLM_QUANTIZATIONS = (None, "8bit", "4bit")
 # Known LLaMA/Vicuna widths, to say "13B" rather than "5120" when a checkpoint does not fit.
 LLM_SIZE_BY_HIDDEN = {2560: "3B", 4096: "7B", 5120: "13B", 6656: "33B", 8192: "65B/70B"}
+# Every key ``from_config`` reads, plus the ones the configs carry for other readers
+# (``arch``/``model_type`` for the registry, ``prompt`` which the original never reads).
+MODEL_CONFIG_KEYS = frozenset(
+    """arch model_type prompt vit_model q_former_model image_size num_query_token llama_model
+    drop_path_rate use_grad_checkpoint vit_precision freeze_vit freeze_qformer low_resource
+    device_8bit prompt_path prompt_template max_txt_len end_sym ckpt vit_model_path vit_config
+    qformer_config llm_quantization autocast_dtype attn_implementation device
+    allow_download""".split()
+)
 # Keys of the blip2 file that MiniGPT-4 does not use (the T5 projection of BLIP-2 FlanT5).
 BLIP2_UNUSED_PREFIXES = ("t5_proj.",)
 
@@ -547,6 +557,10 @@ class MiniGPT4(BaseModel):
     @classmethod
     def from_config(cls, cfg: Mapping) -> MiniGPT4:
         """Build from a config's ``model`` section (OmegaConf node or dict), then load ``ckpt``."""
+        for key in sorted(set(cfg.keys()) - MODEL_CONFIG_KEYS):
+            close = difflib.get_close_matches(key, sorted(MODEL_CONFIG_KEYS), n=1)
+            hint = f" (did you mean model.{close[0]}?)" if close else ""
+            logger.warning("model.%s is not a MiniGPT-4 model key and is ignored%s", key, hint)
         allow = downloads_allowed(cfg.get("allow_download"))
         ckpt = _cfg_get(cfg, "ckpt", "")
         vit_model_path = cfg.get("vit_model_path") or EVA_VIT_G_URL
