@@ -329,3 +329,13 @@ def test_pos_embed_is_interpolated_for_another_image_size(caplog):
     assert torch.equal(model.visual_encoder.pos_embed.detach(), expected)
     with torch.no_grad():
         assert model.encode_img(torch.zeros(1, 3, 112, 112))[0].shape == (1, 8, 64)
+
+
+def test_llm_weights_missing_a_tensor_is_an_error(tmp_path):
+    folder = tmp_path / "vicuna"
+    shutil.copytree(TINY_DIR / "llama", folder)
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    del state["model.layers.1.mlp.up_proj.weight"]
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="model.layers.1.mlp.up_proj.weight"):
+        MiniGPT4.from_config(tiny_model_config(llama_model=str(folder)))
