@@ -309,18 +309,22 @@ def test_unknown_size_keys_are_errors():
         MiniGPT4.from_config(tiny_model_config(vit_config={"width": 48}))
     with pytest.raises(ValueError, match="qformer_config: unknown key"):
         MiniGPT4.from_config(tiny_model_config(qformer_config={"layers": 4}))
-    with pytest.raises(ValueError, match="differs from model.image_size"):
-        MiniGPT4.from_config(tiny_model_config(vit_config={"img_size": 112}))
 
 
 def test_cpu_model_is_fp32_even_with_vit_precision_fp16(tiny_model):
     assert {p.dtype for p in tiny_model.parameters()} == {torch.float32}
 
 
-def test_pos_embed_is_interpolated_for_another_image_size(caplog):
-    """A 16x16-grid eva_vit_g.pth used at image_size 112 (8x8): bicubic resize of the patch grid."""
+@pytest.mark.parametrize("key", ["image_size", "vit_config.img_size"])
+def test_pos_embed_is_interpolated_for_another_image_size(caplog, key):
+    """A 16x16-grid eva_vit_g.pth used at image size 112 (8x8): bicubic resize of the patch grid."""
+    if key == "image_size":
+        cfg = tiny_model_config(image_size=112)
+    else:  # the more specific vit_config wins over the default image_size 224
+        cfg = tiny_model_config()
+        cfg.vit_config.img_size = 112
     with caplog.at_level(logging.INFO):
-        model = MiniGPT4.from_config(tiny_model_config(image_size=112))
+        model = MiniGPT4.from_config(cfg)
     assert "Position interpolate from 16x16 to 8x8" in caplog.text
     file_pos = torch.load(TINY_DIR / "eva_vit_g.pth", weights_only=True)["pos_embed"]
     grid = file_pos[:, 1:].reshape(1, 16, 16, -1).permute(0, 3, 1, 2)

@@ -43,13 +43,13 @@ class EvaVitConfig:
             raise ValueError(
                 f"model.vit_config: unknown key(s) {unknown}; allowed keys are {sorted(known)}"
             )
-        if img_size is not None:
-            if values.setdefault("img_size", img_size) != img_size:
-                raise ValueError(
-                    f"model.vit_config.img_size ({values['img_size']}) differs from "
-                    f"model.image_size ({img_size}); set model.image_size (the image processors "
-                    "use that size too)"
-                )
+        if img_size is not None and values.setdefault("img_size", img_size) != img_size:
+            # vit_config is the more specific key (test / variant sizes); say which one won.
+            logger.warning(
+                "model.vit_config.img_size (%s) overrides model.image_size (%s)",
+                values["img_size"],
+                img_size,
+            )
         return cls(**values)
 
     def to_dict(self) -> dict:
