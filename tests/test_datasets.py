@@ -255,3 +255,19 @@ def test_iter_loader_resume_continues_the_same_sequence(stop):
     # ranks see disjoint halves of every pass
     other = make(1)
     assert not set(sum(sequence[:3], [])) & set(sum([next(other).tolist() for _ in range(3)], []))
+
+
+def test_loaders_with_worker_processes(tmp_path):
+    """Both dataset kinds work in DataLoader workers (the shipped configs use 4) and pickle
+    (needed where workers are spawned, e.g. macOS)."""
+    import pickle
+
+    storage = write_shards(tmp_path / "s", n_shards=2, per_shard=3)
+    stream = builder("laion", storage).build_datasets()["train"]
+    align = builder("cc_sbu_align", str(write_align_folder(tmp_path / "a", n=4)))
+    folder = align.build_datasets()["train"]
+    for dataset, kwargs in ((stream, {}), (folder, {"collate_fn": folder.collater})):
+        pickle.loads(pickle.dumps(dataset))
+        loader = DataLoader(dataset, batch_size=2, num_workers=2, **kwargs)
+        batch = next(iter(loader))
+        assert batch["image"].shape == (2, 3, 224, 224) and len(batch["text_input"]) == 2

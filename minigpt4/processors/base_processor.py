@@ -7,11 +7,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 
+def _identity(item: Any) -> Any:
+    return item
+
+
 class BaseProcessor:
     """Identity processor; subclasses set ``self.transform`` or override ``__call__``."""
 
     def __init__(self) -> None:
-        self.transform = lambda item: item
+        # A module-level function, not a lambda: processors must pickle for DataLoader workers.
+        self.transform = _identity
 
     def __call__(self, item: Any) -> Any:
         return self.transform(item)
