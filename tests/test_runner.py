@@ -306,3 +306,28 @@ def test_two_datasets_mixed_by_sample_ratio(tmp_path):
     loader = runner.train_loader
     assert loader.ratios == [0.75, 0.25]
     assert len(loader.loaders) == 2 and math.isclose(sum(loader.ratios), 1)
+
+
+def test_resume_from_a_checkpoint_of_the_original(tmp_path, caplog):
+    """Only the original's keys: weights, optimizer and epoch are restored, RNG cannot be."""
+    make_runner(tmp_path / "a", max_epoch=1).train()
+    ckpt = torch.load(tmp_path / "a" / "job" / "checkpoint_0.pth", weights_only=True)
+    original = {k: ckpt[k] for k in ("model", "optimizer", "config", "scaler", "epoch")}
+    torch.save(original, tmp_path / "original.pth")
+    runner = make_runner(
+        tmp_path / "b", max_epoch=2, resume_ckpt_path=str(tmp_path / "original.pth")
+    )
+    with caplog.at_level(logging.INFO):
+        runner.train()
+    assert "Start training epoch 1, 4 iters per inner epoch." in caplog.messages
+    assert "Start training epoch 0, 4 iters per inner epoch." not in caplog.messages
+    assert any("holds no RNG/data state" in m for m in caplog.messages)
+    assert runner.optimizer.state_dict()["state"][0]["step"] == 8  # 4 restored + 4 new
+
+
+def test_checkpoint_of_another_model_is_rejected(tmp_path):
+    torch.save({"model": {"other.weight": torch.zeros(1)}, "optimizer": {}, "epoch": 0},
+               tmp_path / "other.pth")  # fmt: skip
+    runner = make_runner(tmp_path, resume_ckpt_path=str(tmp_path / "other.pth"))
+    with pytest.raises(KeyError, match="llama_proj.weight"):
+        runner.train()
