@@ -138,7 +138,6 @@ class RunnerBase:
         self._lr_sched: Any = None
         self.start_epoch = 0
         self.start_iter = 0
-        self._pending_rank_state: dict[str, Any] | None = None
 
         self.device = self._pick_device()
         self.amp_dtype = self._pick_amp_dtype()
