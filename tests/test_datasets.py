@@ -271,3 +271,14 @@ def test_loaders_with_worker_processes(tmp_path):
         loader = DataLoader(dataset, batch_size=2, num_workers=2, **kwargs)
         batch = next(iter(loader))
         assert batch["image"].shape == (2, 3, 224, 224) and len(batch["text_input"]) == 2
+
+
+def test_storage_as_list_of_patterns(tmp_path):
+    write_shards(tmp_path / "a", n_shards=2, per_shard=1)
+    write_shards(tmp_path / "b", n_shards=1, per_shard=1)
+    patterns = [str(tmp_path / "a" / "{00000..00001}.tar"), str(tmp_path / "b" / "00000.tar")]
+    urls = builder("laion", patterns).shard_urls()
+    assert urls == [str(tmp_path / "a" / "00000.tar"), str(tmp_path / "a" / "00001.tar"),
+                    str(tmp_path / "b" / "00000.tar")]  # fmt: skip
+    both = builder("laion", "::".join(patterns)).shard_urls()
+    assert both == urls

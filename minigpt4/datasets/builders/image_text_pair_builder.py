@@ -29,7 +29,8 @@ class ShardsBuilder(BaseDatasetBuilder):
     """Webdataset shards named by a brace pattern in ``build_info.storage``."""
 
     def shard_urls(self) -> list[str]:
-        """Expand ``storage`` (``.../{00000..01255}.tar``, ``a.tar::b.tar``) to existing shards.
+        """Expand ``storage`` (``.../{00000..01255}.tar``, ``a.tar::b.tar`` or a list of such
+        patterns) to the existing shards.
 
         Missing local shards are dropped with one warning (img2dataset may skip a shard);
         none at all is an error that names the dataset and the path.
@@ -39,7 +40,8 @@ class ShardsBuilder(BaseDatasetBuilder):
             raise ValueError(
                 f"dataset '{self.name}': build_info.storage is not set. {self.storage_hint()}"
             )
-        urls = expand_urls(str(storage))
+        patterns = [storage] if isinstance(storage, str) else list(storage)  # a YAML list works too
+        urls = [url for pattern in patterns for url in expand_urls(str(pattern))]
         shards = [url if _is_remote(url) else resolve_path(url) for url in urls]
         missing = [s for s in shards if not _is_remote(s) and not os.path.isfile(s)]
         if len(missing) == len(shards):
