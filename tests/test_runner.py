@@ -331,3 +331,14 @@ def test_checkpoint_of_another_model_is_rejected(tmp_path):
     runner = make_runner(tmp_path, resume_ckpt_path=str(tmp_path / "other.pth"))
     with pytest.raises(KeyError, match="llama_proj.weight"):
         runner.train()
+
+
+def test_second_run_in_the_same_job_id_does_not_overwrite(tmp_path, caplog):
+    make_runner(tmp_path, max_epoch=1, job_id="20261128121").train()
+    with caplog.at_level(logging.WARNING):
+        second = make_runner(tmp_path, max_epoch=1, job_id="20261128121")
+    assert second.output_dir == str(tmp_path / "20261128121_1")
+    assert any("already holds a run" in m for m in caplog.messages)
+    second.train()
+    assert (tmp_path / "20261128121" / "checkpoint_0.pth").exists()
+    assert (tmp_path / "20261128121_1" / "checkpoint_0.pth").exists()

@@ -362,19 +362,32 @@ class RunnerBase:
     # --- output -----------------------------------------------------------------------------
 
     def setup_output_dir(self) -> None:
-        """``run.output_dir/<job_id>`` relative to the current directory (rank 0 creates it)."""
+        """``run.output_dir/<job_id>`` relative to the current directory (rank 0 creates it).
+
+        The job id has 10-minute resolution, so a second run started soon after the first
+        would overwrite its checkpoints; it gets ``<job_id>_1`` (``_2``, ...) instead.
+        """
+        base = os.path.abspath(os.path.expanduser(str(self.run_cfg.output_dir)))
+        job_id = self.job_id
+        if dist_utils.is_main_process():
+            suffix = 0
+            while _non_empty_dir(os.path.join(base, job_id)):
+                suffix += 1
+                job_id = f"{self.job_id}_{suffix}"
+            if suffix:
+                logger.warning(
+                    "%s already holds a run: writing to %s", os.path.join(base, self.job_id), job_id
+                )
+            os.makedirs(os.path.join(base, job_id, "result"), exist_ok=True)
         if self.use_distributed:
             # Ranks compute job ids independently; rank 0's is the run's.
-            shared = [self.job_id]
+            shared = [job_id]
             dist.broadcast_object_list(shared, src=0)
-            self.job_id = shared[0]
-        base = os.path.abspath(os.path.expanduser(str(self.run_cfg.output_dir)))
-        output_dir = os.path.join(base, self.job_id)
-        if dist_utils.is_main_process():
-            os.makedirs(os.path.join(output_dir, "result"), exist_ok=True)
-        self.output_dir = output_dir
-        self.result_dir = os.path.join(output_dir, "result")
-        registry.register_path("output_dir", output_dir)
+            job_id = shared[0]
+        self.job_id = job_id
+        self.output_dir = os.path.join(base, job_id)
+        self.result_dir = os.path.join(self.output_dir, "result")
+        registry.register_path("output_dir", self.output_dir)
         registry.register_path("result_dir", self.result_dir)
 
     @dist_utils.main_process
@@ -556,6 +569,10 @@ class RunnerBase:
                 world,
             )
         logger.info("Resume checkpoint from %s", path)
+
+
+def _non_empty_dir(path: str) -> bool:
+    return os.path.isdir(path) and any(name != "result" for name in os.listdir(path))
 
 
 def _is_stream(dataset: Any) -> bool:
