@@ -408,6 +408,13 @@ class RunnerBase:
     # --- training ---------------------------------------------------------------------------
 
     def train(self) -> None:
+        """Train from ``start_epoch`` (0, or after the resumed checkpoint) to ``max_epoch - 1``,
+        saving ``checkpoint_{epoch}.pth`` after every epoch."""
+        if self.run_cfg.get("valid_splits"):
+            raise ValueError(
+                "run.valid_splits is not supported: the image_text_pretrain task has no "
+                "evaluation (as in the original); remove run.valid_splits"
+            )
         start_time = time.time()
         self.log_config()
         logger.info("Start training")
@@ -426,7 +433,6 @@ class RunnerBase:
                 self.iters_per_epoch,
                 self.accum_grad_iters,
             )
-        cur_epoch = self.start_epoch
         for cur_epoch in range(self.start_epoch, self.max_epoch):
             if self.evaluate_only:
                 break
@@ -450,12 +456,8 @@ class RunnerBase:
                 on_step=self._maybe_save_iter_checkpoint if self.save_freq_iters else None,
             )
             self.log_stats(split_name="train", stats=train_stats)
-            if self.valid_splits:
-                raise NotImplementedError(
-                    "validation splits are not supported by this runner (the original's "
-                    "image_text_pretrain task has no evaluation); remove run.valid_splits"
-                )
-            self._save_checkpoint(cur_epoch, next_epoch=cur_epoch + 1, next_iter=0)
+            if not self.valid_splits:  # always (checked above); logs "No validation splits found."
+                self._save_checkpoint(cur_epoch, next_epoch=cur_epoch + 1, next_iter=0)
             dist_utils.barrier()
 
         total_time = time.time() - start_time
