@@ -1,0 +1,105 @@
+"""Train the tiny world's SentencePiece tokenizer and save it as a LLaMA-style HF folder.
+
+    python -m minigpt4.tiny_world.build_tokenizer --out minigpt4/tiny_world/checkpoint/llama
+
+Like LLaMA's: BPE, ids unk 0 / bos 1 / eos 2, no pad, byte fallback (any text encodes), identity
+normalisation (a newline stays a newline), "▁" dummy prefix. "###", "<Img>" and "</Img>" are single
+pieces, so the demo's stop word is one token. The folder holds ``tokenizer.model``,
+``tokenizer_config.json`` and ``special_tokens_map.json`` and loads offline with
+``AutoTokenizer.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import sentencepiece as spm
+
+from minigpt4.tiny_world import text
+
+logger = logging.getLogger(__name__)
+
+USER_SYMBOLS = ("###", "<Img>", "</Img>")
+DEFAULT_VOCAB_SIZE = 1000
+DEFAULT_SEED = 1
+DEFAULT_CORPUS_SCENES = 4000
+
+_SPECIAL = {
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+}
+
+
+def train_sentencepiece(seed: int, vocab_size: int, corpus_scenes: int) -> bytes:
+    """The serialized SentencePiece model trained on the world's text (deterministic)."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(text.corpus(seed, corpus_scenes))),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=True,
+        split_digits=True,
+        character_coverage=1.0,
+        user_defined_symbols=list(USER_SYMBOLS),
+        hard_vocab_limit=False,
+        num_threads=1,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_hf_folder(model_bytes: bytes, out: Path) -> None:
+    """Write ``tokenizer.model`` plus the two JSON files transformers reads for LLaMA."""
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / "tokenizer.model", model_bytes)
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "legacy": False,
+        "model_max_length": 2048,
+        "pad_token": None,
+        "sp_model_kwargs": {},
+        **_SPECIAL,
+    }
+    _write(out / "tokenizer_config.json", (json.dumps(config, indent=2) + "\n").encode())
+    _write(out / "special_tokens_map.json", (json.dumps(_SPECIAL, indent=2) + "\n").encode())
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="minigpt4/tiny_world/checkpoint/llama")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
+    parser.add_argument("--corpus-scenes", type=int, default=DEFAULT_CORPUS_SCENES)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    out = Path(args.out)
+    save_hf_folder(train_sentencepiece(args.seed, args.vocab_size, args.corpus_scenes), out)
+    logger.info("tokenizer (vocab %d) written to %s", args.vocab_size, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()

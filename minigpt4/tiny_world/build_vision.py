@@ -1,0 +1,293 @@
+"""Build the tiny world's frozen vision side: EVA-style ViT + ln_vision + Q-Former + query tokens.
+
+    python -m minigpt4.tiny_world.build_vision --out minigpt4/tiny_world/checkpoint
+
+A randomly initialised tiny ViT does not keep the shape of a small shape linearly readable in
+its query outputs, so the vision side is pre-trained briefly, as BLIP-2's was pre-trained before
+MiniGPT-4 ever saw it, here with attribute classification heads instead of image-text losses.
+Each query token is assigned one attribute (query ``i`` -> ``ATTRIBUTES[i % 5]``) and a linear head
+per attribute reads that attribute from each of its queries; the heads are discarded. The LLM is
+never involved. Writes ``eva_vit_g.pth`` and ``blip2_pretrained_flant5xxl.pth`` in the real layouts
+plus ``vision_sizes.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import transforms
+
+from minigpt4.tiny_world import parts, world
+
+logger = logging.getLogger(__name__)
+
+ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "position", "background")
+VOCAB: dict[str, tuple[str, ...]] = {
+    "colour": world.COLOURS,
+    "shape": world.SHAPES,
+    "size": world.SIZES,
+    "position": world.POSITIONS,
+    "background": world.BACKGROUNDS,
+}
+# Seeds of the pre-training images; keep them away from the seeds the alignment uses.
+DEFAULT_SEED = 1000
+VAL_SEED_OFFSET = 500_000
+TRAIN_MIN_SCALE = 0.8
+FOREGROUND_DELTA = 0.25  # colour distance (0..1 per channel) from the background
+PATCH_FOREGROUND = 0.15  # same crop range as the tiny stage-1 config's vis processor
+
+
+def eval_transform(image_size: int) -> transforms.Compose:
+    """What ``blip2_image_eval`` does: bicubic resize to a square, CLIP normalisation."""
+    return transforms.Compose(
+        [
+            transforms.Resize(
+                (image_size, image_size), interpolation=transforms.InterpolationMode.BICUBIC
+            ),
+            transforms.ToTensor(),
+            transforms.Normalize(parts.IMAGE_MEAN, parts.IMAGE_STD),
+        ]
+    )
+
+
+def train_transform(image_size: int, min_scale: float = TRAIN_MIN_SCALE) -> transforms.Compose:
+    """What ``blip2_image_train`` does: random resized crop, CLIP normalisation."""
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(
+                image_size,
+                scale=(min_scale, 1.0),
+                interpolation=transforms.InterpolationMode.BICUBIC,
+            ),
+            transforms.ToTensor(),
+            transforms.Normalize(parts.IMAGE_MEAN, parts.IMAGE_STD),
+        ]
+    )
+
+
+def load_world_images(seed: int, count: int) -> tuple[list[Image.Image], list[world.Scene]]:
+    """World samples as the datasets store them (224 px JPEG, decoded again)."""
+    images, scenes = [], []
+    for i in range(count):
+        sample = world.make_sample(seed, i)
+        images.append(Image.open(io.BytesIO(world.to_jpeg_bytes(sample.image))).convert("RGB"))
+        scenes.append(sample.scene)
+    return images, scenes
+
+
+def labels(scenes: Sequence[world.Scene]) -> dict[str, torch.Tensor]:
+    return {a: torch.tensor([VOCAB[a].index(getattr(s, a)) for s in scenes]) for a in ATTRIBUTES}
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """2-D sine-cosine position embeddings [grid*grid, dim] (half the channels per axis)."""
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    parts_ = []
+    for coord in (ys.flatten(), xs.flatten()):
+        angle = coord[:, None].float() * omega[None]
+        parts_ += [angle.sin(), angle.cos()]
+    emb = torch.cat(parts_, dim=1)
+    return torch.nn.functional.pad(emb, (0, dim - emb.shape[1]))
+
+
+def patch_labels(images: torch.Tensor, scenes: Sequence[world.Scene], patch: int) -> torch.Tensor:
+    """Per patch: the shape's index where the shape covers it, ``len(SHAPES)`` on background.
+
+    Foreground = pixels away from the scene's known background colour (after normalisation is
+    undone); a patch is the shape's when at least ``PATCH_FOREGROUND`` of it is foreground.
+    """
+    mean = torch.tensor(parts.IMAGE_MEAN)[:, None, None]
+    std = torch.tensor(parts.IMAGE_STD)[:, None, None]
+    out = []
+    for image, scene in zip(images, scenes, strict=True):
+        rgb = image * std + mean
+        bg = torch.tensor(world.BACKGROUND_RGB[scene.background], dtype=torch.float32) / 255
+        fg = ((rgb - bg[:, None, None]).abs().amax(0) > FOREGROUND_DELTA).float()
+        frac = nn.functional.avg_pool2d(fg[None, None], patch)[0, 0].flatten()
+        label = torch.full_like(frac, len(world.SHAPES), dtype=torch.long)
+        label[frac >= PATCH_FOREGROUND] = world.SHAPES.index(scene.shape)
+        out.append(label)
+    return torch.stack(out)
+
+
+class AttributeHeads(nn.Module):
+    """One linear classifier per attribute, applied to each query assigned to it."""
+
+    def __init__(self, hidden: int, num_query: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({a: nn.Linear(hidden, len(VOCAB[a])) for a in ATTRIBUTES})
+        self.groups = {
+            a: [i for i in range(num_query) if ATTRIBUTES[i % len(ATTRIBUTES)] == a]
+            for a in ATTRIBUTES
+        }
+
+    def forward(self, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits [B, queries_of_attribute, classes] per attribute."""
+        return {a: self.heads[a](queries[:, idx]) for a, idx in self.groups.items()}
+
+
+def _loss_and_correct(
+    logits: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, float]]:
+    loss = torch.zeros(())
+    correct = {}
+    for a, lg in logits.items():
+        t = target[a][:, None].expand(-1, lg.shape[1])
+        loss = loss + nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), t.reshape(-1))
+        correct[a] = (lg.mean(1).argmax(-1) == target[a]).float().sum().item()
+    return loss, correct
+
+
+@torch.no_grad()
+def evaluate_heads(
+    vision: parts.TinyVision, heads: AttributeHeads, images: torch.Tensor, target: dict
+) -> dict[str, float]:
+    """Attribute accuracy on preprocessed ``images`` (heads averaged over their queries)."""
+    vision.eval()
+    totals = dict.fromkeys(ATTRIBUTES, 0.0)
+    for start in range(0, len(images), 128):
+        sl = slice(start, start + 128)
+        _, correct = _loss_and_correct(
+            heads(vision(images[sl])), {a: t[sl] for a, t in target.items()}
+        )
+        for a in ATTRIBUTES:
+            totals[a] += correct[a]
+    return {a: totals[a] / len(images) for a in ATTRIBUTES}
+
+
+def pretrain(
+    sizes: parts.VisionSizes,
+    seed: int,
+    train_count: int,
+    val_count: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    eval_every: int = 250,
+) -> tuple[parts.TinyVision, dict[str, float]]:
+    """Pre-train the vision side with attribute heads; returns it and its validation accuracy."""
+    torch.manual_seed(seed)
+    vision = parts.TinyVision(sizes)
+    with torch.no_grad():
+        # A fixed 2-D sin-cos start (as MAE uses) instead of N(0, 0.02): where a patch is, is
+        # then readable from the first step, which speeds up learning positions and shapes.
+        grid = sizes.image_size // sizes.patch_size
+        pos = vision.visual_encoder.pos_embed
+        pos[0, 1:] = sincos_2d(grid, pos.shape[-1])
+        pos[0, :1] = 0
+    heads = AttributeHeads(sizes.qformer_hidden_size, sizes.num_query_token)
+    images, scenes = load_world_images(seed, train_count)
+    val_images, val_scenes = load_world_images(seed + VAL_SEED_OFFSET, val_count)
+    to_eval, to_train = eval_transform(sizes.image_size), train_transform(sizes.image_size)
+    val_x = torch.stack([to_eval(im) for im in val_images])
+    val_y = labels(val_scenes)
+    # Two fixed views per image, a plain resize and a crop as the stage-1 train processor makes
+    # them: computed once, since transforms on 2 CPU cores cost as much as the model.
+    views = torch.stack(
+        [torch.stack([to_eval(im) for im in images]), torch.stack([to_train(im) for im in images])]
+    )
+    y = labels(scenes)
+    patch_y = torch.stack([patch_labels(v, scenes, sizes.patch_size) for v in views])
+    patch_head = nn.Linear(sizes.vit_embed_dim, len(world.SHAPES) + 1)
+    params = list(vision.parameters()) + list(heads.parameters()) + list(patch_head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.time()
+    acc: dict[str, float] = {}
+    vision.train()
+    for step in range(1, steps + 1):
+        idx = torch.randint(train_count, (batch_size,), generator=gen)
+        view = torch.randint(2, (batch_size,), generator=gen)
+        queries, tokens = vision.forward_with_features(views[view, idx])
+        loss, _ = _loss_and_correct(heads(queries), {a: t[idx] for a, t in y.items()})
+        # Dense shape labels on every patch token: many more labels per image than the one
+        # per query group, which is what makes shapes learnable in minutes.
+        dense = patch_head(tokens[:, 1:])
+        loss = loss + nn.functional.cross_entropy(
+            dense.reshape(-1, dense.shape[-1]), patch_y[view, idx].reshape(-1)
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % eval_every == 0 or step == steps:
+            acc = evaluate_heads(vision, heads, val_x, val_y)
+            vision.train()
+            logger.info(
+                "step %d/%d  loss %.3f  val %s  (%.0f s)",
+                step,
+                steps,
+                loss.item(),
+                " ".join(f"{a} {v:.3f}" for a, v in acc.items()),
+                time.time() - t0,
+            )
+    return vision.eval(), acc
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    d = parts.VisionSizes()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="minigpt4/tiny_world/checkpoint")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--train-count", type=int, default=4000)
+    parser.add_argument("--val-count", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--image-size", type=int, default=d.image_size)
+    parser.add_argument("--patch-size", type=int, default=d.patch_size)
+    parser.add_argument("--vit-width", type=int, default=d.vit_embed_dim)
+    parser.add_argument("--vit-depth", type=int, default=d.vit_depth)
+    parser.add_argument("--vit-heads", type=int, default=d.vit_num_heads)
+    parser.add_argument("--qformer-width", type=int, default=d.qformer_hidden_size)
+    parser.add_argument("--qformer-layers", type=int, default=d.qformer_num_hidden_layers)
+    parser.add_argument("--qformer-heads", type=int, default=d.qformer_num_attention_heads)
+    parser.add_argument("--qformer-ffn", type=int, default=d.qformer_intermediate_size)
+    parser.add_argument("--num-query-token", type=int, default=d.num_query_token)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    sizes = parts.VisionSizes(
+        image_size=args.image_size,
+        patch_size=args.patch_size,
+        vit_embed_dim=args.vit_width,
+        vit_depth=args.vit_depth,
+        vit_num_heads=args.vit_heads,
+        qformer_hidden_size=args.qformer_width,
+        qformer_num_hidden_layers=args.qformer_layers,
+        qformer_num_attention_heads=args.qformer_heads,
+        qformer_intermediate_size=args.qformer_ffn,
+        num_query_token=args.num_query_token,
+    )
+    t0 = time.time()
+    vision, acc = pretrain(
+        sizes,
+        args.seed,
+        args.train_count,
+        args.val_count,
+        args.steps,
+        args.batch_size,
+        args.lr,
+        args.eval_every,
+    )
+    out = Path(args.out)
+    parts.save_vision(vision, out)
+    (out / "vision_sizes.json").write_text(json.dumps(sizes.to_dict(), indent=2) + "\n")
+    logger.info("vision side written to %s in %.0f s; val accuracy %s", out, time.time() - t0, acc)
+    return acc
+
+
+if __name__ == "__main__":
+    main()
