@@ -23,8 +23,14 @@ logger = logging.getLogger("minigpt4.demo")
 
 TITLE = """<h1 align="center">Demo of MiniGPT-4</h1>"""
 DESCRIPTION = """<h3>This is the demo of MiniGPT-4. Upload your images and start chatting!</h3>"""
-ARTICLE = """<p><a href='https://minigpt-4.github.io'><img src='https://img.shields.io/badge/Project-Page-Green'></a></p><p><a href='https://github.com/Vision-CAIR/MiniGPT-4'><img src='https://img.shields.io/badge/Github-Code-blue'></a></p><p><a href='https://raw.githubusercontent.com/Vision-CAIR/MiniGPT-4/main/MiniGPT_4.pdf'><img src='https://img.shields.io/badge/Paper-PDF-red'></a></p>
-"""  # noqa: E501
+# The original showed these links as img.shields.io badges; plain links keep the page from
+# fetching images over the network (broken images offline).
+ARTICLE = (
+    "<p><a href='https://minigpt-4.github.io'>Project Page</a> · "
+    "<a href='https://github.com/Vision-CAIR/MiniGPT-4'>Github Code</a> · "
+    "<a href='https://raw.githubusercontent.com/Vision-CAIR/MiniGPT-4/main/MiniGPT_4.pdf'>"
+    "Paper PDF</a></p>"
+)
 
 PLACEHOLDER_UPLOAD_FIRST = "Please upload your image first"
 PLACEHOLDER_TYPE = "Type and press Enter"
