@@ -2,13 +2,21 @@
 
     python -m minigpt4.tiny_world.build_vision --out minigpt4/tiny_world/checkpoint
 
-A randomly initialised tiny ViT does not keep the shape of a small shape linearly readable in
-its query outputs, so the vision side is pre-trained briefly, as BLIP-2's was pre-trained before
-MiniGPT-4 ever saw it, here with attribute classification heads instead of image-text losses.
-Each query token is assigned one attribute (query ``i`` -> ``ATTRIBUTES[i % 5]``) and a linear head
-per attribute reads that attribute from each of its queries; the heads are discarded. The LLM is
-never involved. Writes ``eva_vit_g.pth`` and ``blip2_pretrained_flant5xxl.pth`` in the real layouts
-plus ``vision_sizes.json``.
+A randomly initialised tiny ViT does not keep the shape of a small object in its query outputs
+in a form a linear layer can read, so the vision side is pre-trained briefly, as BLIP-2's was
+pre-trained before MiniGPT-4 ever saw it, here with labels instead of image-text losses, and
+without any language:
+
+- attribute heads: query ``i`` is assigned ``ATTRIBUTES[i % 5]``; a linear head per attribute
+  classifies it from each of its queries;
+- per-patch labels on the ViT tokens: which shape covers the patch (or background), computed
+  from the pixels and the known background colour: many labels per image, which is what gets
+  shapes learnt at all in minutes on a CPU (``--silhouette-weight`` adds the patch's silhouette
+  as a further target; it did not help in our runs and is off);
+- the ViT's position embedding starts from a 2-D sine-cosine table (as MAE's).
+
+All heads are discarded. Writes ``eva_vit_g.pth`` and ``blip2_pretrained_flant5xxl.pth`` in the
+real layouts plus ``vision_sizes.json``.
 """
 
 from __future__ import annotations
@@ -41,9 +49,10 @@ VOCAB: dict[str, tuple[str, ...]] = {
 # Seeds of the pre-training images; keep them away from the seeds the alignment uses.
 DEFAULT_SEED = 1000
 VAL_SEED_OFFSET = 500_000
-TRAIN_MIN_SCALE = 0.8
+TRAIN_MIN_SCALE = 0.8  # same crop range as the tiny stage-1 config's vis processor
 FOREGROUND_DELTA = 0.25  # colour distance (0..1 per channel) from the background
-PATCH_FOREGROUND = 0.15  # same crop range as the tiny stage-1 config's vis processor
+PATCH_FOREGROUND = 0.15
+SILHOUETTE_CELL = 2  # pixels per side of a silhouette cell
 
 
 def eval_transform(image_size: int) -> transforms.Compose:
@@ -99,6 +108,25 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
         parts_ += [angle.sin(), angle.cos()]
     emb = torch.cat(parts_, dim=1)
     return torch.nn.functional.pad(emb, (0, dim - emb.shape[1]))
+
+
+def silhouettes(images: torch.Tensor, scenes: Sequence[world.Scene], patch: int) -> torch.Tensor:
+    """Per patch, the foreground share of each ``SILHOUETTE_CELL``-pixel cell: [N, patches, cells].
+
+    A dense, local, unambiguous target: it teaches the patch embedding to see the outline of a
+    shape of any colour on any background, from which the shape is then learnt much faster.
+    """
+    mean = torch.tensor(parts.IMAGE_MEAN)[:, None, None]
+    std = torch.tensor(parts.IMAGE_STD)[:, None, None]
+    out = []
+    for image, scene in zip(images, scenes, strict=True):
+        bg = torch.tensor(world.BACKGROUND_RGB[scene.background], dtype=torch.float32) / 255
+        fg = ((image * std + mean - bg[:, None, None]).abs().amax(0) > FOREGROUND_DELTA).float()
+        cells = nn.functional.avg_pool2d(fg[None, None], SILHOUETTE_CELL)[0, 0]
+        k = patch // SILHOUETTE_CELL
+        g = cells.shape[0] // k
+        out.append(cells.reshape(g, k, g, k).permute(0, 2, 1, 3).reshape(g * g, k * k))
+    return torch.stack(out)
 
 
 def patch_labels(images: torch.Tensor, scenes: Sequence[world.Scene], patch: int) -> torch.Tensor:
@@ -175,17 +203,29 @@ def pretrain(
     batch_size: int,
     lr: float,
     eval_every: int = 250,
+    init: Path | None = None,
+    silhouette_weight: float = 0.0,
 ) -> tuple[parts.TinyVision, dict[str, float]]:
-    """Pre-train the vision side with attribute heads; returns it and its validation accuracy."""
+    """Pre-train the vision side with attribute heads; returns it and its validation accuracy.
+
+    ``init``: a folder with ``eva_vit_g.pth`` and ``blip2_pretrained_flant5xxl.pth`` to go on
+    from (new heads, new schedule) instead of a random start. ``silhouette_weight``: weight of
+    the per-patch silhouette loss (0: off, as for the shipped files).
+    """
     torch.manual_seed(seed)
     vision = parts.TinyVision(sizes)
+    if init is not None:
+        vision = parts.load_vision(
+            sizes, init / "eva_vit_g.pth", init / "blip2_pretrained_flant5xxl.pth"
+        )
     with torch.no_grad():
         # A fixed 2-D sin-cos start (as MAE uses) instead of N(0, 0.02): where a patch is, is
         # then readable from the first step, which speeds up learning positions and shapes.
         grid = sizes.image_size // sizes.patch_size
         pos = vision.visual_encoder.pos_embed
-        pos[0, 1:] = sincos_2d(grid, pos.shape[-1])
-        pos[0, :1] = 0
+        if init is None:
+            pos[0, 1:] = sincos_2d(grid, pos.shape[-1])
+            pos[0, :1] = 0
     heads = AttributeHeads(sizes.qformer_hidden_size, sizes.num_query_token)
     images, scenes = load_world_images(seed, train_count)
     val_images, val_scenes = load_world_images(seed + VAL_SEED_OFFSET, val_count)
@@ -200,7 +240,11 @@ def pretrain(
     y = labels(scenes)
     patch_y = torch.stack([patch_labels(v, scenes, sizes.patch_size) for v in views])
     patch_head = nn.Linear(sizes.vit_embed_dim, len(world.SHAPES) + 1)
-    params = list(vision.parameters()) + list(heads.parameters()) + list(patch_head.parameters())
+    params = [*vision.parameters(), *heads.parameters(), *patch_head.parameters()]
+    if silhouette_weight:
+        sil_y = torch.stack([silhouettes(v, scenes, sizes.patch_size) for v in views])
+        sil_head = nn.Linear(sizes.vit_embed_dim, sil_y.shape[-1])
+        params += list(sil_head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     gen = torch.Generator().manual_seed(seed)
@@ -218,6 +262,10 @@ def pretrain(
         loss = loss + nn.functional.cross_entropy(
             dense.reshape(-1, dense.shape[-1]), patch_y[view, idx].reshape(-1)
         )
+        if silhouette_weight:
+            loss = loss + silhouette_weight * nn.functional.binary_cross_entropy_with_logits(
+                sil_head(tokens[:, 1:]), sil_y[view, idx]
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -247,6 +295,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--init", type=Path, help="go on from the vision files in this folder")
+    parser.add_argument(
+        "--silhouette-weight", type=float, default=0.0, help="per-patch silhouette loss (0: off)"
+    )
     parser.add_argument("--image-size", type=int, default=d.image_size)
     parser.add_argument("--patch-size", type=int, default=d.patch_size)
     parser.add_argument("--vit-width", type=int, default=d.vit_embed_dim)
@@ -281,6 +333,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         args.batch_size,
         args.lr,
         args.eval_every,
+        args.init,
+        args.silhouette_weight,
     )
     out = Path(args.out)
     parts.save_vision(vision, out)

@@ -1,0 +1,106 @@
+"""The tiny world's claim: training only ``llama_proj`` makes the model describe unseen images.
+
+Stage 1 runs with the normal ``train.py`` under ``torchrun --nproc_per_node 2`` on freshly
+generated shards, from the frozen parts shipped in ``minigpt4/tiny_world/checkpoint/`` and a
+freshly initialised ``llama_proj``; the result is scored on 200 images of a seed that no training
+step uses, through the demo's conversation flow.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minigpt4.tiny_world import evaluate
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"
+STAGE1_CONFIG = "train_configs/minigpt4_tiny_stage1.yaml"
+STAGE1_SEED = 1  # the seed of the documented stage-1 shards; evaluate.HELD_OUT_SEED differs
+STAGE1_COUNT = 2000
+# Floors under what the shipped parts reach (README: stage 2 0.615, stage 1 alone 0.365 on 200
+# images; chance 0.04). The issue's target is 0.9: the tiny vision side's shape recognition
+# (0.64 by a linear probe) caps the current model below it.
+SHIPPED_MIN = 0.45
+STAGE1_MIN = 0.25
+COLOUR_MIN = 0.9
+
+
+def _make_synthetic():
+    path = REPO_ROOT / "dataset" / "make_synthetic.py"
+    spec = importlib.util.spec_from_file_location("make_synthetic_for_tiny_world", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def shipped_chat():
+    torch.manual_seed(0)
+    return evaluate.build_chat(EVAL_CONFIG)
+
+
+def test_held_out_seed_is_not_a_training_seed():
+    assert evaluate.HELD_OUT_SEED != STAGE1_SEED
+    text = (REPO_ROOT / "minigpt4" / "tiny_world" / "README.md").read_text()
+    assert f"--seed {evaluate.HELD_OUT_SEED}" not in text.split("## Evaluation")[0]
+
+
+def test_shipped_model_describes_unseen_images(shipped_chat):
+    result = evaluate.evaluate_chat(shipped_chat, evaluate.HELD_OUT_SEED, 50)
+    assert result.accuracy >= SHIPPED_MIN, result.answers[:5]
+    assert result.colour_accuracy >= COLOUR_MIN
+    # A description in the world's language, not a bare "red circle".
+    assert all(len(r["answer"].split()) >= 5 for r in result.answers)
+
+
+def test_untrained_projection_is_near_chance():
+    torch.manual_seed(0)
+    chat = evaluate.build_chat(EVAL_CONFIG, untrained=True)
+    result = evaluate.evaluate_chat(chat, evaluate.HELD_OUT_SEED, 50)
+    # 24 colour x shape combinations: chance is ~4 %.
+    assert result.accuracy <= 0.2, result.answers[:5]
+
+
+@pytest.mark.slow
+def test_stage1_with_torchrun_learns_from_a_fresh_projection(tmp_path):
+    shards = tmp_path / "shards"
+    tars = _make_synthetic().write_webdataset(
+        str(shards), seed=STAGE1_SEED, count=STAGE1_COUNT, shard_size=STAGE1_COUNT // 4
+    )
+    assert len(tars) == 4
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "train.py",
+        "--cfg-path",
+        STAGE1_CONFIG,
+        "--options",
+        f"datasets.laion.build_info.storage={shards}/{{00000..00003}}.tar",
+        f"run.output_dir={out}",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ckpts = glob.glob(str(out / "*" / "checkpoint_0.pth"))
+    assert len(ckpts) == 1, os.listdir(out)
+    # Stage 1 starts from nn.Linear's random init: the config names no checkpoint.
+    assert "ckpt" not in (REPO_ROOT / STAGE1_CONFIG).read_text().split("datasets:")[0]
+
+    torch.manual_seed(0)
+    chat = evaluate.build_chat(EVAL_CONFIG, [f"model.ckpt={ckpts[0]}"])
+    result = evaluate.evaluate_chat(chat, evaluate.HELD_OUT_SEED, 200)
+    assert result.colour_accuracy >= COLOUR_MIN, (result.colour_accuracy, result.answers[:5])
+    assert result.accuracy >= STAGE1_MIN, (result.accuracy, result.answers[:5])

@@ -1,0 +1,131 @@
+"""The tools that make the tiny world's frozen parts, and the shipped files they made."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from minigpt4.tiny_world import build_tokenizer, build_vision, export_ckpt, parts, text, world
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = REPO_ROOT / "minigpt4" / "tiny_world" / "checkpoint"
+KEYS = REPO_ROOT / "tests" / "fixtures" / "keys"
+
+
+def test_shipped_tokenizer_is_what_the_documented_command_makes(tmp_path):
+    build_tokenizer.main(["--out", str(tmp_path)])
+    assert (tmp_path / "tokenizer.model").read_bytes() == (
+        SHIPPED / "llama" / "tokenizer.model"
+    ).read_bytes()
+
+
+def test_shipped_tokenizer_is_llama_like():
+    tok = AutoTokenizer.from_pretrained(SHIPPED / "llama", local_files_only=True)
+    assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
+    assert tok("a red circle").input_ids[0] == 1  # BOS added, no EOS
+    assert tok("a red circle").input_ids[-1] != 2
+    ids = tok("###", add_special_tokens=False).input_ids
+    assert tok.convert_ids_to_tokens(ids) == ["###"]
+    for word in world.COLOURS + world.SHAPES:
+        assert len(tok(word, add_special_tokens=False).input_ids) == 1, word
+    # Byte fallback: text outside the world still round-trips.
+    assert tok.decode(tok("Zoë 42 ✓", add_special_tokens=False).input_ids) == "Zoë 42 ✓"
+
+
+def test_slot_sequences_have_minigpt4_layout():
+    from minigpt4.tiny_world.train_llm import IGNORE, SequenceMaker
+
+    tok = AutoTokenizer.from_pretrained(SHIPPED / "llama", local_files_only=True)
+    maker = SequenceMaker(tok, 32)
+    import random
+
+    rng = random.Random(0)
+    scene = world.Scene("red", "circle", "large", "top left", "gray")
+    ids, labels = maker.make("demo", scene, rng)
+    system = tok(text.CONV_SYSTEM + "###Human: <Img>").input_ids  # BOS + system + <Img>
+    assert ids[: len(system)] == system
+    slot = ids[len(system) : len(system) + 32]
+    allowed = {i for v in maker.attribute_pieces.values() for p in v.values() for i in p}
+    assert set(slot) <= allowed
+    assert all(label == IGNORE for label in labels[: len(system) + 32])
+    tail = tok.decode(ids[len(system) + 32 :])
+    assert tail.startswith("</Img>") and tail.endswith("###")
+    ids1, labels1 = maker.make("stage1", scene, rng)
+    assert ids1[0] == 1 and tok.decode(ids1[33:]).endswith("\n")
+    assert "red" in tok.decode(ids1[33:]) and "circle" in tok.decode(ids1[33:])
+
+
+def test_vision_files_have_the_real_layout_and_load_strictly(tmp_path):
+    sizes = parts.VisionSizes(vit_embed_dim=16, vit_depth=1, qformer_hidden_size=16)
+    vision = parts.TinyVision(sizes).eval()
+    vit_path, blip2_path = parts.save_vision(vision, tmp_path)
+    vit = torch.load(vit_path)
+    real_vit = {
+        line.split()[0].split("\t")[0]
+        for line in (KEYS / "eva_vit_g_keys.txt").read_text().splitlines()
+        if line.strip()
+    }
+    depth_free = {k for k in real_vit if not k.startswith("blocks.") or k.startswith("blocks.0.")}
+    assert set(vit) == depth_free
+    blip2 = torch.load(blip2_path)["model"]
+    assert {"query_tokens", "ln_vision.weight", "ln_vision.bias"} <= set(blip2)
+    assert all(k.startswith(("Qformer.bert.", "query_tokens", "ln_vision.")) for k in blip2)
+    again = parts.load_vision(sizes, vit_path, blip2_path)
+    image = torch.randn(2, 3, sizes.image_size, sizes.image_size)
+    torch.testing.assert_close(again(image), vision(image))
+
+
+def test_shipped_vision_matches_its_sizes_and_the_eval_config():
+    from omegaconf import OmegaConf
+
+    sizes = json.loads((SHIPPED / "vision_sizes.json").read_text())
+    cfg = OmegaConf.load(REPO_ROOT / "eval_configs" / "minigpt4_tiny_eval.yaml").model
+    assert cfg.image_size == sizes["image_size"] == cfg.vit_config.img_size
+    assert cfg.vit_config.embed_dim == sizes["vit_embed_dim"]
+    assert cfg.vit_config.depth == sizes["vit_depth"]
+    assert cfg.qformer_config.hidden_size == sizes["qformer_hidden_size"]
+    assert cfg.qformer_config.num_hidden_layers == sizes["qformer_num_hidden_layers"]
+    assert cfg.num_query_token == sizes["num_query_token"]
+    vision = parts.load_vision(
+        parts.VisionSizes(**sizes),
+        SHIPPED / "eva_vit_g.pth",
+        SHIPPED / "blip2_pretrained_flant5xxl.pth",
+    )
+    out = vision(torch.zeros(1, 3, sizes["image_size"], sizes["image_size"]))
+    assert out.shape == (1, sizes["num_query_token"], sizes["qformer_hidden_size"])
+
+
+def test_patch_labels_find_the_shape():
+    sample = world.make_sample(3, 0)
+    x = build_vision.eval_transform(112)(sample.image)[None]
+    labels = build_vision.patch_labels(x, [sample.scene], 14)[0]
+    on_shape = labels != len(world.SHAPES)
+    assert 1 <= int(on_shape.sum()) <= 20
+    assert set(labels[on_shape].tolist()) == {world.SHAPES.index(sample.scene.shape)}
+
+
+def test_export_keeps_only_llama_proj(tmp_path):
+    runner_ckpt = {
+        "model": {
+            "llama_proj.weight": torch.randn(4, 3),
+            "llama_proj.bias": torch.randn(4),
+            "Qformer.bert.embeddings.position_ids": torch.arange(5)[None],
+        },
+        "optimizer": {},
+        "epoch": 0,
+    }
+    torch.save(runner_ckpt, tmp_path / "c.pth")
+    export_ckpt.export(tmp_path / "c.pth", tmp_path / "out.pth")
+    out = torch.load(tmp_path / "out.pth")
+    assert set(out) == {"model"}
+    assert set(out["model"]) == {"llama_proj.weight", "llama_proj.bias"}
+    torch.testing.assert_close(
+        out["model"]["llama_proj.bias"], runner_ckpt["model"]["llama_proj.bias"]
+    )
+    with pytest.raises(ValueError, match="llama_proj"):
+        torch.save({"model": {}}, tmp_path / "bad.pth")
+        export_ckpt.export(tmp_path / "bad.pth", tmp_path / "x.pth")
