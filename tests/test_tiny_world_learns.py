@@ -2,8 +2,9 @@
 
 Stage 1 runs with the normal ``train.py`` under ``torchrun --nproc_per_node 2`` on freshly
 generated shards, from the frozen parts shipped in ``minigpt4/tiny_world/checkpoint/`` and a
-freshly initialised ``llama_proj``; the result is scored on 200 images of a seed that no training
-step uses, through the demo's conversation flow.
+freshly initialised ``llama_proj``, then stage 2 from its checkpoint on a fresh ``cc_sbu_align``
+folder; each result is scored on 200 images of a seed that no training step uses, through the
+demo's conversation flow.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"
 STAGE1_CONFIG = "train_configs/minigpt4_tiny_stage1.yaml"
 STAGE1_SEED = 1  # the seed of the documented stage-1 shards; evaluate.HELD_OUT_SEED differs
 STAGE1_COUNT = 2000
+STAGE2_CONFIG = "train_configs/minigpt4_tiny_stage2.yaml"
+STAGE2_SEED = 2
+STAGE2_COUNT = 400
 # Floors under what the shipped parts reach (README: stage 2 0.615, stage 1 alone 0.365 on 200
 # images; chance 0.04). The issue's target is 0.9: the tiny vision side's shape recognition
 # (0.64 by a linear probe) caps the current model below it.
@@ -69,38 +73,56 @@ def test_untrained_projection_is_near_chance():
     assert result.accuracy <= 0.2, result.answers[:5]
 
 
+def _torchrun(cfg_path: str, options: list[str]) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["train.py", "--cfg-path", cfg_path, "--options", *options]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _checkpoint(out: Path) -> str:
+    ckpts = glob.glob(str(out / "*" / "checkpoint_0.pth"))
+    assert len(ckpts) == 1, os.listdir(out)
+    return ckpts[0]
+
+
 @pytest.mark.slow
-def test_stage1_with_torchrun_learns_from_a_fresh_projection(tmp_path):
+def test_stages_with_torchrun_learn_from_a_fresh_projection(tmp_path):
+    """Stage 1 from the shipped frozen parts and a fresh llama_proj, then stage 2 from it."""
+    make_synthetic = _make_synthetic()
     shards = tmp_path / "shards"
-    tars = _make_synthetic().write_webdataset(
+    tars = make_synthetic.write_webdataset(
         str(shards), seed=STAGE1_SEED, count=STAGE1_COUNT, shard_size=STAGE1_COUNT // 4
     )
     assert len(tars) == 4
-    out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "train.py",
-        "--cfg-path",
-        STAGE1_CONFIG,
-        "--options",
-        f"datasets.laion.build_info.storage={shards}/{{00000..00003}}.tar",
-        f"run.output_dir={out}",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ckpts = glob.glob(str(out / "*" / "checkpoint_0.pth"))
-    assert len(ckpts) == 1, os.listdir(out)
     # Stage 1 starts from nn.Linear's random init: the config names no checkpoint.
     assert "ckpt" not in (REPO_ROOT / STAGE1_CONFIG).read_text().split("datasets:")[0]
-
+    _torchrun(
+        STAGE1_CONFIG,
+        [
+            f"datasets.laion.build_info.storage={shards}/{{00000..00003}}.tar",
+            f"run.output_dir={tmp_path / 'stage1'}",
+        ],
+    )
+    stage1 = _checkpoint(tmp_path / "stage1")
     torch.manual_seed(0)
-    chat = evaluate.build_chat(EVAL_CONFIG, [f"model.ckpt={ckpts[0]}"])
-    result = evaluate.evaluate_chat(chat, evaluate.HELD_OUT_SEED, 200)
-    assert result.colour_accuracy >= COLOUR_MIN, (result.colour_accuracy, result.answers[:5])
-    assert result.accuracy >= STAGE1_MIN, (result.accuracy, result.answers[:5])
+    chat = evaluate.build_chat(EVAL_CONFIG, [f"model.ckpt={stage1}"])
+    result1 = evaluate.evaluate_chat(chat, evaluate.HELD_OUT_SEED, 200)
+    assert result1.colour_accuracy >= COLOUR_MIN, (result1.colour_accuracy, result1.answers[:5])
+    assert result1.accuracy >= STAGE1_MIN, (result1.accuracy, result1.answers[:5])
+
+    align = tmp_path / "align"
+    make_synthetic.write_align(str(align), seed=STAGE2_SEED, count=STAGE2_COUNT)
+    _torchrun(
+        STAGE2_CONFIG,
+        [
+            f"model.ckpt={stage1}",
+            f"datasets.cc_sbu_align.build_info.storage={align}",
+            f"run.output_dir={tmp_path / 'stage2'}",
+        ],
+    )
+    chat.model.load_checkpoint(_checkpoint(tmp_path / "stage2"))
+    result2 = evaluate.evaluate_chat(chat, evaluate.HELD_OUT_SEED, 200)
+    assert result2.accuracy >= SHIPPED_MIN, (result2.accuracy, result2.answers[:5])
+    assert result2.accuracy > result1.accuracy
