@@ -25,7 +25,7 @@ from minigpt4.tiny_world import text
 logger = logging.getLogger(__name__)
 
 USER_SYMBOLS = ("###", "<Img>", "</Img>")
-DEFAULT_VOCAB_SIZE = 1000
+DEFAULT_VOCAB_SIZE = 1000  # an upper bound: the world's text has merges for ~920 pieces
 DEFAULT_SEED = 1
 DEFAULT_CORPUS_SCENES = 4000
 
@@ -96,8 +96,10 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     out = Path(args.out)
-    save_hf_folder(train_sentencepiece(args.seed, args.vocab_size, args.corpus_scenes), out)
-    logger.info("tokenizer (vocab %d) written to %s", args.vocab_size, out)
+    model = train_sentencepiece(args.seed, args.vocab_size, args.corpus_scenes)
+    save_hf_folder(model, out)
+    size = spm.SentencePieceProcessor(model_proto=model).get_piece_size()
+    logger.info("tokenizer (%d pieces) written to %s", size, out)
     return out
 
 

@@ -94,7 +94,7 @@ def evaluate_chat(chat: Any, seed: int = HELD_OUT_SEED, count: int = DEFAULT_COU
     return score(samples, describe(chat, [im for _, im in samples]))
 
 
-def build_chat(cfg_path: str, options: Sequence[str] | None = None, untrained: bool = False):
+def build_chat(cfg_path: str, options: Sequence[str] | None = None, untrained: bool = False) -> Any:
     """A CPU Chat on the model of an eval config (``untrained``: fresh ``llama_proj``)."""
     import minigpt4  # noqa: F401  (registers models and processors)
     from minigpt4.common.config import Config
