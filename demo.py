@@ -17,6 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from minigpt4.common.logger import setup_logger  # noqa: E402
 from minigpt4.conversation.conversation import CONV_VISION, Chat, Conversation  # noqa: E402
 
 logger = logging.getLogger("minigpt4.demo")
@@ -242,9 +243,7 @@ def build_chat(args: argparse.Namespace) -> Chat:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s"
-    )
+    setup_logger()
     import minigpt4  # noqa: F401  (registers models and processors)
 
     logger.info("Initializing Chat")

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from minigpt4.common.logger import setup_logger
 from minigpt4.conversation.conversation import CONV_VISION, IMAGE_MESSAGE, Chat
 
 logger = logging.getLogger(__name__)
@@ -189,9 +190,7 @@ def write_jsonl(records: Iterable[dict[str, Any]], out: str) -> None:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run the command; returns the records written."""
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s"
-    )
+    setup_logger()
     image_paths = collect_images(args.images)
     if not image_paths:
         raise SystemExit(f"--images {' '.join(args.images)}: no images found")

@@ -188,3 +188,11 @@ def test_pretty_print_blocks(defaults_dir, tmp_path, caplog):
     assert messages[3] == "\n======== cfgtest_data ======="
     assert messages[5] == "\n======  Model Attributes  ======"
     assert json.loads(messages[6])["max_txt_len"] == 160
+
+
+def test_cfg_path_relative_to_repo_root_from_elsewhere(tmp_path, monkeypatch):
+    import minigpt4  # noqa: F401  (registers mini_gpt4 and the builders)
+
+    monkeypatch.chdir(tmp_path)
+    cfg = make("train_configs/minigpt4_stage1_pretrain.yaml")
+    assert cfg.run_cfg.max_epoch == 4

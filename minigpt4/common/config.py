@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from minigpt4.common.registry import registry
+from minigpt4.common.utils import resolve_path
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ class Config:
         cfg_path = getattr(args, "cfg_path", None)
         if not cfg_path:
             raise ConfigError("No configuration file given: pass --cfg-path path/to/config.yaml")
+        # Relative to the current directory, else to the repository root (like every config path).
+        cfg_path = resolve_path(cfg_path)
         user_config = parse_options(getattr(args, "options", None))
         config = _load_yaml(cfg_path, "configuration file")
         self._check_sections(config, cfg_path)

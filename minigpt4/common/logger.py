@@ -38,6 +38,8 @@ def setup_logger() -> None:
     level = logging.INFO if dist_utils.is_main_process() else logging.WARNING
     logging.basicConfig(level=level, format=LOG_FORMAT, handlers=[logging.StreamHandler()])
     logging.getLogger().setLevel(level)
+    # gradio's HTTP client logs every request it makes to the local server at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class SmoothedValue:
