@@ -34,6 +34,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
+from minigpt4.processors.blip_processors import CLIP_MEAN, CLIP_STD
 from minigpt4.tiny_world import parts, world
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def eval_transform(image_size: int) -> transforms.Compose:
                 (image_size, image_size), interpolation=transforms.InterpolationMode.BICUBIC
             ),
             transforms.ToTensor(),
-            transforms.Normalize(parts.IMAGE_MEAN, parts.IMAGE_STD),
+            transforms.Normalize(CLIP_MEAN, CLIP_STD),
         ]
     )
 
@@ -78,7 +79,7 @@ def train_transform(image_size: int, min_scale: float = TRAIN_MIN_SCALE) -> tran
                 interpolation=transforms.InterpolationMode.BICUBIC,
             ),
             transforms.ToTensor(),
-            transforms.Normalize(parts.IMAGE_MEAN, parts.IMAGE_STD),
+            transforms.Normalize(CLIP_MEAN, CLIP_STD),
         ]
     )
 
@@ -116,8 +117,8 @@ def silhouettes(images: torch.Tensor, scenes: Sequence[world.Scene], patch: int)
     A dense, local, unambiguous target: it teaches the patch embedding to see the outline of a
     shape of any colour on any background, from which the shape is then learnt much faster.
     """
-    mean = torch.tensor(parts.IMAGE_MEAN)[:, None, None]
-    std = torch.tensor(parts.IMAGE_STD)[:, None, None]
+    mean = torch.tensor(CLIP_MEAN)[:, None, None]
+    std = torch.tensor(CLIP_STD)[:, None, None]
     out = []
     for image, scene in zip(images, scenes, strict=True):
         bg = torch.tensor(world.BACKGROUND_RGB[scene.background], dtype=torch.float32) / 255
@@ -135,8 +136,8 @@ def patch_labels(images: torch.Tensor, scenes: Sequence[world.Scene], patch: int
     Foreground = pixels away from the scene's known background colour (after normalisation is
     undone); a patch is the shape's when at least ``PATCH_FOREGROUND`` of it is foreground.
     """
-    mean = torch.tensor(parts.IMAGE_MEAN)[:, None, None]
-    std = torch.tensor(parts.IMAGE_STD)[:, None, None]
+    mean = torch.tensor(CLIP_MEAN)[:, None, None]
+    std = torch.tensor(CLIP_STD)[:, None, None]
     out = []
     for image, scene in zip(images, scenes, strict=True):
         rgb = image * std + mean

@@ -10,20 +10,22 @@ Files are written in the layouts of ``eva_vit_g.pth`` (flat) and
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from timm.models.eva import Eva
 from torch import nn
-from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
-# CLIP normalisation used by blip2_image_train / blip2_image_eval.
-IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
-IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
-QFORMER_MAX_POSITIONS = 512  # BERT's; only the position_ids buffer in the file depends on it
+from minigpt4.models.eva_vit import EvaVitConfig, create_eva_vit_g
+from minigpt4.models.qformer import (
+    BERT_BASE_MAX_POSITIONS,
+    OUR_PREFIX,
+    QFormerConfig,
+    build_qformer,
+    lavis_to_ours,
+    ours_to_lavis,
+)
 
 
 @dataclass(frozen=True)
@@ -73,32 +75,10 @@ class TinyVision(nn.Module):
     def __init__(self, sizes: VisionSizes) -> None:
         super().__init__()
         self.sizes = sizes
-        self.visual_encoder = Eva(
-            img_size=sizes.image_size,
-            patch_size=sizes.patch_size,
-            embed_dim=sizes.vit_embed_dim,
-            depth=sizes.vit_depth,
-            num_heads=sizes.vit_num_heads,
-            mlp_ratio=sizes.vit_mlp_ratio,
-            qkv_bias=True,
-            norm_layer=functools.partial(nn.LayerNorm, eps=1e-6),
-            use_post_transformer_norm=False,
-            num_classes=0,
-            global_pool="",
-        )
+        # The same builders MiniGPT4 uses, so the files load into it key for key.
+        self.visual_encoder = create_eva_vit_g(EvaVitConfig(**sizes.vit_config()))
         self.ln_vision = nn.LayerNorm(sizes.vit_embed_dim)  # eps 1e-5 like MiniGPT-4's
-        self.qformer = Blip2QFormerModel(
-            Blip2QFormerConfig(
-                hidden_size=sizes.qformer_hidden_size,
-                num_hidden_layers=sizes.qformer_num_hidden_layers,
-                num_attention_heads=sizes.qformer_num_attention_heads,
-                intermediate_size=sizes.qformer_intermediate_size,
-                cross_attention_frequency=sizes.cross_attention_freq,
-                encoder_hidden_size=sizes.vit_embed_dim,
-                layer_norm_eps=1e-12,
-                max_position_embeddings=QFORMER_MAX_POSITIONS,
-            )
-        )
+        self.qformer = build_qformer(QFormerConfig(**sizes.qformer_config()), sizes.vit_embed_dim)
         self.query_tokens = nn.Parameter(
             torch.randn(1, sizes.num_query_token, sizes.qformer_hidden_size) * 0.02
         )
@@ -118,35 +98,6 @@ class TinyVision(nn.Module):
         return out.last_hidden_state, feats
 
 
-def qformer_to_lavis(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers ``Blip2QFormerModel`` names -> LAVIS ``Qformer.bert.*`` names."""
-    out = {}
-    for key, value in state.items():
-        if key.startswith("layernorm."):
-            new = "embeddings.LayerNorm." + key[len("layernorm.") :]
-        else:
-            new = key.replace(".attention.attention.", ".attention.self.")
-            new = new.replace(".crossattention.attention.", ".crossattention.self.")
-        out["Qformer.bert." + new] = value
-    return out
-
-
-def qformer_from_lavis(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`qformer_to_lavis` for the ``Qformer.bert.*`` keys (others are skipped)."""
-    out = {}
-    for key, value in state.items():
-        if not key.startswith("Qformer.bert.") or key.endswith("position_ids"):
-            continue
-        new = key[len("Qformer.bert.") :]
-        if new.startswith("embeddings.LayerNorm."):
-            new = "layernorm." + new[len("embeddings.LayerNorm.") :]
-        else:
-            new = new.replace(".attention.self.", ".attention.attention.")
-            new = new.replace(".crossattention.self.", ".crossattention.attention.")
-        out[new] = value
-    return out
-
-
 def _save(obj: object, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -159,10 +110,11 @@ def save_vision(vision: TinyVision, out_dir: Path) -> tuple[Path, Path]:
     vit = {
         k: v.detach().clone().contiguous() for k, v in vision.visual_encoder.state_dict().items()
     }
-    blip2 = qformer_to_lavis(
-        {k: v.detach().clone().contiguous() for k, v in vision.qformer.state_dict().items()}
-    )
-    blip2["Qformer.bert.embeddings.position_ids"] = torch.arange(QFORMER_MAX_POSITIONS)[None]
+    qformer = {
+        OUR_PREFIX + k: v.detach().clone().contiguous()
+        for k, v in vision.qformer.state_dict().items()
+    }
+    blip2 = ours_to_lavis(qformer, BERT_BASE_MAX_POSITIONS)
     blip2["query_tokens"] = vision.query_tokens.detach().clone()
     for k, v in vision.ln_vision.state_dict().items():
         blip2["ln_vision." + k] = v.detach().clone()
@@ -177,7 +129,12 @@ def load_vision(sizes: VisionSizes, vit_path: Path, blip2_path: Path) -> TinyVis
     vision = TinyVision(sizes)
     vision.visual_encoder.load_state_dict(torch.load(vit_path, map_location="cpu"), strict=True)
     blip2 = torch.load(blip2_path, map_location="cpu")["model"]
-    vision.qformer.load_state_dict(qformer_from_lavis(blip2), strict=True)
+    qformer = {
+        k[len(OUR_PREFIX) :]: v
+        for k, v in lavis_to_ours(blip2).items()
+        if k.startswith(OUR_PREFIX) and not k.endswith("position_ids")
+    }
+    vision.qformer.load_state_dict(qformer, strict=True)
     vision.ln_vision.load_state_dict(
         {k[len("ln_vision.") :]: v for k, v in blip2.items() if k.startswith("ln_vision.")}
     )
