@@ -118,6 +118,28 @@ def _load(path: str, vis_processor: Any) -> _Loaded:
         return _Loaded(path, None, f"cannot read image: {err}")
 
 
+def answer_batch(
+    chat: Chat, images: torch.Tensor, prompt: str, max_length: int = 2000, **settings: Any
+) -> list[str]:
+    """The Chat's answers to ``prompt`` for a batch of processed images, one conversation each.
+
+    The conversations (the demo's: upload, ask, answer) are equal up to the image, so their
+    context embeddings have equal length and are generated together without padding.
+    """
+    conv = CONV_VISION.copy()
+    conv.append_message(conv.roles[0], IMAGE_MESSAGE)
+    chat.ask(prompt, conv)
+    conv.append_message(conv.roles[1], None)
+    with torch.no_grad():
+        image_embs, _ = chat.model.encode_img(images.to(chat.device))
+        embs = torch.cat(
+            [chat.get_context_emb(conv, [image_embs[i : i + 1]]) for i in range(len(images))]
+        )
+    embs = chat.truncate(embs, settings.get("max_new_tokens", 300), max_length)
+    tokens = chat.generate(embs, **settings)
+    return [chat.decode_answer(row) for row in tokens]
+
+
 def answer_images(
     chat: Chat,
     image_paths: Sequence[str],
@@ -135,12 +157,6 @@ def answer_images(
     """
     if seed is not None:
         torch.manual_seed(seed)
-    max_new_tokens = settings.get("max_new_tokens", 300)
-    conv = CONV_VISION.copy()
-    conv.append_message(conv.roles[0], IMAGE_MESSAGE)
-    chat.ask(prompt, conv)
-    conv.append_message(conv.roles[1], None)
-
     records: list[dict[str, Any]] = []
     bar = tqdm(total=len(image_paths), unit="img", disable=not progress)
     for start in range(0, len(image_paths), batch_size):
@@ -148,16 +164,8 @@ def answer_images(
         good = [item for item in loaded if item.tensor is not None]
         answers: list[str] = []
         if good:
-            images = torch.stack([item.tensor for item in good]).to(chat.device)
-            with torch.no_grad():
-                image_embs, _ = chat.model.encode_img(images)
-                # Same prompt for every image: the rows have equal length, no padding needed.
-                embs = torch.cat(
-                    [chat.get_context_emb(conv, [image_embs[i : i + 1]]) for i in range(len(good))]
-                )
-            embs = chat.truncate(embs, max_new_tokens, max_length)
-            tokens = chat.generate(embs, **settings)
-            answers = [chat.decode_answer(row) for row in tokens]
+            images = torch.stack([item.tensor for item in good])
+            answers = answer_batch(chat, images, prompt, max_length=max_length, **settings)
         answer_iter = iter(answers)
         for item in loaded:
             record: dict[str, Any] = {"image": item.path, "prompt": prompt}

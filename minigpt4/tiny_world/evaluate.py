@@ -53,26 +53,16 @@ def held_out_images(seed: int, count: int) -> list[tuple[world.Scene, Image.Imag
 
 @torch.no_grad()
 def describe(chat: Any, images: Sequence[Image.Image], batch_size: int = 25) -> list[str]:
-    """The chat's greedy answers to "Describe this image." for each image (batched).
+    """The chat's greedy answers to "Describe this image." for each image, in the demo's
+    conversation (batched)."""
+    from minigpt4.inference import answer_batch
 
-    Every image gets its own conversation, the demo's: upload, ask, answer. The conversations
-    are equal up to the image, so their context embeddings are stacked and generated together.
-    """
-    from minigpt4.conversation.conversation import CONV_VISION, IMAGE_MESSAGE
-
-    conv = CONV_VISION.copy()
-    conv.append_message(conv.roles[0], IMAGE_MESSAGE)
-    chat.ask(text.DEMO_QUESTION, conv)
-    conv.append_message(conv.roles[1], None)
     answers: list[str] = []
     for start in range(0, len(images), batch_size):
         batch = torch.stack([chat.vis_processor(im) for im in images[start : start + batch_size]])
-        image_embs, _ = chat.model.encode_img(batch.to(chat.device))
-        embs = torch.cat(
-            [chat.get_context_emb(conv, [image_embs[i : i + 1]]) for i in range(len(batch))]
+        answers += answer_batch(
+            chat, batch, text.DEMO_QUESTION, max_new_tokens=MAX_NEW_TOKENS, do_sample=False
         )
-        tokens = chat.generate(embs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
-        answers += [chat.decode_answer(row) for row in tokens]
     return answers
 
 
