@@ -177,7 +177,7 @@ def test_startup_logs_and_local_binding(demo_server):
     assert "Initialization Finished" in log
     assert log.index("Initializing Chat") < log.index("Initialization Finished")
     assert "low_resource: True asks for an 8-bit LLaMA" in log
-    assert url in log  # bound to 127.0.0.1 by default
+    assert f"Running on local URL:  {url.rstrip('/')}" in log  # bound to 127.0.0.1 by default
     assert "gradio.live" not in log  # no share link unless --share
 
 

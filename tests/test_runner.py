@@ -239,6 +239,7 @@ def test_resume_after_epoch_gives_the_same_weights(tmp_path, caplog):
 
     ckpt_0 = str(tmp_path / "a" / "job" / "checkpoint_0.pth")
     resumed = make_runner(tmp_path / "b", max_epoch=3, resume_ckpt_path=ckpt_0)
+    caplog.clear()  # only the resumed run's messages (the first run may have logged too)
     with caplog.at_level(logging.INFO):
         resumed.train()
     assert "Start training epoch 0, 4 iters per inner epoch." not in caplog.messages
@@ -317,6 +318,7 @@ def test_resume_from_a_checkpoint_of_the_original(tmp_path, caplog):
     runner = make_runner(
         tmp_path / "b", max_epoch=2, resume_ckpt_path=str(tmp_path / "original.pth")
     )
+    caplog.clear()  # only the resumed run's messages
     with caplog.at_level(logging.INFO):
         runner.train()
     assert "Start training epoch 1, 4 iters per inner epoch." in caplog.messages
