@@ -37,7 +37,7 @@ def test_vocabulary_is_the_specified_one():
     assert SHAPES == ("circle", "square", "triangle", "star")
     assert SIZES == ("small", "large")
     assert POSITIONS == ("top left", "top right", "bottom left", "bottom right", "center")
-    assert BACKGROUNDS == ("white", "gray", "black")
+    assert BACKGROUNDS == ("black", "gray", "navy")
     # Background words must never be read as the shape's colour.
     assert not set(BACKGROUNDS) & set(COLOURS)
 
@@ -55,9 +55,9 @@ def test_colours_are_far_apart_from_each_other_and_from_backgrounds():
 
 def test_scene_rejects_words_outside_the_vocabulary():
     with pytest.raises(ValueError, match="colour"):
-        Scene("pink", "circle", "small", "center", "white")
+        Scene("pink", "circle", "small", "center", "navy")
     with pytest.raises(ValueError, match="position"):
-        Scene("red", "circle", "small", "middle", "white")
+        Scene("red", "circle", "small", "middle", "navy")
 
 
 def test_sample_scene_covers_every_value_about_uniformly():
@@ -87,7 +87,7 @@ def _mask(img, background):
 
 @pytest.mark.parametrize("position", POSITIONS)
 def test_canonical_render_puts_the_colour_at_the_position(position):
-    scene = Scene("blue", "circle", "small", position, "white")
+    scene = Scene("blue", "circle", "small", position, "navy")
     img = render(scene, size=200)
     assert img.mode == "RGB" and img.size == (200, 200)
     arr = np.asarray(img)
@@ -98,14 +98,14 @@ def test_canonical_render_puts_the_colour_at_the_position(position):
         "bottom right": (0.75, 0.75),
         "center": (0.5, 0.5),
     }[position]
-    mask = _mask(img, "white")
+    mask = _mask(img, "navy")
     ys, xs = np.nonzero(mask)
     # The shape's centroid lies in the named region (within 6 % of the side).
     assert abs(xs.mean() / 200 - expected_xy[0]) < 0.06
     assert abs(ys.mean() / 200 - expected_xy[1]) < 0.06
     cy, cx = int(ys.mean()), int(xs.mean())
     assert np.abs(arr[cy, cx].astype(int) - world.COLOUR_RGB["blue"]).max() <= 3
-    assert tuple(arr[0, 0]) == (255, 255, 255)
+    assert tuple(arr[0, 0]) == world.BACKGROUND_RGB["navy"]
 
 
 def test_large_is_larger_than_small():
@@ -120,8 +120,8 @@ def test_shapes_have_their_geometric_fill_ratio():
     """Area / bounding-box area: circle pi/4, square 1, triangle 1/2, star well below 1/2."""
     ratios = {}
     for shape in SHAPES:
-        img = render(Scene("green", shape, "large", "center", "white"), size=256)
-        mask = _mask(img, "white")
+        img = render(Scene("green", shape, "large", "center", "navy"), size=256)
+        mask = _mask(img, "navy")
         ys, xs = np.nonzero(mask)
         box = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
         ratios[shape] = mask.sum() / box
@@ -167,7 +167,7 @@ def test_short_captions_name_colour_then_shape_and_nothing_else():
             assert [w for w in words if w in SHAPES] == [scene.shape]
             assert "a orange" not in cap
     # Several templates are in use.
-    one = Scene("red", "circle", "small", "center", "white")
+    one = Scene("red", "circle", "small", "center", "navy")
     assert len({short_caption(one, random.Random(i)) for i in range(50)}) >= 3
     assert short_caption(Scene("red", "circle", "large", "top left", "gray")) == (
         "a large red circle in the top left corner on a gray background"

@@ -6,7 +6,7 @@ Every image shows exactly one shape, described by five attributes:
 - shape:      circle, square, triangle, star             (``SHAPES``)
 - size:       small, large                               (``SIZES``)
 - position:   top left, top right, bottom left, bottom right, center   (``POSITIONS``)
-- background: white, gray, black                   (``BACKGROUNDS``, RGB in ``BACKGROUND_RGB``)
+- background: black, gray, navy                    (``BACKGROUNDS``, RGB in ``BACKGROUND_RGB``)
 
 Colour + shape are the main attributes (24 combinations, chance ~4 %): ``scene_matches`` scores
 them. Background words never collide with colour words, so the first colour word in a caption is
@@ -42,7 +42,7 @@ COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange"
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
 SIZES: tuple[str, ...] = ("small", "large")
 POSITIONS: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right", "center")
-BACKGROUNDS: tuple[str, ...] = ("white", "gray", "black")
+BACKGROUNDS: tuple[str, ...] = ("black", "gray", "navy")
 
 # Far apart in RGB so that a small vision model tells them apart after JPEG and resizing.
 COLOUR_RGB: dict[str, tuple[int, int, int]] = {
@@ -53,10 +53,14 @@ COLOUR_RGB: dict[str, tuple[int, int, int]] = {
     "purple": (140, 40, 180),
     "orange": (250, 135, 20),
 }
+# All dark, so every shape is brighter than its background in its strong channels. With a white
+# background as well (the first version of this world), the sign of the shape's contrast flipped
+# between backgrounds, and a tiny ViT trained from scratch learnt outlines far more slowly: 0.55
+# vs 0.85 shape accuracy after the same 1000 pre-training steps (see tiny_world/README.md).
 BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {
-    "white": (255, 255, 255),
-    "gray": (128, 128, 128),
     "black": (0, 0, 0),
+    "gray": (70, 70, 70),
+    "navy": (20, 30, 90),
 }
 
 # Shape centre as a fraction of the image side.
