@@ -10,10 +10,14 @@ without any language:
 - attribute heads: query ``i`` is assigned ``ATTRIBUTES[i % 5]``; a linear head per attribute
   classifies it from each of its queries;
 - per-patch labels on the ViT tokens: which shape covers the patch (or background), computed
-  from the pixels and the known background colour: many labels per image, which is what gets
-  shapes learnt at all in minutes on a CPU (``--silhouette-weight`` adds the patch's silhouette
-  as a further target; it did not help in our runs and is off);
-- the ViT's position embedding starts from a 2-D sine-cosine table (as MAE's).
+  from the pixels and the known background colour: many labels per image (``--silhouette-weight``
+  adds the patch's silhouette as a further target; it did not help in our runs and is off);
+- the same attribute labels on the ViT tokens directly, max-pooled over the patches
+  (``ViTHeads``): a short gradient path into the ViT, so that it learns outlines before the
+  Q-Former has learnt where to look. Without it the query heads reached 0.58 shape accuracy
+  after 1500 steps, with it 0.91;
+- the ViT's position embedding starts from a 2-D sine-cosine table (as MAE's), scaled by
+  ``POS_EMBED_SCALE`` so that it is not drowned by the patch content in the first LayerNorm.
 
 All heads are discarded. Writes ``eva_vit_g.pth`` and ``blip2_pretrained_flant5xxl.pth`` in the
 real layouts plus ``vision_sizes.json``.
@@ -54,6 +58,9 @@ TRAIN_MIN_SCALE = 0.8  # same crop range as the tiny stage-1 config's vis proces
 FOREGROUND_DELTA = 0.25  # colour distance (0..1 per channel) from the background
 PATCH_FOREGROUND = 0.15
 SILHOUETTE_CELL = 2  # pixels per side of a silhouette cell
+# With the table at its natural scale (entries in [-1, 1]) positions were still at chance after
+# 500 steps; at 8x they were read perfectly by then.
+POS_EMBED_SCALE = 8.0
 
 
 def eval_transform(image_size: int) -> transforms.Compose:
@@ -150,6 +157,19 @@ def patch_labels(images: torch.Tensor, scenes: Sequence[world.Scene], patch: int
     return torch.stack(out)
 
 
+class ViTHeads(nn.Module):
+    """One linear classifier per attribute on the ViT's patch tokens, max-pooled."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({a: nn.Linear(width, len(VOCAB[a])) for a in ATTRIBUTES})
+
+    def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits [B, 1, classes] per attribute from tokens [B, 1 + patches, D] (CLS unused)."""
+        pooled = tokens[:, 1:].amax(1)
+        return {a: head(pooled)[:, None] for a, head in self.heads.items()}
+
+
 class AttributeHeads(nn.Module):
     """One linear classifier per attribute, applied to each query assigned to it."""
 
@@ -225,9 +245,10 @@ def pretrain(
         grid = sizes.image_size // sizes.patch_size
         pos = vision.visual_encoder.pos_embed
         if init is None:
-            pos[0, 1:] = sincos_2d(grid, pos.shape[-1])
+            pos[0, 1:] = sincos_2d(grid, pos.shape[-1]) * POS_EMBED_SCALE
             pos[0, :1] = 0
     heads = AttributeHeads(sizes.qformer_hidden_size, sizes.num_query_token)
+    vit_heads = ViTHeads(sizes.vit_embed_dim)
     images, scenes = load_world_images(seed, train_count)
     val_images, val_scenes = load_world_images(seed + VAL_SEED_OFFSET, val_count)
     to_eval, to_train = eval_transform(sizes.image_size), train_transform(sizes.image_size)
@@ -241,7 +262,12 @@ def pretrain(
     y = labels(scenes)
     patch_y = torch.stack([patch_labels(v, scenes, sizes.patch_size) for v in views])
     patch_head = nn.Linear(sizes.vit_embed_dim, len(world.SHAPES) + 1)
-    params = [*vision.parameters(), *heads.parameters(), *patch_head.parameters()]
+    params = [
+        *vision.parameters(),
+        *heads.parameters(),
+        *vit_heads.parameters(),
+        *patch_head.parameters(),
+    ]
     if silhouette_weight:
         sil_y = torch.stack([silhouettes(v, scenes, sizes.patch_size) for v in views])
         sil_head = nn.Linear(sizes.vit_embed_dim, sil_y.shape[-1])
@@ -256,7 +282,9 @@ def pretrain(
         idx = torch.randint(train_count, (batch_size,), generator=gen)
         view = torch.randint(2, (batch_size,), generator=gen)
         queries, tokens = vision.forward_with_features(views[view, idx])
-        loss, _ = _loss_and_correct(heads(queries), {a: t[idx] for a, t in y.items()})
+        target = {a: t[idx] for a, t in y.items()}
+        loss, _ = _loss_and_correct(heads(queries), target)
+        loss = loss + _loss_and_correct(vit_heads(tokens), target)[0]
         # Dense shape labels on every patch token: many more labels per image than the one
         # per query group, which is what makes shapes learnable in minutes.
         dense = patch_head(tokens[:, 1:])
