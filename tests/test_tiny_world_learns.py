@@ -29,12 +29,13 @@ STAGE1_COUNT = 2000
 STAGE2_CONFIG = "train_configs/minigpt4_tiny_stage2.yaml"
 STAGE2_SEED = 2
 STAGE2_COUNT = 400
-# Floors under what the shipped parts reach (README: stage 2 0.615, stage 1 alone 0.365 on 200
-# images; chance 0.04). The target is 0.9: the tiny vision side's shape recognition
-# (0.64 by a linear probe) caps the current model below it.
-SHIPPED_MIN = 0.45
-STAGE1_MIN = 0.25
+# The target, held by the shipped model (README: 0.955 on 200 held-out images) and by a
+# fresh run of both stages; chance is 0.04.
+TARGET = 0.9
 COLOUR_MIN = 0.9
+# Stage 1 alone is below the target (README: 0.67, colour 0.80); stage 2 is what gets there.
+STAGE1_MIN = 0.5
+STAGE1_COLOUR_MIN = 0.7
 
 
 def _make_synthetic():
@@ -59,7 +60,7 @@ def test_held_out_seed_is_not_a_training_seed():
 
 def test_shipped_model_describes_unseen_images(shipped_chat):
     result = evaluate.evaluate_chat(shipped_chat, evaluate.HELD_OUT_SEED, 50)
-    assert result.accuracy >= SHIPPED_MIN, result.answers[:5]
+    assert result.accuracy >= TARGET, result.answers[:5]
     assert result.colour_accuracy >= COLOUR_MIN
     # A description in the world's language, not a bare "red circle".
     assert all(len(r["answer"].split()) >= 5 for r in result.answers)
@@ -109,7 +110,10 @@ def test_stages_with_torchrun_learn_from_a_fresh_projection(tmp_path):
     torch.manual_seed(0)
     chat = evaluate.build_chat(EVAL_CONFIG, [f"model.ckpt={stage1}"])
     result1 = evaluate.evaluate_chat(chat, evaluate.HELD_OUT_SEED, 200)
-    assert result1.colour_accuracy >= COLOUR_MIN, (result1.colour_accuracy, result1.answers[:5])
+    assert result1.colour_accuracy >= STAGE1_COLOUR_MIN, (
+        result1.colour_accuracy,
+        result1.answers[:5],
+    )
     assert result1.accuracy >= STAGE1_MIN, (result1.accuracy, result1.answers[:5])
 
     align = tmp_path / "align"
@@ -124,5 +128,6 @@ def test_stages_with_torchrun_learn_from_a_fresh_projection(tmp_path):
     )
     chat.model.load_checkpoint(_checkpoint(tmp_path / "stage2"))
     result2 = evaluate.evaluate_chat(chat, evaluate.HELD_OUT_SEED, 200)
-    assert result2.accuracy >= SHIPPED_MIN, (result2.accuracy, result2.answers[:5])
+    assert result2.accuracy >= TARGET, (result2.accuracy, result2.answers[:5])
+    assert result2.colour_accuracy >= COLOUR_MIN, (result2.colour_accuracy, result2.answers[:5])
     assert result2.accuracy > result1.accuracy
