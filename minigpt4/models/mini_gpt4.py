@@ -80,6 +80,24 @@ def _to_container(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
+# bitsandbytes' AVX512-BF16 CPU kernel repacks 4-bit weights in blocks of 32 output rows, and
+# input columns in whole quantization blocks; it asserts on layers that do not fit (tiny LLMs,
+# e.g. an MLP of width 172). Full-size LLaMA layers always fit.
+_BNB_CPU_PACK_ROWS = 32
+
+
+def _keep_unpacked_4bit_layers(model: nn.Module) -> None:
+    """Send 4-bit layers the packed CPU kernel cannot take through bitsandbytes' generic path."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if not isinstance(module, bnb.nn.Linear4bit):
+            continue
+        blocksize = module.weight.quant_state.blocksize
+        if module.out_features % _BNB_CPU_PACK_ROWS or module.in_features % blocksize:
+            module.support_avx512bf16_for_cpu = False
+
+
 @registry.register_model("mini_gpt4")
 class MiniGPT4(BaseModel):
     """BLIP-2's frozen vision side feeding a frozen LLM through one trained projection."""
@@ -292,6 +310,8 @@ class MiniGPT4(BaseModel):
                 path,
                 describe_keys(sorted(info["unexpected_keys"])),
             )
+        if self.llm_quantization == "4bit" and not on_cuda:
+            _keep_unpacked_4bit_layers(model)
         return model
 
     @staticmethod
