@@ -18,7 +18,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from minigpt4.common.logger import setup_logger  # noqa: E402
-from minigpt4.conversation.conversation import CONV_VISION, Chat, Conversation  # noqa: E402
+from minigpt4.conversation.chat import Chat  # noqa: E402
+from minigpt4.conversation.conversation import Conversation  # noqa: E402
 
 logger = logging.getLogger("minigpt4.demo")
 
@@ -38,8 +39,6 @@ PLACEHOLDER_TYPE = "Type and press Enter"
 PLACEHOLDER_EMPTY = "Input should not be empty!"
 UPLOAD_LABEL = "Upload & Start Chat"
 STARTED_LABEL = "Start Chatting"
-MAX_NEW_TOKENS = 300
-MAX_LENGTH = 2000
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -110,7 +109,7 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
         if gr_img is None:
             gr.Warning("Choose an image first, then press 'Upload & Start Chat'.")
             return None, None, gr.Button(interactive=True), chat_state, None
-        chat_state = CONV_VISION.copy()
+        chat_state = chat.new_conversation()
         img_list: list = []
         chat.upload_img(gr_img, chat_state, img_list)
         return (
@@ -161,8 +160,6 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             img_list=img_list,
             num_beams=int(num_beams),
             temperature=float(temperature),
-            max_new_tokens=MAX_NEW_TOKENS,
-            max_length=MAX_LENGTH,
             seed=seed,
         ):
             history[-1]["content"] = text
@@ -233,12 +230,10 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
 def build_chat(args: argparse.Namespace) -> Chat:
     """Load the model and processor named by the config and wrap them in a ``Chat``."""
     from minigpt4.common.config import Config
-    from minigpt4.conversation.loading import build_model_and_processor, resolve_device
+    from minigpt4.conversation import loading
 
-    device = resolve_device(args.device, args.gpu_id)
-    cfg = Config(args)
-    model, vis_processor = build_model_and_processor(cfg, device, args.gpu_id)
-    return Chat(model, vis_processor, device=device)
+    device = loading.resolve_device(args.device, args.gpu_id)
+    return loading.build_chat(Config(args), device, args.gpu_id)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -27,11 +27,15 @@ class ToyConfig:
     """What the runner reads from minigpt4.common.config.Config."""
 
     def __init__(self, run):
-        self.config = OmegaConf.create({"run": run, "model": {"arch": "toy"}})
+        self.config = OmegaConf.create({"run": run, "model": {"arch": "toy"}, "datasets": {}})
 
     @property
     def run_cfg(self):
         return self.config.run
+
+    @property
+    def datasets_cfg(self):
+        return self.config.datasets
 
     def to_dict(self):
         return OmegaConf.to_container(self.config, resolve=True)

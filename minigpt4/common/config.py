@@ -68,6 +68,9 @@ RUN_KEYS = frozenset(
         "resume_ckpt_path",
         "save_freq_iters",
         "log_freq",
+        # the original's LLaMA-2 configs: wandb logging (not part of this project, warned about)
+        "wandb_log",
+        "job_name",
         # placement / distributed
         "device",
         "world_size",
