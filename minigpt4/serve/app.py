@@ -1,0 +1,334 @@
+"""The HTTP API: OpenAI chat completions over a MiniGPT-4 Chat, with request batching.
+
+``create_app(chat, model_name)`` returns a FastAPI app serving ``GET /health``,
+``GET /v1/models`` (and ``/v1/models/{id}``) and ``POST /v1/chat/completions``. A request is
+turned into the demo's conversation (:mod:`minigpt4.serve.messages`), its context embeddings
+are the model's (``model.get_context_emb``, as the Chat computes them), and its answer is one
+row of a batch (:mod:`minigpt4.serve.batcher`). Vision encoding and prompt assembly run in
+worker threads, so the event loop keeps accepting requests while the model is busy.
+
+Long conversations: the demo's Chat cuts the context on the left to keep room for the answer
+(and may cut the image); the API refuses instead, with a 400 ``context_length_exceeded`` that
+says by how many tokens the conversation or ``max_tokens`` is too long. Without ``max_tokens`` an
+answer gets the Chat's default length or what room is left, whichever is less.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Any
+
+import torch
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from minigpt4.models.generation import Generation, GenerationSettings, StopRule
+from minigpt4.serve import images, protocol
+from minigpt4.serve.batcher import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S, Batcher
+from minigpt4.serve.errors import APIError, bad_request, install_handlers
+from minigpt4.serve.messages import Plan, build_conversation, plan_conversation
+from minigpt4.serve.streaming import AnswerStream, final_text
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a few images as base64 fit
+DISCONNECT_POLL_S = 0.25
+CREATED = int(time.time())
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class Server:
+    """What the routes share: the chat, the batcher and the server's options."""
+
+    def __init__(
+        self,
+        chat: Any,
+        model_name: str,
+        api_key: str | None,
+        allow_remote_images: bool,
+        batcher: Batcher,
+    ) -> None:
+        self.chat, self.model_name, self.api_key = chat, model_name, api_key
+        self.allow_remote_images, self.batcher = allow_remote_images, batcher
+        self.disconnects = 0  # clients that hung up before their answer was sent
+
+    # --- request checks --------------------------------------------------------------------------
+
+    def check_key(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, key = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip(), self.api_key):
+            what = "Incorrect API key provided" if given else "No API key provided"
+            raise APIError(
+                HTTPStatus.UNAUTHORIZED,
+                f"{what}: send the server's key as 'Authorization: Bearer <key>' (the openai "
+                "client's api_key)",
+                code="invalid_api_key",
+            )
+
+    def check_model(self, name: str | None) -> None:
+        if name is not None and name != self.model_name:
+            raise APIError(
+                HTTPStatus.NOT_FOUND,
+                f"The model '{name}' does not exist here; this server serves "
+                f"'{self.model_name}' (GET /v1/models)",
+                param="model",
+                code="model_not_found",
+            )
+
+    def model_card(self) -> dict[str, Any]:
+        return {
+            "id": self.model_name,
+            "object": "model",
+            "created": CREATED,
+            "owned_by": "minigpt4",
+        }
+
+    # --- a completion ----------------------------------------------------------------------------
+
+    async def prepare(self, req: protocol.ChatCompletionRequest) -> tuple[torch.Tensor, Any]:
+        """Context embeddings and generation settings of a request (or a 400)."""
+        self.check_model(req.model)
+        plan = plan_conversation(req.messages)
+        await self._load_images(plan)
+        context = await run_in_threadpool(self._context, plan)
+        return context, settings_for(self.chat.settings(), req, context.shape[1])
+
+    async def _load_images(self, plan: Plan) -> None:
+        for turn in plan.turns:
+            if turn.image_url is not None:
+                data = await run_in_threadpool(
+                    images.image_bytes, turn.image_url, turn.image_param, self.allow_remote_images
+                )
+                turn.image = await run_in_threadpool(images.decode_image, data, turn.image_param)
+
+    @torch.no_grad()
+    def _context(self, plan: Plan) -> torch.Tensor:
+        conv, img_list = build_conversation(self.chat, plan)
+        conv.append_message(conv.roles[1], None)  # the open answer, as the Chat asks it
+        return self.chat.model.get_context_emb(conv.get_prompt(), img_list)
+
+    def stop_rule(self, req: protocol.ChatCompletionRequest) -> StopRule:
+        rule = self.chat.stop_rule
+        return StopRule(rule.sequences, tuple(req.stop), rule.end_ids)
+
+    def text(self, result: Generation, req: protocol.ChatCompletionRequest) -> str:
+        return final_text(self.chat.decode_answer, result.tokens, req.stop)
+
+
+def settings_for(
+    base: GenerationSettings, req: protocol.ChatCompletionRequest, context_len: int
+) -> GenerationSettings:
+    """The request's generation settings over the Chat's defaults ``base``."""
+    changes: dict[str, Any] = {}
+    if req.temperature == 0:
+        changes["do_sample"] = False  # greedy
+    elif req.temperature is not None:
+        changes["temperature"] = req.temperature
+    for name in ("top_p", "top_k", "seed", "num_beams", "repetition_penalty", "length_penalty"):
+        if getattr(req, name) is not None:
+            changes[name] = getattr(req, name)
+    room = base.max_length - context_len
+    asked = req.max_completion_tokens or req.max_tokens
+    if room < 1:
+        raise bad_request(
+            f"the conversation is {context_len} tokens (text and image) and the model takes at "
+            f"most {base.max_length} with its answer: shorten it by at least {1 - room} tokens",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    if asked is not None and asked > room:
+        raise bad_request(
+            f"max_tokens {asked} and the conversation's {context_len} tokens exceed the model's "
+            f"{base.max_length} by {asked - room}: ask for at most {room} tokens or shorten the "
+            "conversation",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
+    changes["max_new_tokens"] = asked if asked is not None else min(base.max_new_tokens, room)
+    try:
+        return base.replace(**changes)
+    except ValueError as err:
+        raise bad_request(str(err)) from None
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON: at most :data:`MAX_BODY_BYTES`, else a 413; bad JSON a 400."""
+    declared = request.headers.get("content-length", "")
+    too_large = APIError(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        f"the request body is over {MAX_BODY_BYTES // 2**20} MiB",
+        code="request_too_large",
+    )
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise bad_request(f"the request body is not valid JSON ({err})") from None
+
+
+class _Answer:
+    """The event-loop side of a batch job: tokens and the result arrive through a queue."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.events: asyncio.Queue[int | tuple] = asyncio.Queue()
+
+    def _put(self, item: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is stopping
+            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+
+    def on_token(self, token: int) -> None:
+        self._put(token)
+
+    def on_done(self, result: Generation | BaseException) -> None:
+        self._put(("done", result))
+
+
+def _unwrap(result: Generation | BaseException) -> Generation:
+    if isinstance(result, BaseException):
+        raise APIError(
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            f"generation failed ({type(result).__name__}: {result}); see the server's log",
+            kind="server_error",
+        )
+    return result
+
+
+async def complete(server: Server, req: protocol.ChatCompletionRequest, request: Request):
+    context, settings = await server.prepare(req)
+    answer = _Answer()
+    job = server.batcher.submit(context, settings, server.stop_rule(req), answer.on_done)
+    try:
+        while True:  # a client that hangs up frees its row
+            try:
+                _, result = await asyncio.wait_for(answer.events.get(), DISCONNECT_POLL_S)
+                break
+            except TimeoutError:
+                if await request.is_disconnected():
+                    server.disconnects += 1
+                    return JSONResponse({}, status_code=499)
+    finally:
+        job.cancel()  # nothing if it is done
+    result = _unwrap(result)
+    cid, tokens = protocol.completion_id(), protocol.usage(context.shape[1], len(result.tokens))
+    text = server.text(result, req)
+    return protocol.completion(cid, server.model_name, text, result.finish_reason, tokens)
+
+
+def _sse(payload: Any) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+async def stream(server: Server, req: protocol.ChatCompletionRequest) -> StreamingResponse:
+    context, settings = await server.prepare(req)  # a 400 comes before the stream starts
+    answer = _Answer()
+    job = server.batcher.submit(
+        context, settings, server.stop_rule(req), answer.on_done, answer.on_token
+    )
+    cid, name = protocol.completion_id(), server.model_name
+
+    async def events() -> AsyncIterator[str]:
+        text = AnswerStream(server.chat.decode_answer, req.stop)
+        sent = False
+        try:
+            yield _sse(protocol.chunk(cid, name, {"role": "assistant", "content": ""}))
+            while not isinstance(event := await answer.events.get(), tuple):
+                if delta := text.push(event):
+                    yield _sse(protocol.chunk(cid, name, {"content": delta}))
+            try:
+                result = _unwrap(event[1])
+            except APIError as err:
+                yield _sse(err.body())
+                yield "data: [DONE]\n\n"
+                sent = True
+                return
+            if rest := text.finish(server.text(result, req)):
+                yield _sse(protocol.chunk(cid, name, {"content": rest}))
+            yield _sse(protocol.chunk(cid, name, {}, result.finish_reason))
+            if req.stream_options is not None and req.stream_options.include_usage:
+                tokens = protocol.usage(context.shape[1], len(result.tokens))
+                yield _sse(protocol.chunk(cid, name, None, token_usage=tokens))
+            yield "data: [DONE]\n\n"
+            sent = True
+        finally:
+            job.cancel()  # the client went away (or all is sent): free the row
+            if not sent:
+                server.disconnects += 1
+                logger.info("a client left mid-stream; its answer is no longer generated")
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def create_app(
+    chat: Any,
+    model_name: str,
+    api_key: str | None = None,
+    allow_remote_images: bool = False,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_wait_s: float = DEFAULT_MAX_WAIT_S,
+) -> FastAPI:
+    """The API over ``chat`` (see the module docstring); the batcher runs while the app does."""
+    batcher = Batcher(chat.model, max_batch_size, max_wait_s)
+    server = Server(chat, model_name, api_key, allow_remote_images, batcher)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        try:
+            yield
+        finally:
+            batcher.close()
+
+    app = FastAPI(title="MiniGPT-4 (OpenAI-compatible API)", lifespan=lifespan)
+    app.state.server = server
+    install_handlers(app)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        stats = batcher.stats
+        return {
+            "status": "ok",
+            "model": model_name,
+            "waiting": batcher.waiting,
+            "batches": stats.batches,
+            "rows": stats.rows,
+            "largest_batch": stats.largest_batch,
+            "cancelled": stats.cancelled,
+            "disconnects": server.disconnects,
+        }
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(server.check_key)])
+
+    @v1.get("/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [server.model_card()]}
+
+    @v1.get("/models/{model_id}")
+    async def model(model_id: str) -> dict[str, Any]:
+        server.check_model(model_id)
+        return server.model_card()
+
+    @v1.post("/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        req = protocol.parse_request(await read_json(request))
+        return await (stream(server, req) if req.stream else complete(server, req, request))
+
+    app.include_router(v1)
+    return app

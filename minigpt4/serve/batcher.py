@@ -1,0 +1,204 @@
+"""Request batching: answers asked for while the model is busy are generated together.
+
+One worker thread owns generation. It takes the oldest waiting job, gathers more for up to
+``max_wait_s`` (or until ``max_batch_size`` jobs are waiting), and runs them as one call of
+``model.generate(contexts, settings_per_row, rules_per_row, on_token=...)``, the model's single
+generation path: each row keeps its own stop rule, answer length and sampling settings (and
+seed). Rows generated together must agree on what transformers applies to a whole batch
+(``GenerationSettings.BATCH_FIELDS``: beams, minimum length, repetition and length penalties), so
+a gathered batch is split into groups by those, run one after the other; beam-search rows run
+alone (beams cannot stream, and rows with beams must share their stops).
+
+A job can be cancelled (its client went away): before it starts it is dropped, while it runs
+its stop rule ends it at its next token, so it stops taking batch time.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from minigpt4.models.generation import Generation, GenerationSettings, StopRule
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH_SIZE = 16
+DEFAULT_MAX_WAIT_S = 0.01
+
+
+class Cancelled(Exception):
+    """The job was cancelled before it was generated."""
+
+
+@dataclass(frozen=True, eq=False)
+class CancellableStop(StopRule):
+    """A stop rule that also ends the row once ``cancelled`` is set."""
+
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def stops(self, ids: Sequence[int], decode: Callable[[Sequence[int]], str]) -> bool:
+        return self.cancelled.is_set() or super().stops(ids, decode)
+
+
+@dataclass(eq=False)
+class Job:
+    """One answer to generate. ``on_token(token)`` gets its tokens as they come (from the
+    worker thread); ``on_done`` gets the :class:`Generation` or the exception that ended it."""
+
+    context: torch.Tensor
+    settings: GenerationSettings
+    rule: CancellableStop
+    on_done: Callable[[Generation | BaseException], None]
+    on_token: Callable[[int], None] | None = None
+
+    def cancel(self) -> None:
+        self.rule.cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.rule.cancelled.is_set()
+
+
+@dataclass
+class Stats:
+    batches: int = 0
+    rows: int = 0
+    largest_batch: int = 0
+    cancelled: int = 0  # rows whose client went away before or while they were generated
+
+
+def group_key(job: Job) -> tuple:
+    key = tuple(getattr(job.settings, name) for name in GenerationSettings.BATCH_FIELDS)
+    return key + ((id(job),) if job.settings.num_beams > 1 else ())
+
+
+def groups(jobs: Sequence[Job]) -> list[list[Job]]:
+    """``jobs`` split into rows that can be generated together, in order of arrival."""
+    out: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        out.setdefault(group_key(job), []).append(job)
+    return list(out.values())
+
+
+class Batcher:
+    """Runs :class:`Job` s on ``model`` in batches (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: Any,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    ) -> None:
+        if max_batch_size < 1 or max_wait_s < 0:
+            raise ValueError(
+                f"max batch size must be >= 1 and max wait >= 0 (got {max_batch_size}, "
+                f"{max_wait_s})"
+            )
+        self.model, self.max_batch_size, self.max_wait_s = model, max_batch_size, max_wait_s
+        self.stats = Stats()
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="minigpt4-batcher", daemon=True)
+            self._worker.start()
+
+    def close(self, timeout_s: float = 30) -> None:
+        """Finish what is queued, then stop the worker."""
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join(timeout_s)
+            self._worker = None
+
+    def submit(
+        self,
+        context: torch.Tensor,
+        settings: GenerationSettings,
+        rule: StopRule,
+        on_done: Callable[[Generation | BaseException], None],
+        on_token: Callable[[int], None] | None = None,
+    ) -> Job:
+        """Queue one answer; thread-safe. Returns the job (to cancel it)."""
+        stop = CancellableStop(rule.sequences, rule.strings, rule.end_ids)
+        job = Job(context, settings, stop, on_done, on_token)
+        self._queue.put(job)
+        return job
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    # --- worker ----------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while (batch := self._gather()) is not None:
+            for group in groups(batch):
+                self._run(group)
+
+    def _gather(self) -> list[Job] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.max_batch_size:
+            try:
+                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if job is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            batch.append(job)
+        live = []
+        for job in batch:
+            if job.cancelled:
+                self.stats.cancelled += 1
+                _deliver(job, Cancelled("cancelled before it was generated"))
+            else:
+                live.append(job)
+        return live
+
+    def _run(self, jobs: list[Job]) -> None:
+        def on_token(row: int, token: int) -> None:
+            job = jobs[row]
+            if job.on_token is None or job.cancelled:
+                return
+            try:
+                job.on_token(token)
+            except Exception:  # one client's failure must not end the other rows
+                logger.exception("streaming a token failed; the row is cancelled")
+                job.cancel()
+
+        streams = any(job.on_token is not None for job in jobs)
+        try:
+            results = self.model.generate(
+                [job.context for job in jobs],
+                [job.settings for job in jobs],
+                [job.rule for job in jobs],
+                on_token=on_token if streams else None,
+            )
+        except Exception as exc:  # handed to every waiting request; the worker goes on
+            logger.exception("generation of a batch of %d failed", len(jobs))
+            results = [exc] * len(jobs)
+        self.stats.batches += 1
+        self.stats.rows += len(jobs)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
+        self.stats.cancelled += sum(job.cancelled for job in jobs)
+        for job, result in zip(jobs, results):
+            _deliver(job, result)
+
+
+def _deliver(job: Job, result: Generation | BaseException) -> None:
+    try:
+        job.on_done(result)
+    except Exception:  # a callback's failure must not stop the worker
+        logger.exception("delivering an answer failed")

@@ -1,0 +1,123 @@
+"""Running the API: the model's name, the command line, and one uvicorn server.
+
+    python -m minigpt4.serve --cfg-path eval_configs/minigpt4_tiny_eval.yaml --device cpu
+
+binds 127.0.0.1:8000 unless ``--host`` / ``--port`` say otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from minigpt4.serve.batcher import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S
+
+logger = logging.getLogger("minigpt4.serve")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+API_KEY_ENV = "MINIGPT4_API_KEY"
+
+
+def model_name(config: Any) -> str:
+    """The served model's name, from its config: ``<arch>-<checkpoint file name>`` (e.g.
+    ``mini_gpt4-pretrained_minigpt4_tiny``), ``<arch>-<model_type>`` without a checkpoint."""
+    if config.ckpt:
+        return f"{config.arch}-{Path(str(config.ckpt)).stem}"
+    return f"{config.arch}-{config.model_type}"
+
+
+def add_api_arguments(parser: argparse.ArgumentParser) -> None:
+    """The API's own options (shared by ``python -m minigpt4.serve`` and ``demo.py --api``)."""
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"require 'Authorization: Bearer KEY' on /v1 (default: ${API_KEY_ENV}, else none)",
+    )
+    parser.add_argument(
+        "--allow-remote-images",
+        action="store_true",
+        help="fetch http(s) image URLs (off: only data:image/...;base64, URLs are accepted)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help="most answers generated together "
+        f"(default {DEFAULT_MAX_BATCH_SIZE}; 1: one at a time)",
+    )
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=DEFAULT_MAX_WAIT_S * 1000,
+        help="how long a batch waits for more requests before it starts "
+        f"(default {DEFAULT_MAX_WAIT_S * 1000:g} ms)",
+    )
+    parser.add_argument("--model-name", default=None, help="served model name (default: derived)")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m minigpt4.serve",
+        description="Serve MiniGPT-4 over an OpenAI-compatible HTTP API",
+    )
+    parser.add_argument("--cfg-path", required=True, help="path to an eval configuration file")
+    parser.add_argument(
+        "--options", nargs="+", help="override settings of the config file: key=value pairs"
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--gpu-id", type=int, default=0, help="the GPU to load the model on")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (0.0.0.0: all)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    add_api_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.max_batch_size < 1 or args.batch_wait_ms < 0:
+        parser.error("--max-batch-size must be >= 1 and --batch-wait-ms >= 0")
+    return args
+
+
+def api_app(chat: Any, args: argparse.Namespace) -> Any:
+    """The API app over ``chat`` with the options of :func:`add_api_arguments`."""
+    from minigpt4.serve.app import create_app
+
+    name = args.model_name or model_name(chat.model.config)
+    logger.info(
+        "Serving %s: batches of up to %d, waiting %g ms%s",
+        name,
+        args.max_batch_size,
+        args.batch_wait_ms,
+        "; API key required" if args.api_key else "",
+    )
+    return create_app(
+        chat,
+        name,
+        api_key=args.api_key,
+        allow_remote_images=args.allow_remote_images,
+        max_batch_size=args.max_batch_size,
+        max_wait_s=args.batch_wait_ms / 1000,
+    )
+
+
+def run(app: Any, host: str, port: int) -> None:
+    """Serve ``app`` with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from minigpt4.common.config import Config
+    from minigpt4.common.logger import setup_logger
+    from minigpt4.conversation import loading
+
+    args = parse_args(argv)
+    setup_logger()
+    import minigpt4  # noqa: F401  (registers models and processors)
+
+    device = loading.resolve_device(args.device, args.gpu_id)
+    chat = loading.build_chat(Config(args), device, args.gpu_id)
+    run(api_app(chat, args), args.host, args.port)

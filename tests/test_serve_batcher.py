@@ -1,0 +1,176 @@
+"""The server's batcher on the tiny-world model: rows generated together answer as they do one
+at a time, incompatible settings are split, cancelled rows stop, failures reach every row."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from minigpt4.models.generation import Generation, StopRule
+from minigpt4.serve.batcher import Batcher, Cancelled
+from minigpt4.tiny_world import evaluate, text
+
+TINY_EVAL = "eval_configs/minigpt4_tiny_eval.yaml"
+QUESTIONS = [text.DEMO_QUESTION] + [q for q, _ in text.FOLLOW_UPS]
+
+
+@pytest.fixture(scope="module")
+def chat():
+    torch.set_num_threads(1)
+    return evaluate.build_chat(TINY_EVAL)
+
+
+@pytest.fixture(scope="module")
+def contexts(chat):
+    """Demo-conversation contexts of six held-out images, each with another question."""
+    out = []
+    for i, (_, image) in enumerate(evaluate.held_out_images(evaluate.HELD_OUT_SEED, 6)):
+        conv, img_list = chat.new_conversation(), []
+        chat.upload_img(image, conv, img_list)
+        chat.ask(QUESTIONS[i % len(QUESTIONS)], conv)
+        conv.append_message(conv.roles[1], None)
+        with torch.no_grad():
+            out.append(chat.model.get_context_emb(conv.get_prompt(), img_list))
+    assert len({c.shape[1] for c in out}) > 1  # rows of different lengths
+    return out
+
+
+class Calls:
+    """Records the size of each ``model.generate`` call."""
+
+    def __init__(self, model, monkeypatch) -> None:
+        self.sizes: list[int] = []
+        generate = model.generate
+
+        def counting(contexts, settings, rules, on_token=None):
+            self.sizes.append(len(contexts))
+            return generate(contexts, settings, rules, on_token=on_token)
+
+        monkeypatch.setattr(model, "generate", counting)
+
+
+def run_all(batcher: Batcher, jobs: list[tuple], rule: StopRule, timeout_s: float = 60) -> list:
+    """Submit every (context, settings[, on_token]) with ``rule`` before the worker starts (so
+    they are waiting together), run, and return each job's result."""
+    results: list = [None] * len(jobs)
+    done = [threading.Event() for _ in jobs]
+    for i, (context, settings, *rest) in enumerate(jobs):
+
+        def on_done(result, i=i):
+            results[i] = result
+            done[i].set()
+
+        on_token = rest[0] if rest else None
+        batcher.submit(context, settings, rule, on_done, on_token)
+    batcher.start()
+    try:
+        for event in done:
+            assert event.wait(timeout_s)
+    finally:
+        batcher.close()
+    return results
+
+
+def test_batched_rows_answer_as_one_at_a_time(chat, contexts, monkeypatch):
+    lengths = [60, 12, 60, 30, 5, 60]
+    settings = [chat.settings(do_sample=False, max_new_tokens=n) for n in lengths]
+    alone = run_all(
+        Batcher(chat.model, max_batch_size=1), list(zip(contexts, settings)), chat.stop_rule
+    )
+    calls = Calls(chat.model, monkeypatch)
+    together = run_all(
+        Batcher(chat.model, max_batch_size=8), list(zip(contexts, settings)), chat.stop_rule
+    )
+    assert calls.sizes == [6]
+    assert [g.tokens for g in together] == [g.tokens for g in alone]
+    assert [g.finish_reason for g in together] == [g.finish_reason for g in alone]
+    assert together[4].finish_reason == "length" and len(together[4].tokens) == 5
+    assert "stop" in {g.finish_reason for g in together}
+
+
+def test_batch_size_and_incompatible_settings_split_batches(chat, contexts, monkeypatch):
+    greedy = chat.settings(do_sample=False, max_new_tokens=20)
+    penalised = greedy.replace(repetition_penalty=1.3)
+    beams = greedy.replace(num_beams=2)
+    jobs = [
+        (contexts[0], greedy),
+        (contexts[1], penalised),
+        (contexts[2], greedy),
+        (contexts[3], beams),
+        (contexts[4], beams),
+        (contexts[5], penalised),
+    ]
+    calls = Calls(chat.model, monkeypatch)
+    results = run_all(Batcher(chat.model, max_batch_size=8), jobs, chat.stop_rule)
+    assert calls.sizes == [2, 2, 1, 1]  # greedy pair, penalised pair, each beam row alone
+    assert all(isinstance(r, Generation) for r in results)
+
+    calls.sizes.clear()
+    run_all(Batcher(chat.model, max_batch_size=4), [(c, greedy) for c in contexts], chat.stop_rule)
+    assert calls.sizes == [4, 2]
+
+
+def test_streamed_tokens_are_the_rows_tokens(chat, contexts):
+    settings = chat.settings(do_sample=False, max_new_tokens=40)
+    streamed: list[list[int]] = [[] for _ in contexts[:3]]
+    jobs = [(c, settings, streamed[i].append) for i, c in enumerate(contexts[:3])]
+    results = run_all(Batcher(chat.model), jobs, chat.stop_rule)
+    assert [r.tokens for r in results] == streamed
+
+
+def test_a_cancelled_row_stops_and_the_others_go_on(chat, contexts, monkeypatch):
+    settings = chat.settings(do_sample=False, max_new_tokens=60)
+    alone = run_all(
+        Batcher(chat.model, max_batch_size=1), [(c, settings) for c in contexts[:2]], chat.stop_rule
+    )
+    seen: list[int] = []
+    handle: list = []
+
+    def leave_after_three(token: int) -> None:  # the client hangs up after 3 tokens
+        seen.append(token)
+        if len(seen) == 3:
+            handle[0].cancel()
+
+    batcher = Batcher(chat.model)
+    results: dict[int, object] = {}
+    done = threading.Event()
+
+    def collect(i):
+        def on_done(result):
+            results[i] = result
+            if len(results) == 3:
+                done.set()
+
+        return on_done
+
+    dropped = batcher.submit(contexts[2], settings, chat.stop_rule, collect(2))
+    dropped.cancel()  # gone before it started
+    handle.append(
+        batcher.submit(contexts[0], settings, chat.stop_rule, collect(0), leave_after_three)
+    )
+    batcher.submit(contexts[1], settings, chat.stop_rule, collect(1))
+    calls = Calls(chat.model, monkeypatch)
+    batcher.start()
+    assert done.wait(60)
+    batcher.close()
+    assert calls.sizes == [2]  # the dropped job is not generated
+    assert isinstance(results[2], Cancelled)
+    # it ends at the next stop check: with this token or the next (streamed no more)
+    assert len(results[0].tokens) in (3, 4) and seen == results[0].tokens[:3]
+    assert len(alone[0].tokens) > 4  # alone it goes on
+    assert results[1].tokens == alone[1].tokens
+    assert batcher.stats.cancelled == 2
+
+
+def test_a_failing_batch_reaches_its_rows_and_the_worker_goes_on(chat, contexts):
+    settings = chat.settings(do_sample=False, max_new_tokens=10)
+    wrong = torch.zeros(1, 5, contexts[0].shape[-1] + 1)  # not the LLM's hidden size
+    (failed,) = run_all(Batcher(chat.model), [(wrong, settings)], chat.stop_rule)
+    assert isinstance(failed, RuntimeError)
+    batcher = Batcher(chat.model)
+    failed, ok = run_all(batcher, [(wrong, settings), (contexts[0], settings)], chat.stop_rule)
+    assert isinstance(failed, RuntimeError) and isinstance(ok, RuntimeError)  # one batch
+    (ok,) = run_all(Batcher(chat.model), [(contexts[0], settings)], chat.stop_rule)
+    assert isinstance(ok, Generation) and ok.tokens
