@@ -20,6 +20,7 @@ import gradio as gr  # noqa: E402
 from minigpt4.common.logger import setup_logger  # noqa: E402
 from minigpt4.conversation.chat import Chat  # noqa: E402
 from minigpt4.conversation.conversation import Conversation  # noqa: E402
+from minigpt4.serve.server import add_api_arguments  # noqa: E402
 
 logger = logging.getLogger("minigpt4.demo")
 
@@ -39,6 +40,7 @@ PLACEHOLDER_TYPE = "Type and press Enter"
 PLACEHOLDER_EMPTY = "Input should not be empty!"
 UPLOAD_LABEL = "Upload & Start Chat"
 STARTED_LABEL = "Start Chatting"
+DEFAULT_PORT = 7860  # gradio's
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -70,7 +72,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="seed every answer's sampling, for reproducible answers (default: unseeded)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--api",
+        action="store_true",
+        help="also serve the OpenAI-compatible API (/v1) from this process and model",
+    )
+    add_api_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.api and args.share:
+        parser.error("--api serves through its own server: it cannot be used with --share")
+    return args
 
 
 def _message_text(content: Any) -> str:
@@ -245,6 +256,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     chat = build_chat(args)
     logger.info("Initialization Finished")
     demo = build_demo(chat, seed=args.seed)
+    if args.api:
+        from minigpt4.serve.server import run_with_demo
+
+        port = args.server_port or DEFAULT_PORT
+        run_with_demo(chat, demo.queue(), args, args.server_name, port)
+        return
     demo.queue().launch(
         server_name=args.server_name, server_port=args.server_port, share=args.share
     )

@@ -103,10 +103,39 @@ def api_app(chat: Any, args: argparse.Namespace) -> Any:
 
 
 def run(app: Any, host: str, port: int) -> None:
-    """Serve ``app`` with uvicorn until interrupted."""
+    """Serve ``app`` with uvicorn until interrupted.
+
+    A mounted gradio app keeps a heartbeat stream open per browser tab until its ``stop_event``
+    is set (its own ``launch`` sets it on exit); it is set here too, or stopping would wait for
+    the graceful-shutdown timeout.
+    """
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
+    stop_events = [
+        r.app.stop_event for r in app.routes if hasattr(getattr(r, "app", None), "stop_event")
+    ]
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            for event in stop_events:
+                event.set()  # as gradio does it, from the signal handler
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10
+    )
+    Server(config).run()
+
+
+def run_with_demo(chat: Any, demo: Any, args: argparse.Namespace, host: str, port: int) -> None:
+    """One uvicorn server for the API (``/v1``, ``/health``) and the gradio ``demo`` (``/``),
+    on one loaded model (``demo.py --api``)."""
+    import gradio as gr
+
+    app = api_app(chat, args)
+    gr.mount_gradio_app(app, demo, path="/", server_name=host, server_port=port)
+    logger.info("Running on local URL:  http://%s:%d (OpenAI API under /v1)", host, port)
+    run(app, host, port)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
