@@ -4,10 +4,12 @@ at a time, incompatible settings are split, cancelled rows stop, failures reach 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
 
+from minigpt4.conversation.conversation import IMAGE_MESSAGE
 from minigpt4.models.generation import Generation, StopRule
 from minigpt4.serve.batcher import Batcher, Cancelled
 from minigpt4.tiny_world import evaluate, text
@@ -24,16 +26,16 @@ def chat():
 
 @pytest.fixture(scope="module")
 def contexts(chat):
-    """Demo-conversation contexts of six held-out images, each with another question."""
+    """Demo-conversation prompts of six held-out images, each with another question, and their
+    processed images (what the server submits)."""
     out = []
     for i, (_, image) in enumerate(evaluate.held_out_images(evaluate.HELD_OUT_SEED, 6)):
-        conv, img_list = chat.new_conversation(), []
-        chat.upload_img(image, conv, img_list)
+        conv = chat.new_conversation()
+        conv.append_message(conv.roles[0], IMAGE_MESSAGE)
         chat.ask(QUESTIONS[i % len(QUESTIONS)], conv)
         conv.append_message(conv.roles[1], None)
-        with torch.no_grad():
-            out.append(chat.model.get_context_emb(conv.get_prompt(), img_list))
-    assert len({c.shape[1] for c in out}) > 1  # rows of different lengths
+        out.append((conv.get_prompt(), [chat.process_image(image)]))
+    assert len({len(prompt) for prompt, _ in out}) > 1  # rows of different lengths
     return out
 
 
@@ -52,18 +54,18 @@ class Calls:
 
 
 def run_all(batcher: Batcher, jobs: list[tuple], rule: StopRule, timeout_s: float = 60) -> list:
-    """Submit every (context, settings[, on_token]) with ``rule`` before the worker starts (so
-    they are waiting together), run, and return each job's result."""
+    """Submit every ((prompt, images), settings[, on_token]) with ``rule`` before the worker
+    starts (so they are waiting together), run, and return each job's result."""
     results: list = [None] * len(jobs)
     done = [threading.Event() for _ in jobs]
-    for i, (context, settings, *rest) in enumerate(jobs):
+    for i, ((prompt, images), settings, *rest) in enumerate(jobs):
 
         def on_done(result, i=i):
             results[i] = result
             done[i].set()
 
         on_token = rest[0] if rest else None
-        batcher.submit(context, settings, rule, on_done, on_token)
+        batcher.submit(prompt, images, settings, rule, on_done, on_token)
     batcher.start()
     try:
         for event in done:
@@ -145,12 +147,12 @@ def test_a_cancelled_row_stops_and_the_others_go_on(chat, contexts, monkeypatch)
 
         return on_done
 
-    dropped = batcher.submit(contexts[2], settings, chat.stop_rule, collect(2))
+    dropped = batcher.submit(*contexts[2], settings, chat.stop_rule, collect(2))
     dropped.cancel()  # gone before it started
     handle.append(
-        batcher.submit(contexts[0], settings, chat.stop_rule, collect(0), leave_after_three)
+        batcher.submit(*contexts[0], settings, chat.stop_rule, collect(0), leave_after_three)
     )
-    batcher.submit(contexts[1], settings, chat.stop_rule, collect(1))
+    batcher.submit(*contexts[1], settings, chat.stop_rule, collect(1))
     calls = Calls(chat.model, monkeypatch)
     batcher.start()
     assert done.wait(60)
@@ -166,11 +168,32 @@ def test_a_cancelled_row_stops_and_the_others_go_on(chat, contexts, monkeypatch)
 
 def test_a_failing_batch_reaches_its_rows_and_the_worker_goes_on(chat, contexts):
     settings = chat.settings(do_sample=False, max_new_tokens=10)
-    wrong = torch.zeros(1, 5, contexts[0].shape[-1] + 1)  # not the LLM's hidden size
+    prompt, images = contexts[0]
+    wrong = (prompt + IMAGE_MESSAGE, images)  # two image placeholders, one image
     (failed,) = run_all(Batcher(chat.model), [(wrong, settings)], chat.stop_rule)
-    assert isinstance(failed, RuntimeError)
+    assert isinstance(failed, ValueError) and "placeholders" in str(failed)
     batcher = Batcher(chat.model)
     failed, ok = run_all(batcher, [(wrong, settings), (contexts[0], settings)], chat.stop_rule)
-    assert isinstance(failed, RuntimeError) and isinstance(ok, RuntimeError)  # one batch
+    assert isinstance(failed, ValueError) and isinstance(ok, ValueError)  # one batch
     (ok,) = run_all(Batcher(chat.model), [(contexts[0], settings)], chat.stop_rule)
     assert isinstance(ok, Generation) and ok.tokens
+
+
+def test_a_batch_waits_for_announced_requests_only(chat, contexts, monkeypatch):
+    settings = chat.settings(do_sample=False, max_new_tokens=10)
+    calls = Calls(chat.model, monkeypatch)
+    batcher = Batcher(chat.model, max_wait_s=60)
+    batcher.start()
+    done = [threading.Event() for _ in range(3)]
+    try:
+        with batcher.announce():  # a second request is being prepared
+            batcher.submit(*contexts[0], settings, chat.stop_rule, lambda r: done[0].set())
+            time.sleep(0.3)
+            batcher.submit(*contexts[1], settings, chat.stop_rule, lambda r: done[1].set())
+        assert done[0].wait(30) and done[1].wait(30)
+        # nothing announced: a lone request does not wait out max_wait_s (60 s)
+        batcher.submit(*contexts[2], settings, chat.stop_rule, lambda r: done[2].set())
+        assert done[2].wait(30)
+    finally:
+        batcher.close()
+    assert calls.sizes == [2, 1]

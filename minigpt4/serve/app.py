@@ -2,10 +2,11 @@
 
 ``create_app(chat, model_name)`` returns a FastAPI app serving ``GET /health``,
 ``GET /v1/models`` (and ``/v1/models/{id}``) and ``POST /v1/chat/completions``. A request is
-turned into the demo's conversation (:mod:`minigpt4.serve.messages`), its context embeddings
-are the model's (``model.get_context_emb``, as the Chat computes them), and its answer is one
-row of a batch (:mod:`minigpt4.serve.batcher`). Vision encoding and prompt assembly run in
-worker threads, so the event loop keeps accepting requests while the model is busy.
+turned into the demo's conversation, prompt and processed images
+(:mod:`minigpt4.serve.messages`; image decoding and processing run in a worker thread, so the
+event loop keeps accepting requests while the model is busy), and its answer is one row of a
+batch (:mod:`minigpt4.serve.batcher`), which encodes the batch's images together and computes
+each row's context embeddings as the Chat does (``model.get_context_emb``).
 
 Long conversations: the demo's Chat cuts the context on the left to keep room for the answer
 (and may cut the image); the API refuses instead, with a 400 ``context_length_exceeded`` that
@@ -17,24 +18,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 import torch
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from minigpt4.models.generation import Generation, GenerationSettings, StopRule
 from minigpt4.serve import images, protocol
 from minigpt4.serve.batcher import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S, Batcher
 from minigpt4.serve.errors import APIError, bad_request, install_handlers
-from minigpt4.serve.messages import Plan, build_conversation, plan_conversation
+from minigpt4.serve.messages import Plan, build_prompt, plan_conversation
 from minigpt4.serve.streaming import AnswerStream, final_text
 
 logger = logging.getLogger(__name__)
@@ -42,7 +46,19 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a few images as base64 fit
 DISCONNECT_POLL_S = 0.25
 CREATED = int(time.time())
+BLANK_SIDE = 32  # a blank image, resized by the processor, to count the tokens of an image
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass
+class Prepared:
+    """A request ready for the batcher; ``length``: its context embeddings (text and images),
+    as ``chat.context_length`` counts them."""
+
+    prompt: str
+    images: list[torch.Tensor]
+    length: int
+    settings: GenerationSettings
 
 
 class Server:
@@ -96,27 +112,30 @@ class Server:
 
     # --- a completion ----------------------------------------------------------------------------
 
-    async def prepare(self, req: protocol.ChatCompletionRequest) -> tuple[torch.Tensor, Any]:
-        """Context embeddings and generation settings of a request (or a 400)."""
+    async def prepare(self, req: protocol.ChatCompletionRequest) -> Prepared:
+        """A request's prompt, images and generation settings (or a 400)."""
         self.check_model(req.model)
         plan = plan_conversation(req.messages)
-        await self._load_images(plan)
-        context = await run_in_threadpool(self._context, plan)
-        return context, settings_for(self.chat.settings(), req, context.shape[1])
+        # One trip to a worker thread: each hop waits for the GIL, which generation holds often.
+        prompt, pixels = await run_in_threadpool(self._prompt, plan)
+        length = sum(map(len, self.chat.model.segment_ids(prompt)))
+        length += len(pixels) * self.image_tokens
+        return Prepared(prompt, pixels, length, settings_for(self.chat.settings(), req, length))
 
-    async def _load_images(self, plan: Plan) -> None:
+    def _prompt(self, plan: Plan) -> tuple[str, list[torch.Tensor]]:
         for turn in plan.turns:
             if turn.image_url is not None:
-                data = await run_in_threadpool(
-                    images.image_bytes, turn.image_url, turn.image_param, self.allow_remote_images
-                )
-                turn.image = await run_in_threadpool(images.decode_image, data, turn.image_param)
+                param = turn.image_param
+                data = images.image_bytes(turn.image_url, param, self.allow_remote_images)
+                turn.image = images.decode_image(data, param)
+        return build_prompt(self.chat, plan)
 
-    @torch.no_grad()
-    def _context(self, plan: Plan) -> torch.Tensor:
-        conv, img_list = build_conversation(self.chat, plan)
-        conv.append_message(conv.roles[1], None)  # the open answer, as the Chat asks it
-        return self.chat.model.get_context_emb(conv.get_prompt(), img_list)
+    @functools.cached_property
+    def image_tokens(self) -> int:
+        """How many embeddings the LLM gets per image (the vision encoder's output length)."""
+        with torch.no_grad():
+            blank = self.chat.process_image(Image.new("RGB", (BLANK_SIDE, BLANK_SIDE)))
+            return self.chat.model.encode_img(blank)[0].shape[1]
 
     def stop_rule(self, req: protocol.ChatCompletionRequest) -> StopRule:
         rule = self.chat.stop_rule
@@ -212,9 +231,12 @@ def _unwrap(result: Generation | BaseException) -> Generation:
 
 
 async def complete(server: Server, req: protocol.ChatCompletionRequest, request: Request):
-    context, settings = await server.prepare(req)
     answer = _Answer()
-    job = server.batcher.submit(context, settings, server.stop_rule(req), answer.on_done)
+    with server.batcher.announce():  # a batch being gathered waits for this request
+        p = await server.prepare(req)
+        job = server.batcher.submit(
+            p.prompt, p.images, p.settings, server.stop_rule(req), answer.on_done
+        )
     try:
         while True:  # a client that hangs up frees its row
             try:
@@ -227,7 +249,7 @@ async def complete(server: Server, req: protocol.ChatCompletionRequest, request:
     finally:
         job.cancel()  # nothing if it is done
     result = _unwrap(result)
-    cid, tokens = protocol.completion_id(), protocol.usage(context.shape[1], len(result.tokens))
+    cid, tokens = protocol.completion_id(), protocol.usage(p.length, len(result.tokens))
     text = server.text(result, req)
     return protocol.completion(cid, server.model_name, text, result.finish_reason, tokens)
 
@@ -237,11 +259,12 @@ def _sse(payload: Any) -> str:
 
 
 async def stream(server: Server, req: protocol.ChatCompletionRequest) -> StreamingResponse:
-    context, settings = await server.prepare(req)  # a 400 comes before the stream starts
     answer = _Answer()
-    job = server.batcher.submit(
-        context, settings, server.stop_rule(req), answer.on_done, answer.on_token
-    )
+    with server.batcher.announce():
+        p = await server.prepare(req)  # a 400 comes before the stream starts
+        job = server.batcher.submit(
+            p.prompt, p.images, p.settings, server.stop_rule(req), answer.on_done, answer.on_token
+        )
     cid, name = protocol.completion_id(), server.model_name
 
     async def events() -> AsyncIterator[str]:
@@ -263,7 +286,7 @@ async def stream(server: Server, req: protocol.ChatCompletionRequest) -> Streami
                 yield _sse(protocol.chunk(cid, name, {"content": rest}))
             yield _sse(protocol.chunk(cid, name, {}, result.finish_reason))
             if req.stream_options is not None and req.stream_options.include_usage:
-                tokens = protocol.usage(context.shape[1], len(result.tokens))
+                tokens = protocol.usage(p.length, len(result.tokens))
                 yield _sse(protocol.chunk(cid, name, None, token_usage=tokens))
             yield "data: [DONE]\n\n"
             sent = True

@@ -1,7 +1,12 @@
 """Request batching: answers asked for while the model is busy are generated together.
 
-One worker thread owns generation. It takes the oldest waiting job, gathers more for up to
-``max_wait_s`` (or until ``max_batch_size`` jobs are waiting), and runs them as one call of
+One worker thread owns the model. It takes the oldest waiting job and every job already waiting
+(up to ``max_batch_size``); while requests are still being prepared (announced, see
+:meth:`Batcher.announce`: their images decoded) it waits for them, up to ``max_wait_s``. A lone
+request starts at once. A job is a prompt (with image placeholders) and its processed images:
+the images of the whole batch go through the vision encoder in one ``model.encode_img`` call,
+each row's context embeddings are ``model.get_context_emb(prompt, its images)`` (as the Chat
+computes them), and the batch runs as one call of
 ``model.generate(contexts, settings_per_row, rules_per_row, on_token=...)``, the model's single
 generation path: each row keeps its own stop rule, answer length and sampling settings (and
 seed). Rows generated together must agree on what transformers applies to a whole batch
@@ -15,11 +20,12 @@ its stop rule ends it at its next token, so it stops taking batch time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +36,8 @@ from minigpt4.models.generation import Generation, GenerationSettings, StopRule
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_SIZE = 16
-DEFAULT_MAX_WAIT_S = 0.01
+DEFAULT_MAX_WAIT_S = 0.05
+_POLL_S = 0.002
 
 
 class Cancelled(Exception):
@@ -49,14 +56,18 @@ class CancellableStop(StopRule):
 
 @dataclass(eq=False)
 class Job:
-    """One answer to generate. ``on_token(token)`` gets its tokens as they come (from the
-    worker thread); ``on_done`` gets the :class:`Generation` or the exception that ended it."""
+    """One answer to generate: ``prompt`` (the Chat's prompt string, one image placeholder per
+    image) and ``images`` (processed, [1, 3, H, W] each). ``on_token(token)`` gets its tokens as
+    they come (from the worker thread); ``on_done`` gets the :class:`Generation` or the
+    exception that ended it. ``context`` is set by the worker before generation."""
 
-    context: torch.Tensor
+    prompt: str
+    images: list[torch.Tensor]
     settings: GenerationSettings
     rule: CancellableStop
     on_done: Callable[[Generation | BaseException], None]
     on_token: Callable[[int], None] | None = None
+    context: torch.Tensor | None = None
 
     def cancel(self) -> None:
         self.rule.cancelled.set()
@@ -105,6 +116,8 @@ class Batcher:
         self.stats = Stats()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._announced = 0  # requests being prepared (see announce)
 
     def start(self) -> None:
         if self._worker is None:
@@ -120,7 +133,8 @@ class Batcher:
 
     def submit(
         self,
-        context: torch.Tensor,
+        prompt: str,
+        images: Sequence[torch.Tensor],
         settings: GenerationSettings,
         rule: StopRule,
         on_done: Callable[[Generation | BaseException], None],
@@ -128,13 +142,25 @@ class Batcher:
     ) -> Job:
         """Queue one answer; thread-safe. Returns the job (to cancel it)."""
         stop = CancellableStop(rule.sequences, rule.strings, rule.end_ids)
-        job = Job(context, settings, stop, on_done, on_token)
+        job = Job(prompt, list(images), settings, stop, on_done, on_token)
         self._queue.put(job)
         return job
 
     @property
     def waiting(self) -> int:
         return self._queue.qsize()
+
+    @contextlib.contextmanager
+    def announce(self) -> Iterator[None]:
+        """Around preparing a request that will be submitted: while any is announced, a batch
+        being gathered waits for it (up to ``max_wait_s``)."""
+        with self._lock:
+            self._announced += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._announced -= 1
 
     # --- worker ----------------------------------------------------------------------------------
 
@@ -151,9 +177,17 @@ class Batcher:
         deadline = time.monotonic() + self.max_wait_s
         while len(batch) < self.max_batch_size:
             try:
-                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                job = self._queue.get_nowait()
             except queue.Empty:
-                break
+                now = time.monotonic()
+                # Wait only for requests on their way (being prepared): a lone request starts
+                # at once, and none waits longer than max_wait_s.
+                if now >= deadline or self._announced == 0:
+                    break
+                try:
+                    job = self._queue.get(timeout=min(deadline - now, _POLL_S))
+                except queue.Empty:
+                    continue
             if job is None:
                 self._queue.put(None)  # stop after this batch
                 break
@@ -180,6 +214,7 @@ class Batcher:
 
         streams = any(job.on_token is not None for job in jobs)
         try:
+            self._contexts(jobs)
             results = self.model.generate(
                 [job.context for job in jobs],
                 [job.settings for job in jobs],
@@ -195,6 +230,18 @@ class Batcher:
         self.stats.cancelled += sum(job.cancelled for job in jobs)
         for job, result in zip(jobs, results):
             _deliver(job, result)
+
+    @torch.no_grad()
+    def _contexts(self, jobs: list[Job]) -> None:
+        """Every row's context embeddings, the images of all rows encoded together."""
+        pixels = [image for job in jobs for image in job.images]
+        embeds = self.model.encode_img(torch.cat(pixels))[0] if pixels else None
+        start = 0
+        for job in jobs:
+            count = len(job.images)
+            own = [embeds[i : i + 1] for i in range(start, start + count)]
+            job.context = self.model.get_context_emb(job.prompt, own)
+            start += count
 
 
 def _deliver(job: Job, result: Generation | BaseException) -> None:

@@ -1,10 +1,11 @@
 """An OpenAI ``messages`` list as the demo's conversation, built through the Chat.
 
 The demo's conversation is: upload an image ("Upload & Start Chat"), ask, get an answer, ask
-again... A request replays it: for each user message, its image (if any) is uploaded with
-``chat.upload_img`` and its text asked with ``chat.ask``; each assistant message is appended as
-the Chat stores an answer. So the prompt string and the context embeddings are exactly the ones
-the Chat builds for the same conversation.
+again... A request replays it: for each user message, its image (if any) is uploaded as
+``chat.upload_img`` does it (``chat.process_image``, the image message; the batcher encodes)
+and its text asked with ``chat.ask``; each assistant message is appended as the Chat stores an
+answer. So the prompt string and the context embeddings are exactly the ones the Chat builds for
+the same conversation.
 
 Rules, each refused with a 400 naming the message:
 
@@ -22,8 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from PIL import Image
 
+from minigpt4.conversation.conversation import IMAGE_MESSAGE
 from minigpt4.serve.errors import bad_request
 from minigpt4.serve.protocol import ImagePart, Message, TextPart
 
@@ -124,20 +127,24 @@ def _turn(
     return Turn(role, text, url, param)
 
 
-def build_conversation(chat: Any, plan: Plan) -> tuple[Any, list]:
-    """The Chat's conversation and image embeddings for ``plan`` (images decoded already).
+def build_prompt(chat: Any, plan: Plan) -> tuple[str, list[torch.Tensor]]:
+    """The Chat's prompt for ``plan`` (images decoded already) and its processed images.
 
-    ``upload_img`` runs the vision encoder: call this off the event loop.
+    An image turn is what ``chat.upload_img`` does, with the encoding left to the batcher (which
+    encodes the images of a whole batch at once): ``chat.process_image``, then the image
+    message. The prompt ends with the open answer, as the Chat asks for it.
     """
     conv = chat.new_conversation()
     if plan.system is not None:
         conv.system = plan.system
-    img_list: list = []
+    pixels: list[torch.Tensor] = []
     for turn in plan.turns:
         if turn.role == "assistant":
             conv.append_message(conv.roles[1], turn.text)
             continue
         if turn.image is not None:
-            chat.upload_img(turn.image, conv, img_list)
+            pixels.append(chat.process_image(turn.image))
+            conv.append_message(conv.roles[0], IMAGE_MESSAGE)
         chat.ask(turn.text, conv)
-    return conv, img_list
+    conv.append_message(conv.roles[1], None)
+    return conv.get_prompt(), pixels

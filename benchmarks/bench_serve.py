@@ -1,0 +1,205 @@
+"""Throughput and latency of the HTTP API, batched against one at a time (no assertions).
+
+python benchmarks/bench_serve.py                  # tiny-world model on CPU, 1/4/8/16 clients
+python benchmarks/bench_serve.py --requests 128   # more requests per level
+
+Starts ``python -m minigpt4.serve`` twice on the tiny-world model (one thread, as on a laptop):
+with batching (``--max-batch-size 16``) and one request at a time (``--max-batch-size 1``); they
+take turns at each level. For each number of concurrent clients, each client sends requests one
+after another (a held-out
+image, "Describe this image.", greedy, up to 60 tokens) until ``--requests`` answers are in.
+Prints answers/s and latency percentiles per level, the speed-up of batching, and whether the
+greedy answers are the same both ways.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from minigpt4.tiny_world import evaluate, text, world  # noqa: E402
+
+EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"
+CLIENTS = (1, 4, 8, 16)
+STARTUP_TIMEOUT_S = 240
+WARMUP_REQUESTS = 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(max_batch_size: int, wait_ms: float) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "minigpt4.serve", "--cfg-path", EVAL_CONFIG, "--device", "cpu"]
+    cmd += ["--port", str(port), "--max-batch-size", str(max_batch_size)]
+    cmd += ["--batch-wait-ms", str(wait_ms)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health").status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit(f"the server ({' '.join(cmd)}) did not start")
+
+
+def request_body(url: str) -> dict:
+    content = [{"type": "image_url", "image_url": {"url": url}}]
+    content.append({"type": "text", "text": text.DEMO_QUESTION})
+    return {
+        "messages": [{"role": "user", "content": content}],
+        "temperature": 0,
+        "max_tokens": evaluate.MAX_NEW_TOKENS,
+    }
+
+
+def run_level(base: str, bodies: list[dict], clients: int, count: int):
+    """``count`` requests from ``clients`` threads; (seconds, latencies, answers by index)."""
+    answers: dict[int, str] = {}
+    latencies: list[float] = []
+    next_index = iter(range(count))
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(base_url=base, timeout=300) as http:
+            while True:
+                with lock:
+                    i = next(next_index, None)
+                if i is None:
+                    return
+                start = time.perf_counter()
+                resp = http.post("/v1/chat/completions", json=bodies[i % len(bodies)])
+                resp.raise_for_status()
+                elapsed = time.perf_counter() - start
+                with lock:
+                    latencies.append(elapsed)
+                    answers[i] = resp.json()["choices"][0]["message"]["content"]
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, latencies, answers
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def combine(rounds: list[dict]) -> dict:
+    """Rounds of one level: the median rate, percentiles over every request, the first answers
+    (every round must give the same greedy answers; counted in ``unstable``)."""
+    latencies = [x for r in rounds for x in r["latencies"]]
+    rates = sorted(r["rate"] for r in rounds)
+    return {
+        "rate": rates[len(rates) // 2],
+        "p50": percentile(latencies, 0.5),
+        "p90": percentile(latencies, 0.9),
+        "p99": percentile(latencies, 0.99),
+        "answers": rounds[0]["answers"],
+        "unstable": sum(r["answers"] != rounds[0]["answers"] for r in rounds),
+        "mean_batch": sum(r["mean_batch"] for r in rounds) / len(rounds),
+    }
+
+
+def measure_level(base: str, bodies: list[dict], clients: int, count: int) -> dict:
+    before = httpx.get(f"{base}/health").json()
+    seconds, latencies, answers = run_level(base, bodies, clients, count)
+    after = httpx.get(f"{base}/health").json()
+    batches = max(1, after["batches"] - before["batches"])
+    return {
+        "rate": count / seconds,
+        "latencies": latencies,
+        "answers": answers,
+        "mean_batch": (after["rows"] - before["rows"]) / batches,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=64, help="requests per level")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="of the batched server")
+    parser.add_argument("--batch-wait-ms", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="turns per level (median rate)")
+    args = parser.parse_args()
+
+    samples = [world.make_sample(evaluate.HELD_OUT_SEED, i) for i in range(args.requests)]
+    urls = [
+        "data:image/jpeg;base64," + base64.b64encode(world.to_jpeg_bytes(s.image)).decode()
+        for s in samples
+    ]
+    bodies = [request_body(u) for u in urls]
+    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
+    # Both servers run side by side (an idle one costs nothing) and take turns at each level,
+    # so a change in the machine's load hits both alike.
+    servers = [start_server(1, 0), start_server(args.max_batch_size, args.batch_wait_ms)]
+    alone, batched = {}, {}
+    try:
+        for _, base in servers:
+            run_level(base, bodies, CLIENTS[-1], WARMUP_REQUESTS)
+        for clients in CLIENTS:
+            rounds = [
+                [measure_level(base, bodies, clients, args.requests) for _, base in servers]
+                for _ in range(args.rounds)
+            ]
+            alone[clients] = combine([r[0] for r in rounds])
+            batched[clients] = combine([r[1] for r in rounds])
+    finally:
+        for proc, _ in servers:
+            proc.terminate()
+            proc.wait(timeout=30)
+    print(f"load average after:  {os.getloadavg()[0]:.2f}")
+    print(
+        f"{args.requests} requests per level and round, {args.rounds} rounds (median rate); "
+        "tiny-world model, CPU, one torch thread"
+    )
+    print(
+        "| clients | one at a time: answers/s | p50 / p90 / p99 s "
+        f"| batched (max {args.max_batch_size}, {args.batch_wait_ms:g} ms): answers/s "
+        "| p50 / p90 / p99 s | mean batch | speed-up |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for clients in CLIENTS:
+        a, b = alone[clients], batched[clients]
+        print(
+            f"| {clients} | {a['rate']:.1f} | {a['p50']:.3f} / {a['p90']:.3f} / {a['p99']:.3f} "
+            f"| {b['rate']:.1f} | {b['p50']:.3f} / {b['p90']:.3f} / {b['p99']:.3f} "
+            f"| {b['mean_batch']:.1f} | {b['rate'] / a['rate']:.2f}x |"
+        )
+    differ = sum(
+        alone[c]["answers"][i] != batched[c]["answers"][i]
+        for c in CLIENTS
+        for i in range(args.requests)
+    )
+    total = len(CLIENTS) * args.requests
+    print(f"greedy answers equal batched and one at a time: {total - differ} of {total}")
+    unstable = sum(r[c]["unstable"] for r in (alone, batched) for c in CLIENTS)
+    print(f"rounds whose answers differ from the level's first round: {unstable}")
+
+
+if __name__ == "__main__":
+    main()
