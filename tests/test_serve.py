@@ -309,3 +309,23 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(server, client, held_out
     assert world.scene_matches(held_out[4][0], response.choices[0].message.content)
     assert proc.poll() is None
     assert "Traceback" not in log_path.read_text()
+
+
+def test_the_llama2_model_is_served_too(tmp_path):
+    """The other variant (LLaMA-2 Chat template, no Q-Former) from its shipped eval config."""
+    from tests.model_fixtures import LLAMA2_CONFIGS, llama2_options
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "minigpt4.serve", "--cfg-path", LLAMA2_CONFIGS["eval"]]
+    cmd += ["--device", "cpu", "--port", str(port), "--options", *llama2_options("eval")]
+    base = f"http://127.0.0.1:{port}"
+    with serving(cmd, f"{base}/health", tmp_path / "llama2.log", env={"OMP_NUM_THREADS": "1"}):
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
+        (model,) = client.models.list()
+        assert model.id == "minigpt4-pretrained_minigpt4_llama2_tiny"
+        url = data_url(world.make_sample(1, 0).image)
+        response = client.chat.completions.create(
+            model=model.id, messages=[user_with_image(url, "What is it?")], max_tokens=5
+        )
+        assert response.usage.completion_tokens <= 5
+        assert response.choices[0].finish_reason in ("stop", "length")

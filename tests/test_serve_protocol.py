@@ -244,3 +244,15 @@ def test_streamed_pieces_add_up_to_the_answer(chat):
     sent, final = pieces(chat, "The star is purple on black.###", stops=["purple on", "zzz"])
     assert final == "The star is" and "".join(sent) == final
     assert not any("purple" in s for s in sent)  # the start of a stop string is held back
+
+
+def test_a_body_over_the_limit_is_refused_with_413(chat, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from minigpt4.serve import app as app_module
+
+    monkeypatch.setattr(app_module, "MAX_BODY_BYTES", 1000)
+    with TestClient(app_module.create_app(chat, "tiny")) as client:
+        resp = client.post("/v1/chat/completions", content=b"x" * 2000)
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "request_too_large"
