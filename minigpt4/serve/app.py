@@ -30,9 +30,10 @@ from typing import Any
 
 import torch
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from minigpt4.models.generation import Generation, GenerationSettings, StopRule
 from minigpt4.serve import images, protocol
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a few images as base64 fit
 DISCONNECT_POLL_S = 0.25
+CLIENT_CLOSED = 499  # nginx's status for a client that left before its answer
 CREATED = int(time.time())
 BLANK_SIDE = 32  # a blank image, resized by the processor, to count the tokens of an image
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -192,10 +194,13 @@ async def read_json(request: Request) -> Any:
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise too_large
     body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > MAX_BODY_BYTES:
-            raise too_large
+    try:
+        async for piece in request.stream():
+            body += piece
+            if len(body) > MAX_BODY_BYTES:
+                raise too_large
+    except ClientDisconnect:  # nobody to answer; not a server failure either
+        raise APIError(CLIENT_CLOSED, "the client closed the connection") from None
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -245,7 +250,7 @@ async def complete(server: Server, req: protocol.ChatCompletionRequest, request:
             except TimeoutError:
                 if await request.is_disconnected():
                     server.disconnects += 1
-                    return JSONResponse({}, status_code=499)
+                    raise APIError(CLIENT_CLOSED, "the client closed the connection") from None
     finally:
         job.cancel()  # nothing if it is done
     result = _unwrap(result)
