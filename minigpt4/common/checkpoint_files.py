@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 TMP_MARKER = ".tmp."
 _TMP_NAME = re.compile(r"^(?P<target>.+)\.tmp\.(?P<pid>\d+)$")
 _BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = b"\x80"
 
 
 class CheckpointFileError(ValueError):
@@ -97,9 +99,19 @@ def remove_stale_temp_files(folders: Iterable[str]) -> list[str]:
     return removed
 
 
-def describe_load_error(err: BaseException) -> str:
-    """Why ``torch.load`` failed, in one line."""
+def looks_like_torch_file(path: str) -> bool:
+    """Starts as ``torch.save`` files do: a zip archive, or a pickle (the legacy format)."""
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    return head == _ZIP_MAGIC or head[:1] == _PICKLE_PROTO
+
+
+def describe_load_error(err: BaseException, looks_like_checkpoint: bool = True) -> str:
+    """Why ``torch.load`` failed on a file, in one line."""
     text = str(err)
+    first = text.splitlines()[0] if text else type(err).__name__
+    if not looks_like_checkpoint:  # e.g. a text file: its bytes read as garbage pickle opcodes
+        return "not a PyTorch checkpoint: it does not start like a file torch.save writes"
     if "Weights only load failed" in text or "Unsupported global" in text:
         found = _BLOCKED_GLOBAL.search(text)
         what = f"a reference to {found.group(1)}" if found else "an object"
@@ -108,14 +120,10 @@ def describe_load_error(err: BaseException) -> str:
             "container and could run code when loaded. Use a checkpoint written by train.py "
             "(or re-save the state dict from a trusted copy)"
         )
-    if isinstance(err, EOFError) or "central directory" in text:
-        return (
-            f"the file is truncated or corrupt ({type(err).__name__}: "
-            f"{text.splitlines()[0] if text else 'unexpected end of file'}); "
-            "a save was interrupted or the copy is incomplete: use another checkpoint"
-        )
-    first = text.splitlines()[0] if text else ""
-    return f"not a readable PyTorch checkpoint ({type(err).__name__}: {first})"
+    return (
+        f"the file is truncated or corrupt ({type(err).__name__}: {first}); a save was "
+        "interrupted or the copy is incomplete: use another checkpoint"
+    )
 
 
 def read_checkpoint(path: str, config_key: str, required: Sequence[str] = ()) -> dict[str, Any]:
@@ -136,7 +144,8 @@ def read_checkpoint(path: str, config_key: str, required: Sequence[str] = ()) ->
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
-        raise CheckpointFileError(f"{where}: {describe_load_error(err)}") from err
+        reason = describe_load_error(err, looks_like_torch_file(path))
+        raise CheckpointFileError(f"{where}: {reason}") from err
     if not isinstance(checkpoint, dict):
         raise CheckpointFileError(
             f"{where} holds a {type(checkpoint).__name__}, not a checkpoint dict"
