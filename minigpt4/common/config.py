@@ -127,7 +127,6 @@ class Config:
 
     def __init__(self, args: Any) -> None:
         self.args = args
-        registry.register("configuration", self)
 
         cfg_path = getattr(args, "cfg_path", None)
         if not cfg_path:

@@ -404,8 +404,6 @@ class RunnerBase:
         self.job_id = job_id
         self.output_dir = os.path.join(base, job_id)
         self.result_dir = os.path.join(self.output_dir, "result")
-        registry.register_path("output_dir", self.output_dir)
-        registry.register_path("result_dir", self.result_dir)
 
     @dist_utils.main_process
     def log_config(self) -> None:
