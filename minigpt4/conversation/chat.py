@@ -29,6 +29,7 @@ from PIL import Image
 
 from minigpt4.conversation.conversation import (
     IMAGE_MESSAGE,
+    STOP_WORD,
     ChatTemplate,
     Conversation,
     chat_template,
@@ -181,7 +182,7 @@ class Chat:
         while ids and ids[-1] in end_ids:  # end of sequence / padding of rows that ended early
             ids.pop()
         text = tokenizer.decode(ids, skip_special_tokens=self.template.skip_special_tokens)
-        return text.split("###")[0].split("Assistant:")[-1].strip()
+        return text.split(STOP_WORD)[0].split("Assistant:")[-1].strip()
 
     # --- answers ---------------------------------------------------------------------------------
 
