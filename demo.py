@@ -26,7 +26,8 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from minigpt4.common.logger import setup_logger  # noqa: E402
-from minigpt4.conversation.conversation import CONV_VISION, Chat, Conversation  # noqa: E402
+from minigpt4.conversation.chat import Chat  # noqa: E402
+from minigpt4.conversation.conversation import Conversation  # noqa: E402
 from minigpt4.processors.image_io import ImageLoadError, load_image  # noqa: E402
 
 logger = logging.getLogger("minigpt4.demo")
@@ -47,8 +48,6 @@ PLACEHOLDER_TYPE = "Type and press Enter"
 PLACEHOLDER_EMPTY = "Input should not be empty!"
 UPLOAD_LABEL = "Upload & Start Chat"
 STARTED_LABEL = "Start Chatting"
-MAX_NEW_TOKENS = 300
-MAX_LENGTH = 2000
 DEFAULT_PORT = 7860  # gradio's default, which $GRADIO_SERVER_PORT overrides
 PORT_ENV = "GRADIO_SERVER_PORT"
 MAX_PORT = 65535
@@ -142,7 +141,7 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             gr.Warning("Choose an image first, then press 'Upload & Start Chat'.")
             return None, None, gr.Button(interactive=True), chat_state, None
         image = open_upload(upload)
-        chat_state = CONV_VISION.copy()
+        chat_state = chat.new_conversation()
         img_list: list = []
         chat.upload_img(image, chat_state, img_list)
         return (
@@ -193,8 +192,6 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             img_list=img_list,
             num_beams=int(num_beams),
             temperature=float(temperature),
-            max_new_tokens=MAX_NEW_TOKENS,
-            max_length=MAX_LENGTH,
             seed=seed,
         ):
             history[-1]["content"] = text
@@ -282,12 +279,10 @@ def open_upload(upload: dict[str, Any]) -> Image.Image:
 def build_chat(args: argparse.Namespace) -> Chat:
     """Load the model and processor named by the config and wrap them in a ``Chat``."""
     from minigpt4.common.config import Config
-    from minigpt4.conversation.loading import build_model_and_processor, resolve_device
+    from minigpt4.conversation import loading
 
-    device = resolve_device(args.device, args.gpu_id)
-    cfg = Config(args)
-    model, vis_processor = build_model_and_processor(cfg, device, args.gpu_id)
-    return Chat(model, vis_processor, device=device)
+    device = loading.resolve_device(args.device, args.gpu_id)
+    return loading.build_chat(Config(args), device, args.gpu_id)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:

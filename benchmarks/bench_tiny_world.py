@@ -36,8 +36,6 @@ def main() -> None:
     samples = evaluate.held_out_images(evaluate.HELD_OUT_SEED, args.count)
     image = samples[0][1]
 
-    from minigpt4.conversation.conversation import CONV_VISION
-
     with torch.no_grad():
         pixels = chat.vis_processor(image)[None]
         chat.model.encode_img(pixels)
@@ -46,7 +44,7 @@ def main() -> None:
             chat.model.encode_img(pixels)
         encode_ms = (time.perf_counter() - t0) / 20 * 1000
 
-    conv, img_list = CONV_VISION.copy(), []
+    conv, img_list = chat.new_conversation(), []
     chat.upload_img(image, conv, img_list)
     chat.ask(text.DEMO_QUESTION, conv)
     t0 = time.perf_counter()

@@ -13,8 +13,9 @@ image that cannot be read). ``--out`` is checked before the model loads; answers
 they are computed to ``OUT.partial``, renamed to ``OUT`` once all are done, so a failure or a
 crash keeps the answers computed so far.
 
-Sampling (the chat's default: top_p 0.9, temperature 1.0) is seeded with ``--seed``: the same
-seed, batch size and device give the same answers. ``--greedy`` turns sampling off.
+Sampling (the chat's defaults: top_p 0.9, temperature 1.0) is seeded with ``--seed`` (image ``i``
+of the list with ``seed + i``): the same seed and device give the same answers, whatever the
+batch size. ``--greedy`` turns sampling off.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import torch
 from tqdm import tqdm
 
 from minigpt4.common.logger import setup_logger
-from minigpt4.conversation.conversation import CONV_VISION, IMAGE_MESSAGE, Chat
+from minigpt4.conversation.chat import Chat
+from minigpt4.models.generation import GenerationSettings
 from minigpt4.processors.image_io import ImageLoadError, load_image
 
 logger = logging.getLogger(__name__)
@@ -62,12 +64,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gpu-id", type=int, default=0)
     parser.add_argument("--options", nargs="+", help="override config keys: key=value ...")
     parser.add_argument("--seed", type=int, default=42, help="seed for sampling (default 42)")
-    parser.add_argument("--max-new-tokens", type=int, default=300)
-    parser.add_argument("--max-length", type=int, default=2000)
-    parser.add_argument("--num-beams", type=int, default=1)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=0.9)
-    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    # Unset: the chat template's defaults (the original Chat's, e.g. repetition penalty 1.05 for
+    # the LLaMA-2 model).
+    for flag, kind in (
+        ("--max-new-tokens", int),
+        ("--max-length", int),
+        ("--num-beams", int),
+        ("--temperature", float),
+        ("--top-p", float),
+        ("--repetition-penalty", float),
+    ):
+        parser.add_argument(flag, type=kind, default=None)
     parser.add_argument(
         "--greedy", action="store_true", help="no sampling: the most likely token at every step"
     )
@@ -118,54 +125,32 @@ def _load(path: str, vis_processor: Any) -> _Loaded:
         return _Loaded(path, None, f"cannot read image: {err.reason}")
 
 
-def answer_batch(
-    chat: Chat, images: torch.Tensor, prompt: str, max_length: int = 2000, **settings: Any
-) -> list[str]:
-    """The Chat's answers to ``prompt`` for a batch of processed images, one conversation each.
-
-    The conversations (the demo's: upload, ask, answer) are equal up to the image, so their
-    context embeddings have equal length and are generated together without padding.
-    """
-    conv = CONV_VISION.copy()
-    conv.append_message(conv.roles[0], IMAGE_MESSAGE)
-    chat.ask(prompt, conv)
-    conv.append_message(conv.roles[1], None)
-    with torch.no_grad():
-        image_embs, _ = chat.model.encode_img(images.to(chat.device))
-        embs = torch.cat(
-            [chat.get_context_emb(conv, [image_embs[i : i + 1]]) for i in range(len(images))]
-        )
-    embs = chat.truncate(embs, settings.get("max_new_tokens", 300), max_length)
-    tokens = chat.generate(embs, **settings)
-    return [chat.decode_answer(row) for row in tokens]
-
-
 def answer_images(
     chat: Chat,
     image_paths: Sequence[str],
     prompt: str,
+    settings: GenerationSettings,
     batch_size: int = 8,
-    seed: int | None = None,
-    max_length: int = 2000,
     progress: bool = True,
-    **settings: Any,
 ) -> list[dict[str, Any]]:
-    """One record per image: the Chat's answer to ``prompt`` about it.
+    """One record per image: the Chat's answer to ``prompt`` about it (``chat.answer_batch``).
 
-    ``settings`` are :meth:`Chat.generation_kwargs` settings (max_new_tokens, num_beams,
-    do_sample, top_p, temperature, ...). ``seed`` seeds torch once, before the first batch.
+    With ``settings.seed`` set, image ``i`` is sampled with seed ``seed + i``, so an answer does
+    not depend on the batch size or on the other images.
     """
-    if seed is not None:
-        torch.manual_seed(seed)
     records: list[dict[str, Any]] = []
     bar = tqdm(total=len(image_paths), unit="img", disable=not progress)
     for start in range(0, len(image_paths), batch_size):
         loaded = [_load(p, chat.vis_processor) for p in image_paths[start : start + batch_size]]
-        good = [item for item in loaded if item.tensor is not None]
+        good = [(start + i, item) for i, item in enumerate(loaded) if item.tensor is not None]
         answers: list[str] = []
         if good:
-            images = torch.stack([item.tensor for item in good])
-            answers = answer_batch(chat, images, prompt, max_length=max_length, **settings)
+            images = torch.stack([item.tensor for _, item in good])
+            row_settings = [
+                settings if settings.seed is None else settings.replace(seed=settings.seed + i)
+                for i, _ in good
+            ]
+            answers = chat.answer_batch(images, prompt, row_settings)
         answer_iter = iter(answers)
         for item in loaded:
             record: dict[str, Any] = {"image": item.path, "prompt": prompt}
@@ -262,30 +247,37 @@ def _answer_all(
     """Load the model, then answer ``--batch-size`` images at a time, writing as they come."""
     import minigpt4  # noqa: F401  (registers models and processors)
     from minigpt4.common.config import Config
-    from minigpt4.conversation.loading import build_model_and_processor, resolve_device
+    from minigpt4.conversation.loading import build_chat, resolve_device
 
     device = resolve_device(args.device, args.gpu_id)
-    cfg = Config(args)
-    model, vis_processor = build_model_and_processor(cfg, device, args.gpu_id)
-    chat = Chat(model, vis_processor, device=device)
-
+    chat = build_chat(Config(args), device, args.gpu_id)
+    chosen = {
+        name: getattr(args, name)
+        for name in (
+            "max_new_tokens",
+            "max_length",
+            "num_beams",
+            "temperature",
+            "top_p",
+            "repetition_penalty",
+        )
+        if getattr(args, name) is not None
+    }
+    settings = chat.settings(seed=args.seed, do_sample=not args.greedy, **chosen)
     records: list[dict[str, Any]] = []
     bar = tqdm(total=len(image_paths), unit="img")
     for start in range(0, len(image_paths), args.batch_size):
+        # image i of the whole list is still sampled with seed + i
+        batch_settings = (
+            settings if settings.seed is None else settings.replace(seed=settings.seed + start)
+        )
         batch = answer_images(
             chat,
             image_paths[start : start + args.batch_size],
             args.prompt,
+            batch_settings,
             batch_size=args.batch_size,
-            seed=args.seed if start == 0 else None,  # seeded once, as for a single call
-            max_length=args.max_length,
             progress=False,
-            max_new_tokens=args.max_new_tokens,
-            num_beams=args.num_beams,
-            top_p=args.top_p,
-            temperature=args.temperature,
-            repetition_penalty=args.repetition_penalty,
-            do_sample=not args.greedy,
         )
         writer.write(batch)
         records += batch

@@ -36,6 +36,14 @@ LLAMA_SIZES = {
                 num_attention_heads=40, params=13_015_864_320),
 }  # fmt: skip
 LLAMA_VOCAB = 32000
+PARITY_ATOL = 1e-5  # agreement with the original's fp32 CPU numbers
+
+
+def assert_close(actual, expected, name: str, atol: float = PARITY_ATOL) -> None:
+    """Same shape and every element within ``atol`` of the reference tensor."""
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} vs {expected.shape}"
+    diff = (actual.detach().double() - expected.double()).abs().max().item()
+    assert diff <= atol, f"{name}: max abs diff {diff:.3g} > {atol}"
 
 
 def tiny_model_config(stage: int = 1, with_ckpt: bool = True, **overrides: Any) -> DictConfig:
@@ -88,27 +96,32 @@ def load_reference() -> dict[str, Any]:
     return torch.load(REFERENCE_FILE, map_location="cpu", weights_only=False)
 
 
-def build_full_size(llm_size: str = "7B", device: str = "cuda"):
-    """A real-size MiniGPT4 (EVA ViT-g, bert-base Q-Former, 7B/13B LLaMA) on the meta device.
-
-    Random (meta) weights, nothing allocated; ``device`` only picks dtypes as from_config would
-    (``"cuda"``: fp16 ViT Linear/Conv). The tokenizer is the tiny one (layout tests only).
-    """
+def build_full_size(llm_size: str = "7B", device: str = "cuda", arch: str = "mini_gpt4"):
+    """A real-size MiniGPT-4 (EVA ViT-g, bert-base Q-Former or none, 7B/13B LLaMA) on the meta
+    device: random (meta) weights, nothing allocated. ``device="cuda"`` casts the ViT as loading
+    does with ``vit_precision: fp16``. ``arch="minigpt4"``: the LLaMA-2 model (no Q-Former).
+    The tokenizer is the tiny one (layout tests only)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from minigpt4.models.mini_gpt4 import MiniGPT4
+    from minigpt4.common.registry import registry
+    from minigpt4.models.eva_vit import convert_weights_to_fp16
+    from minigpt4.models.model_config import MiniGPT4Config
+    from minigpt4.models.tokenizer import LlamaTokenizer
 
+    model_cls = registry.get_model_class(arch)
+    values = {"llama_model": "(meta)", "device": device}
+    if arch == "minigpt4":
+        values["has_qformer"] = False
+    config = MiniGPT4Config.from_cfg(values, **model_cls.CONFIG_DEFAULTS)
     sizes = {k: v for k, v in LLAMA_SIZES[llm_size].items() if k != "params"}
     with torch.device("meta"):
         llm = LlamaForCausalLM(LlamaConfig(vocab_size=LLAMA_VOCAB, rms_norm_eps=1e-6, **sizes))
-        return MiniGPT4(
-            q_former_model=None,
-            vit_model_path=None,
-            llama_model=llm,
-            llama_tokenizer=str(TINY_DIR / "llama"),
-            device=device,
-        )
+        model = model_cls(config, llm.config.hidden_size)
+    model.attach_llm(llm, LlamaTokenizer.from_folder(str(TINY_DIR / "llama")))
+    if device == "cuda":
+        convert_weights_to_fp16(model.visual_encoder)
+    return model
 
 
 def read_key_shapes(name: str) -> dict[str, tuple[int, ...]]:
@@ -118,3 +131,55 @@ def read_key_shapes(name: str) -> dict[str, tuple[int, ...]]:
         key, shape, _dtype = line.split("\t")
         out[key] = tuple(int(x) for x in shape.strip("[]").split(",") if x.strip())
     return out
+
+
+# --- the LLaMA-2 variant's reference set (tests/fixtures/reference/llama2/README.md) ----------
+
+LLAMA2_DIR = REPO_ROOT / "tests" / "fixtures" / "reference" / "llama2"
+LLAMA2_CONFIGS = {
+    "stage1": "train_configs/minigpt4_llama2_stage1_pretrain.yaml",
+    "stage2": "train_configs/minigpt4_llama2_stage2_finetune.yaml",
+    "eval": "eval_configs/minigpt4_llama2_eval.yaml",
+}
+LLAMA2_VIT_CONFIG = {"embed_dim": 48, "depth": 2, "num_heads": 4}
+
+
+def llama2_options(stage: str) -> list[str]:
+    """The reference harness's ``--options`` for a shipped LLaMA-2 config, plus the tiny ViT
+    sizes and fp32 CPU exactness (``device: cpu``, eager attention)."""
+    options = [
+        f"model.llama_model={LLAMA2_DIR / 'llama'}",
+        f"model.ckpt={LLAMA2_DIR / 'pretrained_minigpt4_llama2_tiny.pth'}",
+        f"model.vit_model_path={LLAMA2_DIR / 'eva_vit_g.pth'}",
+        "model.device=cpu",
+        "model.attn_implementation=eager",
+        "model.low_resource=False",
+    ]
+    options += [f"model.vit_config.{k}={v}" for k, v in LLAMA2_VIT_CONFIG.items()]
+    if stage == "stage2":
+        options.append(f"model.prompt_path={LLAMA2_DIR / 'prompts_tiny.txt'}")
+    return options
+
+
+def llama2_config(stage: str, extra: list[str] | None = None):
+    """The merged ``Config`` of a shipped LLaMA-2 config with :func:`llama2_options`."""
+    import argparse
+
+    from minigpt4.common.config import Config
+
+    options = llama2_options(stage) + list(extra or [])
+    return Config(argparse.Namespace(cfg_path=LLAMA2_CONFIGS[stage], options=options))
+
+
+def llama2_model(stage: str):
+    """The tiny LLaMA-2 MiniGPT-4 built as the original was: Config + registry + from_config."""
+    from minigpt4.common.registry import registry
+
+    cfg = llama2_config(stage)
+    return registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg)
+
+
+def load_llama2_reference() -> dict[str, Any]:
+    import torch
+
+    return torch.load(LLAMA2_DIR / "reference_llama2.pt", map_location="cpu", weights_only=False)

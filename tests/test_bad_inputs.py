@@ -727,8 +727,8 @@ def test_still_missing_weights_are_listed_before_loading(tmp_path, caplog):
 
 
 def test_still_crafted_model_ckpt_is_refused_unexecuted(tmp_path):
-    from minigpt4.models.checkpoint import CheckpointError
     from minigpt4.models.mini_gpt4 import MiniGPT4
+    from minigpt4.models.weights import CheckpointError
 
     path = tmp_path / "minigpt4.pth"
     with open(path, "wb") as f:

@@ -12,8 +12,9 @@ import logging
 import pytest
 import torch
 
-from minigpt4.conversation import CONV_VISION, Chat, StopOnTokens
-from minigpt4.conversation.conversation import TRUNCATION_WARNING
+from minigpt4.conversation import Chat
+from minigpt4.conversation.chat import TRUNCATION_WARNING
+from minigpt4.models.generation import GenerationSettings, StopRule
 from tests.model_fixtures import load_reference, tiny_model_config
 
 QUESTION = "What is in the picture?"
@@ -34,7 +35,7 @@ def chat():
 
 
 def start(chat, ref):
-    conv, img_list = CONV_VISION.copy(), []
+    conv, img_list = chat.new_conversation(), []
     msg = chat.upload_img(ref["images_eval_processed"][1], conv, img_list)
     chat.ask(QUESTION, conv)
     return msg, conv, img_list
@@ -46,8 +47,8 @@ def test_prompt_segments_and_context_embeddings(chat, ref):
     conv.append_message(conv.roles[1], None)
     prompt = conv.get_prompt()
     assert prompt == ref["chat"]["prompt"]
-    assert chat.segment_ids(prompt) == ref["chat"]["seg_ids"]
-    embs = chat.get_context_emb(conv, img_list)
+    assert chat.model.segment_ids(prompt) == ref["chat"]["seg_ids"]
+    embs = chat.model.get_context_emb(prompt, img_list)
     expected = ref["chat"]["context_embs"].detach()
     assert embs.shape == expected.shape == (1, 109, 64)
     torch.testing.assert_close(embs.detach(), expected, atol=1e-6, rtol=0)
@@ -95,15 +96,19 @@ def test_left_truncation_at_max_length(chat, ref, caplog):
     assert tokens.tolist() == out[0].tolist()
 
 
+def with_stops(chat, sequences):
+    """The chat with another stop rule (same end ids)."""
+    other = Chat.__new__(Chat)
+    other.__dict__.update(chat.__dict__)
+    other.stop_rule = StopRule(sequences=sequences, end_ids=chat.stop_rule.end_ids)
+    return other
+
+
 def test_stop_words_end_generation(chat, ref):
     greedy = ref["chat"]["greedy_raw"][1:].tolist()  # 75 46 375 75 46 375 ...
-    saved = chat.stopping_criteria
-    chat.stopping_criteria = [StopOnTokens([greedy[1:3]])]
-    try:
-        _, conv, img_list = start(chat, ref)
-        _, tokens = chat.answer(conv, img_list, max_new_tokens=12, do_sample=False)
-    finally:
-        chat.stopping_criteria = saved
+    stopping = with_stops(chat, (tuple(greedy[1:3]),))
+    _, conv, img_list = start(stopping, ref)
+    _, tokens = stopping.answer(conv, img_list, max_new_tokens=12, do_sample=False)
     assert tokens.tolist() == greedy[:3]
 
 
@@ -135,28 +140,47 @@ def test_image_count_must_match_placeholders(chat, ref):
 
 
 def test_each_row_stops_on_its_own(chat, ref):
-    """In a batch, a row that wrote a stop word ends (then padding); the others go on."""
+    """In a batch, a row that wrote a stop word ends; the others go on, with their own lengths."""
     first = ref["chat"]["context_embs"].detach()
     other = torch.randn(first.shape, generator=torch.Generator().manual_seed(0)) * 0.05
-    alone = chat.generate(other, max_new_tokens=12, do_sample=False)[0].tolist()
+    greedy_settings = GenerationSettings(max_new_tokens=12, do_sample=False)
+    (alone,) = chat.model.generate([other], [greedy_settings], [chat.stop_rule])
     greedy = ref["chat"]["greedy_raw"][1:].tolist()
-    stop = greedy[1:3]
-    assert stop != alone[1:3] and all(alone[i : i + 2] != stop for i in range(len(alone) - 1))
-    saved = chat.stopping_criteria
-    chat.stopping_criteria = [StopOnTokens([stop])]
-    try:
-        both = chat.generate(torch.cat([first, other]), max_new_tokens=12, do_sample=False)
-    finally:
-        chat.stopping_criteria = saved
-    pad = chat.model.llama_tokenizer.pad_token_id
-    assert both[0].tolist() == greedy[:3] + [pad] * 9
-    assert both[1].tolist() == alone
-    assert chat.decode_answer(both[0]) == chat.decode_answer(greedy[:3])
+    stop = tuple(greedy[1:3])
+    rule = StopRule(sequences=(stop,), end_ids=chat.stop_rule.end_ids)
+    assert all(tuple(alone.tokens[i : i + 2]) != stop for i in range(len(alone.tokens) - 1))
+    short = greedy_settings.replace(max_new_tokens=5)
+    both = chat.model.generate([first, other, other], [greedy_settings, greedy_settings, short],
+                               [rule, rule, rule])  # fmt: skip
+    assert [r.tokens for r in both] == [greedy[:3], alone.tokens, alone.tokens[:5]]
+    assert [r.finish_reason for r in both] == ["stop", alone.finish_reason, "length"]
+
+
+def test_rows_of_different_lengths_equal_their_answers_alone(chat, ref):
+    """Left padding: a batch of a short and a long context gives each row's own answer."""
+    long = ref["chat"]["context_embs"].detach()
+    short = long[:, 20:]
+    settings = GenerationSettings(max_new_tokens=10, do_sample=False)
+    alone = [
+        chat.model.generate([c], [settings], [chat.stop_rule])[0].tokens for c in (long, short)
+    ]
+    batched = chat.model.generate([long, short], [settings] * 2, [chat.stop_rule] * 2)
+    assert [r.tokens for r in batched] == alone
+
+
+def test_seeded_rows_do_not_depend_on_the_batch(chat, ref):
+    first = ref["chat"]["context_embs"].detach()
+    sampled = GenerationSettings(max_new_tokens=8, seed=11, temperature=1.5, top_p=1.0)
+    greedy = sampled.replace(do_sample=False, seed=None)
+    (alone,) = chat.model.generate([first], [sampled], [chat.stop_rule])
+    mixed = chat.model.generate([first, first], [greedy, sampled], [chat.stop_rule] * 2)
+    assert mixed[1].tokens == alone.tokens
+    assert mixed[0].tokens == ref["chat"]["greedy_raw"][1:9].tolist()
 
 
 def test_two_images_in_one_conversation(chat, ref):
     """Each image message adds a placeholder; embeddings interleave text and images in order."""
-    conv, img_list = CONV_VISION.copy(), []
+    conv, img_list = chat.new_conversation(), []
     chat.upload_img(ref["images_eval_processed"][0], conv, img_list)
     chat.ask("First?", conv)
     chat.answer(conv, img_list, max_new_tokens=3, do_sample=False)
@@ -166,12 +190,12 @@ def test_two_images_in_one_conversation(chat, ref):
     prompt = conv.get_prompt()
     assert prompt.count("<ImageHere>") == 2
     assert prompt.endswith("###Human: <Img><ImageHere></Img> Second?###Assistant:")
-    embs = chat.get_context_emb(conv, img_list)
+    embs = chat.model.get_context_emb(prompt, img_list)
 
     tokenizer = chat.model.llama_tokenizer
     embed = chat.model.llama_model.get_input_embeddings()
     parts = prompt.split("<ImageHere>")
-    ids = [tokenizer(p, add_special_tokens=(i == 0)).input_ids for i, p in enumerate(parts)]
+    ids = [tokenizer.encode(p, add_bos=(i == 0)) for i, p in enumerate(parts)]
     assert ids[0][0] == tokenizer.bos_token_id and tokenizer.bos_token_id not in ids[1] + ids[2]
     expected = torch.cat(
         [

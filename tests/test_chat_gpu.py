@@ -7,7 +7,7 @@ import types
 import pytest
 from omegaconf import OmegaConf
 
-from minigpt4.conversation import CONV_VISION, Chat
+from minigpt4.conversation import Chat
 from tests.model_fixtures import load_reference, tiny_model_config
 
 pytestmark = pytest.mark.gpu
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.gpu
 def _chat(tmp_path, **overrides) -> Chat:
     import minigpt4  # noqa: F401
     from minigpt4.common.config import Config
-    from minigpt4.conversation.loading import build_model_and_processor, resolve_device
+    from minigpt4.conversation.loading import build_chat, resolve_device
 
     model_cfg = tiny_model_config(stage=2, attn_implementation=None, **overrides)
     del model_cfg["device"]  # chosen by the loader from --device
@@ -35,8 +35,7 @@ def _chat(tmp_path, **overrides) -> Chat:
     )
     device = resolve_device("cuda", 0)
     cfg = Config(types.SimpleNamespace(cfg_path=str(cfg_path), options=None))
-    model, proc = build_model_and_processor(cfg, device, 0)
-    return Chat(model, proc, device=device)
+    return build_chat(cfg, device, 0)
 
 
 @pytest.mark.parametrize("overrides", [{}, {"low_resource": True}])
@@ -45,7 +44,7 @@ def test_chat_on_cuda(tmp_path, overrides):
     chat = _chat(tmp_path, **overrides)
     if overrides.get("low_resource"):
         assert "Linear8bitLt" in {type(m).__name__ for m in chat.model.llama_model.modules()}
-    conv, img_list = CONV_VISION.copy(), []
+    conv, img_list = chat.new_conversation(), []
     chat.upload_img(ref["images_eval_processed"][1], conv, img_list)
     chat.ask("What is in the picture?", conv)
     conv_stream = conv.copy()
@@ -70,8 +69,7 @@ def test_batch_inference_on_cuda(tmp_path):
         path = tmp_path / f"{i}.png"
         Image.new("RGB", (50, 40), colour).save(path)
         paths.append(str(path))
-    records = answer_images(
-        chat, paths, "What is it?", batch_size=2, max_new_tokens=6, do_sample=False, progress=False
-    )
+    greedy = chat.settings(max_new_tokens=6, do_sample=False)
+    records = answer_images(chat, paths, "What is it?", greedy, batch_size=2, progress=False)
     assert [r["image"] for r in records] == paths
     assert all(isinstance(r["answer"], str) for r in records)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import pytest
 import sentencepiece as spm
-import torch
 
 from minigpt4.conversation import (
     CONV_VISION,
     Chat,
+    CONV_VISION_LLama2,
     Conversation,
     SeparatorStyle,
-    StopOnTokens,
+    chat_template,
     stop_word_ids,
 )
+from minigpt4.models.generation import StopRule
+from minigpt4.models.tokenizer import LlamaTokenizer
 
 SYSTEM = (
     "Give the following image: <Img>ImageContent</Img>. You will be able to see the image once "
@@ -23,11 +25,7 @@ SYSTEM = (
 
 @pytest.fixture(scope="module")
 def tokenizer(reference_dir):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(reference_dir / "tiny" / "llama")
-    tok.pad_token = tok.eos_token
-    return tok
+    return LlamaTokenizer.from_folder(str(reference_dir / "tiny" / "llama"))
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +62,22 @@ def test_prompt_over_two_turns():
     )
 
 
+def test_llama2_template_over_two_turns():
+    """The original's HEAD CONV_VISION_LLama2: roles carry their spacing, no separator."""
+    assert chat_template("pretrain_llama2").conversation is CONV_VISION_LLama2
+    assert chat_template("pretrain_vicuna").conversation is CONV_VISION
+    conv = CONV_VISION_LLama2.copy()
+    conv.append_message(conv.roles[0], "<Img><ImageHere></Img> What is it?")
+    conv.append_message(conv.roles[1], None)
+    assert conv.get_prompt() == SYSTEM + "<s>[INST] <Img><ImageHere></Img> What is it? [/INST] "
+    conv.messages[-1][1] = "A cat."
+    conv.append_message(conv.roles[0], "Sure?")
+    conv.append_message(conv.roles[1], None)
+    assert conv.get_prompt().endswith("[/INST] A cat.<s>[INST] Sure? [/INST] ")
+    with pytest.raises(KeyError, match="pretrain_vicuna"):
+        chat_template("pretrain_vicuna0")
+
+
 def test_two_separator_style_alternates():
     conv = Conversation("S", ("U", "A"), [], 0, SeparatorStyle.TWO, sep=" ", sep2="</s>")
     conv.append_message("U", "hi")
@@ -94,7 +108,7 @@ def test_ask_joins_the_image_message(tokenizer):
 
 
 def test_stop_word_ids_from_the_vocabulary(tokenizer, sp):
-    ids = stop_word_ids(tokenizer)
+    ids = stop_word_ids(tokenizer, "###")
     # "##" + "#" as pieces (the tiny vocabulary has no plain "###" piece) ...
     two_pieces = [sp.piece_to_id("##"), sp.piece_to_id("#")]
     assert sp.id_to_piece(two_pieces[0]) == "##" and sp.id_to_piece(two_pieces[1]) == "#"
@@ -106,11 +120,19 @@ def test_stop_word_ids_from_the_vocabulary(tokenizer, sp):
     assert all(sp.unk_id() not in s for s in ids)
 
 
-def test_stop_criterion_checks_every_row():
-    crit = StopOnTokens([[7], [5, 6]])
-    ids = torch.tensor([[1, 2, 7], [1, 5, 6], [1, 6, 5], [9, 9, 9]])
-    assert crit(ids, None).tolist() == [True, True, False, False]
-    assert crit(torch.tensor([[6]]), None).tolist() == [False]  # shorter than the stop
+def test_stop_rule_checks_sequences_strings_and_end_ids(tokenizer):
+    rule = StopRule(sequences=((7,), (5, 6)), strings=("cat",), end_ids=frozenset({2}))
+    decode = tokenizer.decode
+    assert [rule.stops(ids, decode) for ids in ([1, 7], [5, 6], [6, 5], [9, 2], [])] == [
+        True,
+        True,
+        False,
+        True,
+        False,
+    ]
+    cat = tokenizer.encode("a black cat sat")
+    assert rule.stops(cat, decode) and rule.first_stop(cat, decode) < len(cat)
+    assert not rule.stops([6], decode)  # shorter than the stop sequence
 
 
 def test_answer_post_processing(tokenizer):
@@ -118,12 +140,11 @@ def test_answer_post_processing(tokenizer):
 
     class _Model:
         llama_tokenizer = tokenizer
-        llama_model = None
 
     chat.model = _Model()
-    ids = tokenizer("Assistant: a red circle###Human: next", add_special_tokens=False).input_ids
+    chat.template = chat_template("pretrain_vicuna")
+    chat.stop_rule = StopRule(end_ids=frozenset({tokenizer.eos_token_id}))
+    ids = tokenizer.encode("Assistant: a red circle###Human: next")
     assert chat.decode_answer(ids) == "a red circle"
     # A trailing end-of-sequence token (or padding) is not part of the answer.
-    assert chat.decode_answer(tokenizer("a cat", add_special_tokens=False).input_ids + [2, 2]) == (
-        "a cat"
-    )
+    assert chat.decode_answer(tokenizer.encode("a cat") + [2, 2]) == "a cat"

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +20,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from tests.model_fixtures import tiny_model_config
+from tests.process_helpers import free_port, serving
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-STARTUP_TIMEOUT_S = 240
 SEED = 7
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_tiny_eval_config(path: Path) -> Path:
@@ -73,9 +62,8 @@ def demo_server(tmp_path_factory):
     """``python demo.py`` on a free port; yields (url, log path)."""
     tmp = tmp_path_factory.mktemp("demo")
     cfg_path = write_tiny_eval_config(tmp / "tiny_eval.yaml")
-    port = _free_port()
+    port = free_port()
     log_path = tmp / "demo.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
     cmd = [
         sys.executable,
         "demo.py",
@@ -90,31 +78,9 @@ def demo_server(tmp_path_factory):
         "--options",
         "model.max_txt_len=160",
     ]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"demo.py exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"demo.py did not answer on {url}:\n{log_path.read_text()}")
-            time.sleep(1)
+    with serving(cmd, url, log_path):
         yield url, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _text(message: dict) -> str:

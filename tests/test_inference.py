@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from minigpt4.conversation import CONV_VISION, Chat
+from minigpt4.conversation import Chat
 from minigpt4.inference import answer_images, collect_images, main
 from tests.model_fixtures import tiny_model_config
 
@@ -58,12 +58,11 @@ def test_collect_images_from_folders_lists_and_files(image_dir, tmp_path):
 
 def test_batched_answers_equal_the_chat(chat, image_dir):
     paths = collect_images([str(image_dir)])
-    records = answer_images(
-        chat, paths, PROMPT, batch_size=2, max_new_tokens=10, do_sample=False, progress=False
-    )
+    greedy = chat.settings(max_new_tokens=10, do_sample=False)
+    records = answer_images(chat, paths, PROMPT, greedy, batch_size=2, progress=False)
     assert [r["image"] for r in records] == paths
     for record, path in zip(records, paths):
-        conv, img_list = CONV_VISION.copy(), []
+        conv, img_list = chat.new_conversation(), []
         chat.upload_img(path, conv, img_list)
         chat.ask(PROMPT, conv)
         expected, _ = chat.answer(conv, img_list, max_new_tokens=10, do_sample=False)
@@ -71,13 +70,15 @@ def test_batched_answers_equal_the_chat(chat, image_dir):
 
 
 def test_seeded_sampling_is_reproducible(chat, image_dir):
-    paths = collect_images([str(image_dir)])[:2]
-    runs = [
-        answer_images(chat, paths, PROMPT, batch_size=2, seed=s, max_new_tokens=8, progress=False)
-        for s in (1, 1, 2)
-    ]
-    assert runs[0] == runs[1]
-    assert runs[0] != runs[2]
+    """Same seed, same answers, whatever the batch size; another seed, other answers."""
+    paths = collect_images([str(image_dir)])[:3]
+
+    def run(seed, batch_size):
+        settings = chat.settings(seed=seed, max_new_tokens=8)
+        return answer_images(chat, paths, PROMPT, settings, batch_size=batch_size, progress=False)
+
+    assert run(1, 3) == run(1, 3) == run(1, 1)
+    assert run(1, 3) != run(2, 3)
 
 
 def test_command_writes_one_json_line_per_image(image_dir, tmp_path):

@@ -102,3 +102,20 @@ def test_tiny_model_matches_original_key_list():
     assert len(dropped) == 1 + 2
     got = {k: tuple(v.shape) for k, v in ours_to_lavis(model.state_dict()).items()}
     assert got == {k: v for k, v in expected.items() if k not in dropped}
+
+
+def test_llama2_model_layout_on_meta():
+    """MiniGPT-4 (LLaMA-2 Chat) at full size: no Q-Former, 4 neighbouring ViT tokens per LLM
+    token, llama_proj [4096, 5632], and only llama_proj trains."""
+    model = build_full_size("7B", device="cpu", arch="minigpt4")
+    assert not hasattr(model, "Qformer") and not hasattr(model, "query_tokens")
+    shapes = {k: v[0] for k, v in read_keys("eva_vit_g_keys.txt").items()}
+    assert {k: tuple(v.shape) for k, v in model.visual_encoder.state_dict().items()} == shapes
+    assert model.llama_proj.weight.shape == (4096, 5632)
+    assert model.llama_proj.bias.shape == (4096,)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["llama_proj.weight", "llama_proj.bias"]
+    top = {k.split(".")[0] for k in model.state_dict()}
+    assert top == {"visual_encoder", "ln_vision", "llama_model", "llama_proj"}
+    images = torch.zeros(1, 3, 224, 224, device="meta")
+    assert model.encode_img(images)[0].shape == (1, 64, 4096)

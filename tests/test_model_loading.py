@@ -11,19 +11,19 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from minigpt4.models import checkpoint as ckpt_mod
-from minigpt4.models.checkpoint import (
-    BLIP2_FLANT5XXL_URL,
-    EVA_VIT_G_URL,
+from minigpt4.models import weights as ckpt_mod
+from minigpt4.models.mini_gpt4 import MiniGPT4
+from minigpt4.models.model_config import BLIP2_FLANT5XXL_URL, EVA_VIT_G_URL
+from minigpt4.models.qformer import LAVIS_POSITION_IDS
+from minigpt4.models.weights import (
     CheckpointError,
     MissingWeightsError,
-    blip2_checkpoint,
-    eva_vit_checkpoint,
+    blip2_state,
+    eva_vit_state,
+    load_minigpt4_checkpoint,
     load_state_dict_file,
-    minigpt4_checkpoint,
+    minigpt4_state,
 )
-from minigpt4.models.mini_gpt4 import MiniGPT4
-from minigpt4.models.qformer import LAVIS_POSITION_IDS
 from tests.model_fixtures import (
     TINY_DIR,
     build_full_size,
@@ -228,8 +228,8 @@ def test_13b_checkpoint_with_7b_llm_says_so(tmp_path):
         },
         tmp_path / "pretrained_minigpt4.pth",
     )
-    with pytest.raises(CheckpointError, match="a 13B checkpoint with a 7B LLM"):
-        model.load_checkpoint(str(tmp_path / "pretrained_minigpt4.pth"))
+    with pytest.raises(CheckpointError, match="with a 13B LLM .* with a 7B LLM"):
+        load_minigpt4_checkpoint(model, str(tmp_path / "pretrained_minigpt4.pth"))
 
 
 def test_checkpoint_without_llama_proj_is_an_error(tmp_path):
@@ -276,9 +276,9 @@ def test_our_runner_style_checkpoint_is_the_original_layout(tiny_model):
 
 def test_export_helpers_write_the_real_formats(tmp_path, tiny_model, ref):
     """Files written from a model load back through from_config and reproduce the reference."""
-    torch.save(eva_vit_checkpoint(tiny_model), tmp_path / "eva_vit_g.pth")
-    torch.save(blip2_checkpoint(tiny_model, max_position_embeddings=64), tmp_path / "b.pth")
-    torch.save(minigpt4_checkpoint(tiny_model), tmp_path / "m.pth")
+    torch.save(eva_vit_state(tiny_model.visual_encoder), tmp_path / "eva_vit_g.pth")
+    torch.save(blip2_state(tiny_model, max_position_embeddings=64), tmp_path / "b.pth")
+    torch.save(minigpt4_state(tiny_model.state_dict()), tmp_path / "m.pth")
     original = read_key_shapes("tiny_minigpt4_keys.txt")
     blip2 = torch.load(tmp_path / "b.pth", weights_only=True)["model"]
     assert {k: tuple(v.shape) for k, v in blip2.items()} == {
@@ -343,3 +343,20 @@ def test_llm_weights_missing_a_tensor_is_an_error(tmp_path):
     torch.save(state, folder / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="model.layers.1.mlp.up_proj.weight"):
         MiniGPT4.from_config(tiny_model_config(llama_model=str(folder)))
+
+
+def test_vicuna_checkpoint_on_the_llama2_model_names_both(tmp_path):
+    """A 13B Vicuna MiniGPT-4 checkpoint on the LLaMA-2 config, and the other way round."""
+    llama2 = build_full_size("7B", arch="minigpt4")
+    vicuna = build_full_size("7B")
+    for name, (out, width) in {"vicuna13b.pth": (5120, 768), "llama2.pth": (4096, 5632)}.items():
+        state = {"llama_proj.weight": torch.zeros(out, width), "llama_proj.bias": torch.zeros(out)}
+        torch.save({"model": state}, tmp_path / name)
+    with pytest.raises(CheckpointError) as info:
+        load_minigpt4_checkpoint(llama2, str(tmp_path / "vicuna13b.pth"))
+    message = str(info.value)
+    assert "MiniGPT-4 (Vicuna, Q-Former" in message and "with a 13B LLM" in message
+    assert "MiniGPT-4 (LLaMA-2 Chat, no Q-Former" in message and "with a 7B LLM" in message
+    assert "model.ckpt" in message and "vicuna13b.pth" in message
+    with pytest.raises(CheckpointError, match=r"LLaMA-2 Chat.*llama_proj \[4096, 5632\].*Vicuna"):
+        load_minigpt4_checkpoint(vicuna, str(tmp_path / "llama2.pth"))

@@ -7,7 +7,8 @@ import random
 import pytest
 import torch
 
-from minigpt4.models.mini_gpt4 import IGNORE_INDEX, MiniGPT4
+from minigpt4.models.mini_gpt4 import MiniGPT4
+from minigpt4.models.prompt import IGNORE_INDEX
 from tests.model_fixtures import load_reference, tiny_model_config
 
 
@@ -72,8 +73,7 @@ def test_one_random_prompt_per_batch(stage2_model, ref, monkeypatch):
     n_query = model.query_tokens.shape[1]
     tok = model.llama_tokenizer
     lengths = {
-        1 + sum(len(tok(p, add_special_tokens=False).input_ids) for p in q.split("<ImageHere>"))
-        for q in model.prompt_list
+        1 + sum(len(tok.encode(p)) for p in q.split("<ImageHere>")) for q in model.prompt_list
     }
     assert prefix[0] - n_query in lengths
     assert torch.equal(embeds[0, :1], embeds[1, :1])
@@ -89,13 +89,13 @@ def test_text_is_truncated_to_max_txt_len_after_adding_end_sym(stage2_model, ref
     n_prefix = 1 + model.query_tokens.shape[1]
     expected = []
     for text in texts:
-        ids = tok(text + "###", add_special_tokens=False).input_ids[:5]
+        ids = tok.encode(text + "###")[:5]
         # pad = eos: masked like padding (also an eos in the text would be, as in the original).
         expected.append([IGNORE_INDEX] * n_prefix + ids + [IGNORE_INDEX] * (5 - len(ids)))
     width = max(len(e) for e in expected)
     expected = [e + [IGNORE_INDEX] * (width - len(e)) for e in expected]
     assert inputs["labels"].tolist() == expected
-    short = len(tok("a cat###", add_special_tokens=False).input_ids)
+    short = len(tok.encode("a cat###"))
     assert inputs["attention_mask"][0].tolist() == [1] * (n_prefix + short) + [0] * (5 - short)
 
 
@@ -131,5 +131,6 @@ def test_quantized_llm_on_cpu(overrides, ref):
 def test_bad_samples_are_rejected(stage2_model, ref):
     with pytest.raises(ValueError, match="text_input"):
         stage2_model.prepare_llm_inputs({"image": ref["images_eval_processed"], "text_input": "x"})
+    samples = {"image": ref["images_eval_processed"][:1], "text_input": ["x"]}
     with pytest.raises(ValueError, match="exactly once"):
-        stage2_model.prompt_wrap(torch.zeros(1, 8, 64), torch.ones(1, 8), "no placeholder")
+        stage2_model.prepare_llm_inputs(samples, prompt="no placeholder")

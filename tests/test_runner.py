@@ -28,11 +28,15 @@ class ToyConfig:
     """What the runner reads from minigpt4.common.config.Config."""
 
     def __init__(self, run):
-        self.config = OmegaConf.create({"run": run, "model": {"arch": "toy"}})
+        self.config = OmegaConf.create({"run": run, "model": {"arch": "toy"}, "datasets": {}})
 
     @property
     def run_cfg(self):
         return self.config.run
+
+    @property
+    def datasets_cfg(self):
+        return self.config.datasets
 
     def to_dict(self):
         return OmegaConf.to_container(self.config, resolve=True)
@@ -288,7 +292,6 @@ def test_output_dir_is_relative_to_the_current_directory(tmp_path, monkeypatch):
     runner = make_runner("output/toy", job_id="20261128121")
     assert runner.output_dir == str(tmp_path / "output" / "toy" / "20261128121")
     assert os.path.isdir(runner.output_dir)
-    assert registry.get_path("output_dir") == runner.output_dir
 
 
 def test_cuda_device_falls_back_to_cpu_with_warning(tmp_path, caplog):

@@ -23,6 +23,9 @@ def test_original_configs_are_shipped():
         "train_configs/minigpt4_stage1_pretrain.yaml",
         "train_configs/minigpt4_stage2_finetune.yaml",
         "eval_configs/minigpt4_eval.yaml",
+        "train_configs/minigpt4_llama2_stage1_pretrain.yaml",
+        "train_configs/minigpt4_llama2_stage2_finetune.yaml",
+        "eval_configs/minigpt4_llama2_eval.yaml",
     ):
         assert name in SHIPPED
 
@@ -32,7 +35,10 @@ def test_shipped_config_loads(cfg_path, monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("MINIGPT4_DATASET", "/data")
     cfg = Config(types.SimpleNamespace(cfg_path=cfg_path, options=None))
-    assert cfg.model_cfg.arch == "mini_gpt4"
+    assert (cfg.model_cfg.arch, cfg.model_cfg.model_type) in {
+        ("mini_gpt4", "pretrain_vicuna"),
+        ("minigpt4", "pretrain_llama2"),
+    }
     assert cfg.run_cfg.task == "image_text_pretrain"
     assert len(cfg.datasets_cfg) >= 1
 
@@ -49,6 +55,54 @@ def test_original_stage1_values():
     assert (run.batch_size_train, run.seed, run.weight_decay) == (64, 42, 0.05)
     assert cfg.datasets_cfg.laion.sample_ratio == 115 and cfg.datasets_cfg.cc_sbu.sample_ratio == 14
     assert cfg.model_cfg.num_query_token == 32 and cfg.model_cfg.vit_precision == "fp16"
+
+
+def load(path: str) -> Config:
+    return Config(types.SimpleNamespace(cfg_path=str(REPO / path), options=None))
+
+
+def test_original_llama2_model_yaml():
+    """minigpt4/configs/models/minigpt4_llama2.yaml: every key and value of the original's."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(REPO / "minigpt4/configs/models/minigpt4_llama2.yaml")
+    assert OmegaConf.to_container(cfg.model) == {
+        "arch": "minigpt4",
+        "image_size": 224,
+        "drop_path_rate": 0,
+        "use_grad_checkpoint": False,
+        "vit_precision": "fp16",
+        "freeze_vit": True,
+        "has_qformer": False,
+        "prompt": "",
+        "llama_model": "please set this value to the path of llama2-chat-7b",
+    }
+
+
+def test_original_llama2_stage_values():
+    stage1 = load("train_configs/minigpt4_llama2_stage1_pretrain.yaml")
+    run = stage1.run_cfg
+    assert (run.init_lr, run.min_lr, run.warmup_lr, run.weight_decay) == (1e-4, 8e-5, 1e-6, 0.05)
+    assert (run.max_epoch, run.iters_per_epoch, run.warmup_steps) == (4, 5000, 5000)
+    assert "batch_size_train" not in run and run.wandb_log is True
+    for name, ratio in (("laion", 115), ("cc_sbu", 14)):
+        block = stage1.datasets_cfg[name]
+        assert (block.batch_size, block.sample_ratio) == (64, ratio)
+    assert stage1.model_cfg.has_qformer is False and "prompt_path" not in stage1.model_cfg
+
+    stage2 = load("train_configs/minigpt4_llama2_stage2_finetune.yaml")
+    model, run = stage2.model_cfg, stage2.run_cfg
+    assert (model.max_txt_len, model.end_sym) == (160, "</s>")
+    assert (model.prompt_path, model.prompt_template) == (
+        "prompts/alignment.txt",
+        "[INST] {} [/INST] ",
+    )
+    assert stage2.datasets_cfg.cc_sbu_align.batch_size == 12
+    assert (run.init_lr, run.min_lr, run.max_epoch, run.iters_per_epoch) == (3e-5, 1e-5, 5, 200)
+
+    model = load("eval_configs/minigpt4_llama2_eval.yaml").model_cfg
+    assert (model.low_resource, model.end_sym, model.max_txt_len) == (True, "</s>", 160)
+    assert model.prompt_template == "[INST] {} [/INST] " and "prompt_path" not in model
 
 
 @pytest.mark.parametrize("script", ["train.py", "demo.py"])

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from minigpt4.models.weights import load_minigpt4_checkpoint
 from minigpt4.tiny_world import evaluate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +127,7 @@ def test_stages_with_torchrun_learn_from_a_fresh_projection(tmp_path):
             f"run.output_dir={tmp_path / 'stage2'}",
         ],
     )
-    chat.model.load_checkpoint(_checkpoint(tmp_path / "stage2"))
+    load_minigpt4_checkpoint(chat.model, _checkpoint(tmp_path / "stage2"))
     result2 = evaluate.evaluate_chat(chat, evaluate.HELD_OUT_SEED, 200)
     assert result2.accuracy >= TARGET, (result2.accuracy, result2.answers[:5])
     assert result2.colour_accuracy >= COLOUR_MIN, (result2.colour_accuracy, result2.answers[:5])

@@ -127,5 +127,5 @@ def test_export_keeps_only_llama_proj(tmp_path):
         out["model"]["llama_proj.bias"], runner_ckpt["model"]["llama_proj.bias"]
     )
     with pytest.raises(ValueError, match="llama_proj"):
-        torch.save({"model": {}}, tmp_path / "bad.pth")
+        torch.save({"model": {"other": torch.zeros(1)}}, tmp_path / "bad.pth")
         export_ckpt.export(tmp_path / "bad.pth", tmp_path / "x.pth")

@@ -69,6 +69,9 @@ RUN_KEYS = frozenset(
         "resume_ckpt_path",
         "save_freq_iters",
         "log_freq",
+        # the original's LLaMA-2 configs: wandb logging (not part of this project, warned about)
+        "wandb_log",
+        "job_name",
         # placement / distributed
         "device",
         "world_size",
@@ -169,7 +172,6 @@ class Config:
 
     def __init__(self, args: Any) -> None:
         self.args = args
-        registry.register("configuration", self)
 
         cfg_path = getattr(args, "cfg_path", None)
         if not cfg_path:

@@ -1,12 +1,22 @@
-"""Conversation template (``CONV_VISION``) and the ``Chat`` used by the demo and batch inference."""
+"""Conversation templates and the ``Chat`` used by the demo, the batch command and the tools."""
 
+from minigpt4.conversation.chat import Chat, stop_word_ids
 from minigpt4.conversation.conversation import (
     CONV_VISION,
-    Chat,
+    ChatTemplate,
+    CONV_VISION_LLama2,
     Conversation,
     SeparatorStyle,
-    StopOnTokens,
-    stop_word_ids,
+    chat_template,
 )
 
-__all__ = ["CONV_VISION", "Chat", "Conversation", "SeparatorStyle", "StopOnTokens", "stop_word_ids"]
+__all__ = [
+    "CONV_VISION",
+    "CONV_VISION_LLama2",
+    "Chat",
+    "ChatTemplate",
+    "Conversation",
+    "SeparatorStyle",
+    "chat_template",
+    "stop_word_ids",
+]

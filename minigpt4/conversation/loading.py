@@ -1,4 +1,4 @@
-"""Build the model and image processor a chat needs from an eval config (demo and batch)."""
+"""Build the model, image processor and Chat of an eval config (demo, batch command, tools)."""
 
 from __future__ import annotations
 
@@ -71,11 +71,19 @@ def build_model_and_processor(cfg: Any, device: str, gpu_id: int = 0) -> tuple[A
             )
             model_config.low_resource = False
 
-    model_cls = registry.get_model_class(model_config.arch)
-    model = model_cls.from_config(model_config)
+    model = registry.get_model_class(model_config.arch).from_config(model_config)
     model = model.to(device)
     model.eval()
 
     proc_cfg = vis_processor_config(cfg.datasets_cfg)
     vis_processor = registry.get_processor_class(proc_cfg.name).from_config(proc_cfg)
     return model, vis_processor
+
+
+def build_chat(cfg: Any, device: str, gpu_id: int = 0) -> Any:
+    """A :class:`~minigpt4.conversation.chat.Chat` on the model of a ``Config`` (template by
+    ``model.model_type``)."""
+    from minigpt4.conversation.chat import Chat
+
+    model, vis_processor = build_model_and_processor(cfg, device, gpu_id)
+    return Chat(model, vis_processor, device=device)

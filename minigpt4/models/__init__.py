@@ -1,5 +1,7 @@
-"""Models. Importing this package registers ``mini_gpt4`` (explicit import, no star imports)."""
+"""Models. Importing this package registers ``mini_gpt4`` (MiniGPT-4 v1, Vicuna) and ``minigpt4``
+(MiniGPT-4 LLaMA-2 Chat), explicitly (no star imports)."""
 
 from minigpt4.models.mini_gpt4 import MiniGPT4
+from minigpt4.models.minigpt4_llama2 import MiniGPT4Llama2
 
-__all__ = ["MiniGPT4"]
+__all__ = ["MiniGPT4", "MiniGPT4Llama2"]

@@ -9,13 +9,10 @@ into it as it is.
 from __future__ import annotations
 
 import logging
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 import torch
-import torch.nn.functional as F
 from timm.models.eva import Eva
 from torch import nn
 
@@ -72,7 +69,7 @@ def create_eva_vit_g(
     drop_path_rate: float = 0.0,
     use_checkpoint: bool = False,
 ) -> EvaViT:
-    """Build a randomly initialised EVA ViT; load weights with :func:`load_eva_vit_state_dict`."""
+    """A randomly initialised EVA ViT (weights: ``minigpt4.models.weights.load_eva_vit``)."""
     config = config or EvaVitConfig()
     model = EvaViT(
         img_size=config.img_size,
@@ -106,74 +103,3 @@ def convert_weights_to_fp16(model: nn.Module) -> None:
             module.weight.data = module.weight.data.half()
             if module.bias is not None:
                 module.bias.data = module.bias.data.half()
-
-
-def interpolate_pos_embed(
-    pos_embed: torch.Tensor, num_patches: int, num_extra_tokens: int = 1
-) -> torch.Tensor:
-    """Resize a checkpoint's ``pos_embed`` grid to ``num_patches`` (bicubic), keeping CLS."""
-    embed_dim = pos_embed.shape[-1]
-    orig_size = math.isqrt(pos_embed.shape[-2] - num_extra_tokens)
-    new_size = math.isqrt(num_patches)
-    if orig_size == new_size:
-        return pos_embed
-    logger.info(
-        "Position interpolate from %dx%d to %dx%d", orig_size, orig_size, new_size, new_size
-    )
-    extra = pos_embed[:, :num_extra_tokens]
-    grid = pos_embed[:, num_extra_tokens:]
-    grid = grid.reshape(-1, orig_size, orig_size, embed_dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(
-        grid.float(), size=(new_size, new_size), mode="bicubic", align_corners=False
-    ).to(pos_embed.dtype)
-    return torch.cat((extra, grid.permute(0, 2, 3, 1).flatten(1, 2)), dim=1)
-
-
-_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
-
-
-def load_eva_vit_state_dict(
-    model: EvaViT, state_dict: Mapping[str, torch.Tensor], source: str
-) -> list[str]:
-    """Load an ``eva_vit_g.pth``-layout state dict strictly; return the keys that were ignored.
-
-    Ignored (and returned): blocks beyond the model's depth (EVA-CLIP-g's 40th block) and keys the
-    model does not have. Missing keys and shape mismatches raise ``ValueError`` naming ``source``.
-    """
-    state_dict = dict(state_dict)
-    depth = len(model.blocks)
-    ignored = []
-    for key in list(state_dict):
-        match = _BLOCK_KEY.match(key)
-        if match and int(match.group(1)) >= depth:
-            ignored.append(key)
-            del state_dict[key]
-    if "pos_embed" in state_dict and state_dict["pos_embed"].ndim == 3:
-        expected_tokens = model.pos_embed.shape[1]
-        if state_dict["pos_embed"].shape[1] != expected_tokens:
-            state_dict["pos_embed"] = interpolate_pos_embed(
-                state_dict["pos_embed"], model.patch_embed.num_patches
-            )
-    expected = model.state_dict()
-    ignored += sorted(set(state_dict) - set(expected))
-    missing = sorted(set(expected) - set(state_dict))
-    mismatched = [
-        f"{key}: file {tuple(state_dict[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in expected
-        if key in state_dict and tuple(state_dict[key].shape) != tuple(expected[key].shape)
-    ]
-    if missing or mismatched:
-        raise ValueError(
-            f"{source} does not fit the EVA ViT built from the config "
-            f"(depth {depth}, width {model.embed_dim}): "
-            + (f"missing {len(missing)} key(s) {_preview(missing)}; " if missing else "")
-            + (f"mismatched shapes {_preview(mismatched)}; " if mismatched else "")
-            + "check model.vit_config / model.vit_model_path."
-        )
-    model.load_state_dict({k: state_dict[k] for k in expected}, strict=True)
-    return sorted(ignored)
-
-
-def _preview(items: list[str], limit: int = 8) -> str:
-    shown = ", ".join(items[:limit])
-    return f"[{shown}{', ...' if len(items) > limit else ''}]"

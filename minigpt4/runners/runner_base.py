@@ -142,6 +142,11 @@ class RunnerBase:
         self.device = self._pick_device()
         self.amp_dtype = self._pick_amp_dtype()
         self.setup_output_dir()
+        if self.run_cfg.get("wandb_log"):
+            logger.warning(
+                "run.wandb_log is set: this project does not log to wandb; the statistics go to "
+                "log.txt and the console as usual"
+            )
 
     # --- placement --------------------------------------------------------------------------
 
@@ -312,8 +317,20 @@ class RunnerBase:
                 self._dataloaders[split] = MultiIterLoader(loaders, ratios=ratios)
         return self._dataloaders
 
+    def _batch_size(self, dataset: Any, is_train: bool) -> tuple[int, str]:
+        """The batch size and the key that set it: ``datasets.<name>.batch_size`` (where the
+        original's LLaMA-2 configs put it), else ``run.batch_size_train`` / ``_eval``."""
+        name = getattr(dataset, "name", None)
+        block = self.config.datasets_cfg.get(name) if name else None
+        if block is not None and block.get("batch_size") is not None:
+            return int(block.batch_size), f"datasets.{name}.batch_size"
+        key = "batch_size_train" if is_train else "batch_size_eval"
+        if self.run_cfg.get(key) is None:
+            raise ValueError(f"no batch size: set run.{key} or datasets.{name}.batch_size")
+        return int(self.run_cfg[key]), f"run.{key}"
+
     def _create_loader(self, dataset: Any, is_train: bool) -> Any:
-        bsz = int(self.run_cfg.batch_size_train if is_train else self.run_cfg.batch_size_eval)
+        bsz, bsz_key = self._batch_size(dataset, is_train)
         num_workers = int(self.run_cfg.get("num_workers", 0))
         seed = int(self.run_cfg.get("seed", 0))
         rank = dist_utils.get_rank()
@@ -357,7 +374,7 @@ class RunnerBase:
         if len(loader) == 0:
             raise ValueError(
                 f"dataset '{name}' has {len(dataset)} samples, fewer than one batch of {bsz} "
-                "per rank; lower run.batch_size_train"
+                f"per rank; lower {bsz_key}"
             )
         return IterLoader(loader, use_distributed=self.use_distributed) if is_train else loader
 
@@ -394,8 +411,6 @@ class RunnerBase:
         self.job_id = job_id
         self.output_dir = os.path.join(base, job_id)
         self.result_dir = os.path.join(self.output_dir, "result")
-        registry.register_path("output_dir", self.output_dir)
-        registry.register_path("result_dir", self.result_dir)
 
     def _remove_stale_temp_files(self, base: str) -> None:
         """Temporary files of saves that a kill interrupted, in this output dir's runs."""

@@ -5,7 +5,7 @@
 
 Renders ``--count`` images of the world from ``--seed`` (a seed no training step used), stores
 and decodes them as JPEG like the datasets do, and asks each one "Describe this image." in the
-demo's conversation (``CONV_VISION``, the Chat's prompt assembly, stop words and answer
+demo's conversation (the Chat's template, prompt assembly, stop words and answer
 post-processing), greedily. An answer counts when its first colour word and first shape word
 are the image's (``world.scene_matches``). Logs the accuracy and a few answers.
 ``--untrained`` replaces ``llama_proj`` by a freshly initialised one (the chance baseline).
@@ -51,17 +51,14 @@ def held_out_images(seed: int, count: int) -> list[tuple[world.Scene, Image.Imag
     return out
 
 
-@torch.no_grad()
 def describe(chat: Any, images: Sequence[Image.Image], batch_size: int = 25) -> list[str]:
     """The chat's greedy answers to "Describe this image." for each image, in the demo's
     conversation (batched)."""
-    from minigpt4.inference import answer_batch
-
     answers: list[str] = []
     for start in range(0, len(images), batch_size):
         batch = torch.stack([chat.vis_processor(im) for im in images[start : start + batch_size]])
-        answers += answer_batch(
-            chat, batch, text.DEMO_QUESTION, max_new_tokens=MAX_NEW_TOKENS, do_sample=False
+        answers += chat.answer_batch(
+            batch, text.DEMO_QUESTION, max_new_tokens=MAX_NEW_TOKENS, do_sample=False
         )
     return answers
 
@@ -88,14 +85,13 @@ def build_chat(cfg_path: str, options: Sequence[str] | None = None, untrained: b
     """A CPU Chat on the model of an eval config (``untrained``: fresh ``llama_proj``)."""
     import minigpt4  # noqa: F401  (registers models and processors)
     from minigpt4.common.config import Config
-    from minigpt4.conversation.conversation import Chat
-    from minigpt4.conversation.loading import build_model_and_processor
+    from minigpt4.conversation.loading import build_chat
 
     cfg = Config(argparse.Namespace(cfg_path=cfg_path, options=list(options or [])))
-    model, vis_processor = build_model_and_processor(cfg, "cpu")
+    chat = build_chat(cfg, "cpu")
     if untrained:
-        model.llama_proj.reset_parameters()  # nn.Linear's own random init, as before stage 1
-    return Chat(model, vis_processor, device="cpu")
+        chat.model.llama_proj.reset_parameters()  # nn.Linear's own random init, as before stage 1
+    return chat
 
 
 def main(argv: Sequence[str] | None = None) -> Result:

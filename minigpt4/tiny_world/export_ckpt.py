@@ -11,29 +11,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 import torch
 
-logger = logging.getLogger(__name__)
+from minigpt4.models.weights import load_state_dict_file, minigpt4_state, save_weights
 
-KEYS = ("llama_proj.weight", "llama_proj.bias")
+logger = logging.getLogger(__name__)
 
 
 def export(src: str | Path, dst: str | Path) -> dict[str, torch.Tensor]:
-    """Write ``{"model": {llama_proj.*}}`` (fp32, contiguous) from checkpoint ``src`` to ``dst``."""
-    state = torch.load(src, map_location="cpu", weights_only=False)
-    model = state.get("model") if isinstance(state, dict) else None
-    if not isinstance(model, dict) or any(k not in model for k in KEYS):
-        raise ValueError(f"{src}: not a MiniGPT-4 checkpoint with 'model' -> {', '.join(KEYS)}")
-    out = {k: model[k].detach().float().contiguous().clone() for k in KEYS}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    torch.save({"model": out}, tmp)
-    os.replace(tmp, dst)
-    return out
+    """Write ``{"model": {llama_proj.*}}`` (fp32) from checkpoint ``src`` to ``dst``."""
+    content = minigpt4_state(load_state_dict_file(str(src), "checkpoint"), where=str(src))
+    save_weights(content, str(dst))
+    return content["model"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,6 @@ Files are written in the layouts of ``eva_vit_g.pth`` (flat) and
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,13 +17,13 @@ import torch
 from torch import nn
 
 from minigpt4.models.eva_vit import EvaVitConfig, create_eva_vit_g
-from minigpt4.models.qformer import (
-    BERT_BASE_MAX_POSITIONS,
-    OUR_PREFIX,
-    QFormerConfig,
-    build_qformer,
-    lavis_to_ours,
-    ours_to_lavis,
+from minigpt4.models.qformer import QFormerConfig, build_qformer
+from minigpt4.models.weights import (
+    blip2_state,
+    eva_vit_state,
+    load_blip2,
+    load_eva_vit,
+    save_weights,
 )
 
 
@@ -78,7 +77,7 @@ class TinyVision(nn.Module):
         # The same builders MiniGPT4 uses, so the files load into it key for key.
         self.visual_encoder = create_eva_vit_g(EvaVitConfig(**sizes.vit_config()))
         self.ln_vision = nn.LayerNorm(sizes.vit_embed_dim)  # eps 1e-5 like MiniGPT-4's
-        self.qformer = build_qformer(QFormerConfig(**sizes.qformer_config()), sizes.vit_embed_dim)
+        self.Qformer = build_qformer(QFormerConfig(**sizes.qformer_config()), sizes.vit_embed_dim)
         self.query_tokens = nn.Parameter(
             torch.randn(1, sizes.num_query_token, sizes.qformer_hidden_size) * 0.02
         )
@@ -90,7 +89,7 @@ class TinyVision(nn.Module):
         """(query states [B, Q, H], ViT tokens after ln_vision [B, 1 + patches, D])."""
         feats = self.ln_vision(self.visual_encoder.forward_features(image))
         queries = self.query_tokens.expand(image.shape[0], -1, -1)
-        out = self.qformer(
+        out = self.Qformer(
             query_embeds=queries,
             encoder_hidden_states=feats,
             encoder_attention_mask=torch.ones(feats.shape[:2], dtype=torch.long),
@@ -98,46 +97,17 @@ class TinyVision(nn.Module):
         return out.last_hidden_state, feats
 
 
-def _save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def save_vision(vision: TinyVision, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``eva_vit_g.pth`` and ``blip2_pretrained_flant5xxl.pth`` (fp32, contiguous)."""
-    vit = {
-        k: v.detach().clone().contiguous() for k, v in vision.visual_encoder.state_dict().items()
-    }
-    qformer = {
-        OUR_PREFIX + k: v.detach().clone().contiguous()
-        for k, v in vision.qformer.state_dict().items()
-    }
-    blip2 = ours_to_lavis(qformer, BERT_BASE_MAX_POSITIONS)
-    blip2["query_tokens"] = vision.query_tokens.detach().clone()
-    for k, v in vision.ln_vision.state_dict().items():
-        blip2["ln_vision." + k] = v.detach().clone()
+    """Write ``eva_vit_g.pth`` and ``blip2_pretrained_flant5xxl.pth`` in the real layouts."""
     vit_path, blip2_path = out_dir / "eva_vit_g.pth", out_dir / "blip2_pretrained_flant5xxl.pth"
-    _save(vit, vit_path)
-    _save({"model": blip2}, blip2_path)
+    save_weights(eva_vit_state(vision.visual_encoder), str(vit_path))
+    save_weights(blip2_state(vision), str(blip2_path))
     return vit_path, blip2_path
 
 
 def load_vision(sizes: VisionSizes, vit_path: Path, blip2_path: Path) -> TinyVision:
     """Build :class:`TinyVision` from the two files, strictly (every key must match)."""
     vision = TinyVision(sizes)
-    vision.visual_encoder.load_state_dict(torch.load(vit_path, map_location="cpu"), strict=True)
-    blip2 = torch.load(blip2_path, map_location="cpu")["model"]
-    qformer = {
-        k[len(OUR_PREFIX) :]: v
-        for k, v in lavis_to_ours(blip2).items()
-        if k.startswith(OUR_PREFIX) and not k.endswith("position_ids")
-    }
-    vision.qformer.load_state_dict(qformer, strict=True)
-    vision.ln_vision.load_state_dict(
-        {k[len("ln_vision.") :]: v for k, v in blip2.items() if k.startswith("ln_vision.")}
-    )
-    with torch.no_grad():
-        vision.query_tokens.copy_(blip2["query_tokens"])
+    load_eva_vit(vision.visual_encoder, str(vit_path))
+    load_blip2(vision, str(blip2_path))
     return vision.eval()

@@ -1,0 +1,635 @@
+"""Every weight file of a MiniGPT-4 model: finding, checking, reading, loading and writing.
+
+- Every file is a config key. A local path is used as it is; a URL means the file cached by
+  :func:`minigpt4.common.dist_utils.download_cached_file` under ``$TORCH_HOME/hub/checkpoints/``
+  (the original's behaviour, and where the usual guides put the files).
+- Offline by default: a URL is downloaded only when ``model.allow_download`` is true or the
+  environment sets ``MINIGPT4_ALLOW_DOWNLOAD=1``; otherwise a missing file is an error that says
+  where to put it. :func:`preflight` checks every file before anything heavy is loaded and
+  reports all missing ones in one error.
+- Files are read safely (:func:`load_state_dict_file`: ``weights_only`` pickles or
+  safetensors) and copied strictly (:func:`checked_copy`: every needed key present with the
+  right shape, one error style naming the file and its config key); what a file holds beyond
+  what the model uses is returned and logged.
+- The same layout functions write the files (tests, the tiny world, benchmarks):
+  :func:`eva_vit_state`, :func:`blip2_state`, :func:`minigpt4_state`, :func:`save_weights`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minigpt4.common.utils import is_url, resolve_path
+from minigpt4.models.model_config import MiniGPT4Config
+from minigpt4.models.qformer import (
+    BERT_BASE_MAX_POSITIONS,
+    LAVIS_POSITION_IDS,
+    lavis_to_ours,
+    ours_to_lavis,
+)
+from minigpt4.models.tokenizer import TOKENIZER_FILE, LlamaTokenizer
+
+logger = logging.getLogger(__name__)
+
+ALLOW_DOWNLOAD_ENV = "MINIGPT4_ALLOW_DOWNLOAD"
+# Keys of the blip2 file that MiniGPT-4 does not use (the T5 projection of BLIP-2 FlanT5).
+BLIP2_UNUSED_PREFIXES = ("t5_proj.",)
+BLIP2_PARTS = ("query_tokens", "ln_vision.", "Qformer.")
+LLAMA_PROJ_KEYS = ("llama_proj.weight", "llama_proj.bias")
+# Known LLaMA widths, to say "13B" rather than "5120" when a checkpoint does not fit.
+LLM_SIZE_BY_HIDDEN = {2560: "3B", 4096: "7B", 5120: "13B", 6656: "33B", 8192: "65B/70B"}
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = 0x80
+_SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
+
+
+class MissingWeightsError(FileNotFoundError):
+    """One or more weight files named by the config are not there."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class CheckpointError(ValueError):
+    """A weight file exists but cannot be used: wrong format, missing or mis-shaped keys."""
+
+
+# --- finding files ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """A weight file (or LLM folder) named by one config key."""
+
+    config_key: str
+    configured: str
+    path: str
+    url: str | None = None
+    is_llm_folder: bool = False
+
+    def problem(self) -> str | None:
+        """Why this source cannot be used right now, or None when it is in place."""
+        if self.is_llm_folder:
+            return _llm_folder_problem(self.path)
+        if os.path.isfile(self.path):
+            return None
+        if os.path.isdir(self.path):
+            return f"{self.path} is a directory; a checkpoint file is expected"
+        return "not found"
+
+    def describe_fix(self) -> str:
+        if self.is_llm_folder:
+            return (
+                f"set {self.config_key} to a Hugging Face LLaMA/Vicuna folder (config.json, "
+                f"weights and {TOKENIZER_FILE}), e.g. with --options "
+                f"{self.config_key}=/path/to/vicuna (Meta's original checkpoints must first be "
+                "converted with transformers' convert_llama_weights_to_hf.py, and Vicuna v0 "
+                "deltas applied with FastChat's apply_delta)"
+            )
+        if self.url:
+            return (
+                f"download {self.url} and put it at {self.path} (the $TORCH_HOME/hub/checkpoints "
+                f"cache), or set {self.config_key} to a local file, or allow the download with "
+                f"model.allow_download=True or {ALLOW_DOWNLOAD_ENV}=1"
+            )
+        return f"put the file there or set {self.config_key} to where it is"
+
+
+def downloads_allowed(config_value: bool | None = None) -> bool:
+    """Opt-in switch for URL downloads: the config key wins, then ``$MINIGPT4_ALLOW_DOWNLOAD``."""
+    if config_value is not None:
+        return bool(config_value)
+    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def weight_source(config_key: str, value: str, is_llm_folder: bool = False) -> WeightSource:
+    """Where the file configured as ``value`` lives locally (a URL maps to the torch hub cache)."""
+    if is_url(value):
+        from minigpt4.common.dist_utils import cached_file_path
+
+        return WeightSource(config_key, value, cached_file_path(value), url=value)
+    return WeightSource(config_key, value, resolve_path(value), is_llm_folder=is_llm_folder)
+
+
+def config_sources(config: MiniGPT4Config) -> list[WeightSource]:
+    """Every file the config needs: ViT, Q-Former (if used), LLM folder, checkpoint, prompts."""
+    sources = [weight_source("model.vit_model_path", config.vit_model_path)]
+    if config.has_qformer:
+        sources.append(weight_source("model.q_former_model", config.q_former_model))
+    sources.append(weight_source("model.llama_model", config.llama_model, is_llm_folder=True))
+    if config.ckpt:
+        sources.append(weight_source("model.ckpt", config.ckpt))
+    if config.prompt_path:
+        path = resolve_path(config.prompt_path)
+        sources.append(WeightSource("model.prompt_path", config.prompt_path, path))
+    return sources
+
+
+def preflight(sources: Iterable[WeightSource], allow_download: bool = False) -> None:
+    """Raise one :class:`MissingWeightsError` listing every source that is not in place.
+
+    A URL whose file is not cached yet counts as present when downloads are allowed.
+    """
+    problems = []
+    for source in sources:
+        problem = source.problem()
+        if problem is None or (source.url and allow_download and problem == "not found"):
+            continue
+        shown = (
+            source.configured
+            if source.configured == source.path
+            else (f"{source.configured!r} -> {source.path}")
+        )
+        problems.append(
+            f"  - {source.config_key}: {shown}: {problem}.\n    Fix: {source.describe_fix()}."
+        )
+    if problems:
+        raise MissingWeightsError(
+            f"{len(problems)} weight file(s) needed by the model config are missing:\n"
+            + "\n".join(problems)
+        )
+
+
+def fetch(source: WeightSource, allow_download: bool = False) -> str:
+    """Local path of ``source``, downloading a configured URL into the cache if allowed."""
+    problem = source.problem()
+    if problem is None:
+        return source.path
+    if source.url and allow_download and problem == "not found":
+        from minigpt4.common.dist_utils import download_cached_file
+
+        return download_cached_file(source.url, check_hash=False, progress=True)
+    preflight([source], allow_download)
+    raise AssertionError("preflight raises for a source with a problem")
+
+
+def _llm_folder_problem(path: str) -> str | None:
+    if not os.path.isdir(path):
+        return "not found" if not os.path.exists(path) else "not a folder"
+    names = set(os.listdir(path))
+    lacking = []
+    if "config.json" not in names:
+        lacking.append("config.json")
+    if not any(
+        n.endswith((".safetensors", ".bin")) and ("model" in n or "pytorch" in n) for n in names
+    ):
+        lacking.append("model weights (*.safetensors or pytorch_model*.bin)")
+    if TOKENIZER_FILE not in names:
+        lacking.append(f"the SentencePiece tokenizer ({TOKENIZER_FILE})")
+    return f"folder lacks {', '.join(lacking)}" if lacking else None
+
+
+# --- reading files ----------------------------------------------------------------------------
+
+
+def _read_magic(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(9)
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    if len(head) < 9:
+        return False
+    header_len = int.from_bytes(head[:8], "little")
+    return 0 < header_len < _SAFETENSORS_MAX_HEADER and head[8:9] == b"{"
+
+
+def load_state_dict_file(path: str, config_key: str) -> dict[str, torch.Tensor]:
+    """Read a weight file into a flat ``{name: tensor}`` dict, safely.
+
+    Accepts a PyTorch checkpoint (zip or legacy pickle, loaded with ``weights_only=True``) holding
+    either a flat state dict or ``{"model": state_dict, ...}`` (the LAVIS / MiniGPT-4 / runner
+    layouts), or a ``.safetensors`` file (whatever its extension). Anything else raises
+    :class:`CheckpointError` naming the file and ``config_key``.
+    """
+    where = f"{path} ({config_key})"
+    if not os.path.isfile(path):
+        raise MissingWeightsError(f"{where}: file not found")
+    head = _read_magic(path)
+    if head[:4] == _ZIP_MAGIC or (head and head[0] == _PICKLE_PROTO):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
+            if "weights_only" in str(err) or "Unsupported global" in str(err):
+                raise CheckpointError(
+                    f"{where}: refusing to unpickle it: it holds objects other than tensors and "
+                    f"plain containers, which could run code (torch.load(weights_only=True) said: "
+                    f"{str(err).splitlines()[0]}). Re-save it as a plain state dict."
+                ) from err
+            raise CheckpointError(
+                f"{where}: cannot be read as a PyTorch checkpoint (truncated or corrupt?): {err}"
+            ) from err
+    elif _looks_like_safetensors(head):
+        from safetensors.torch import load_file
+
+        try:
+            obj = load_file(path, device="cpu")
+        except Exception as err:  # noqa: BLE001
+            raise CheckpointError(f"{where}: cannot be read as safetensors: {err}") from err
+    else:
+        raise CheckpointError(f"{where}: not a PyTorch checkpoint (.pth) nor a safetensors file")
+    return _unwrap_state_dict(obj, where)
+
+
+def _unwrap_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(
+            f"{where}: not a state dict (expected a dict of tensors, or {{'model': state_dict}}; "
+            f"got {type(obj).__name__})"
+        )
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"{where}: not a state dict: entries {[str(k) for k in bad[:5]]} are not tensors "
+            f"(top-level keys: {list(obj)[:10]})"
+        )
+    return dict(obj)
+
+
+def describe_keys(keys: Iterable[str], limit: int = 12) -> str:
+    """Short printable list of keys for log lines and errors."""
+    keys = list(keys)
+    shown = json.dumps(keys[:limit])
+    return shown if len(keys) <= limit else f"{shown[:-1]}, ... ({len(keys)} in all)]"
+
+
+# --- copying into modules ---------------------------------------------------------------------
+
+
+def checked_copy(
+    target: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    where: str,
+    part: str,
+    hint: str,
+    required: Iterable[str] | None = None,
+) -> None:
+    """Copy ``state`` into the tensors of ``target`` (a module's ``state_dict()``), strictly.
+
+    Every key of ``required`` (default: all of ``target``) must be in ``state``, and every key of
+    ``state`` must be in ``target`` with the same shape; otherwise one :class:`CheckpointError`
+    lists what is missing, unknown and mis-shaped, naming ``where`` (file and config key),
+    ``part`` (what was built) and ``hint`` (the config keys that size it). Values are cast to
+    the target's dtype.
+    """
+    required = list(target if required is None else required)
+    missing = [k for k in required if k not in state]
+    unknown = [k for k in state if k not in target]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unknown or mismatched:
+        details = [
+            f"{label} {describe_keys(keys)}"
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unknown),
+                ("mismatched shapes", mismatched),
+            )
+            if keys
+        ]
+        raise CheckpointError(
+            f"{where} does not fit the {part} built from the config: {'; '.join(details)}; "
+            f"check {hint}."
+        )
+    with torch.no_grad():
+        for key, value in state.items():
+            target[key].copy_(value)
+
+
+def _log_ignored(ignored: list[str], path: str, config_key: str) -> None:
+    if ignored:
+        logger.info(
+            "Ignored %d key(s) of %s (%s): %s",
+            len(ignored),
+            path,
+            config_key,
+            describe_keys(ignored),
+        )
+
+
+# --- the parts of MiniGPT-4 -------------------------------------------------------------------
+
+
+def adapt_eva_vit_state(
+    state: Mapping[str, torch.Tensor], depth: int, num_patches: int
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """An ``eva_vit_g.pth`` state dict made to fit a ViT of ``depth`` blocks and ``num_patches``.
+
+    Blocks beyond ``depth`` (EVA-CLIP-g's 40th) are dropped by name and returned as ignored; a
+    ``pos_embed`` of another grid is interpolated (bicubic, CLS kept), as the original does.
+    """
+    adapted, ignored = {}, []
+    for key, value in state.items():
+        match = _BLOCK_KEY.match(key)
+        if match and int(match.group(1)) >= depth:
+            ignored.append(key)
+        else:
+            adapted[key] = value
+    pos_embed = adapted.get("pos_embed")
+    if pos_embed is not None and pos_embed.ndim == 3 and pos_embed.shape[1] != num_patches + 1:
+        adapted["pos_embed"] = interpolate_pos_embed(pos_embed, num_patches)
+    return adapted, ignored
+
+
+def interpolate_pos_embed(
+    pos_embed: torch.Tensor, num_patches: int, num_extra_tokens: int = 1
+) -> torch.Tensor:
+    """Resize a checkpoint's ``pos_embed`` grid to ``num_patches`` (bicubic), keeping CLS."""
+    embed_dim = pos_embed.shape[-1]
+    orig_size = math.isqrt(pos_embed.shape[-2] - num_extra_tokens)
+    new_size = math.isqrt(num_patches)
+    logger.info(
+        "Position interpolate from %dx%d to %dx%d", orig_size, orig_size, new_size, new_size
+    )
+    extra = pos_embed[:, :num_extra_tokens]
+    grid = pos_embed[:, num_extra_tokens:]
+    grid = grid.reshape(-1, orig_size, orig_size, embed_dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(
+        grid.float(), size=(new_size, new_size), mode="bicubic", align_corners=False
+    ).to(pos_embed.dtype)
+    return torch.cat((extra, grid.permute(0, 2, 3, 1).flatten(1, 2)), dim=1)
+
+
+def load_eva_vit(visual_encoder: nn.Module, path: str) -> list[str]:
+    """Load ``eva_vit_g.pth`` into ``visual_encoder`` strictly; return the ignored keys."""
+    key = "model.vit_model_path"
+    state = load_state_dict_file(path, key)
+    depth = len(visual_encoder.blocks)
+    state, ignored = adapt_eva_vit_state(state, depth, visual_encoder.patch_embed.num_patches)
+    target = visual_encoder.state_dict()
+    ignored += [k for k in state if k not in target]
+    checked_copy(
+        target,
+        {k: v for k, v in state.items() if k in target},
+        f"{path} ({key})",
+        f"EVA ViT (depth {depth}, width {visual_encoder.embed_dim})",
+        f"model.vit_config / {key}",
+    )
+    ignored.sort()
+    _log_ignored(ignored, path, key)
+    return ignored
+
+
+def load_blip2(model: nn.Module, path: str) -> list[str]:
+    """Load ``query_tokens``, ``ln_vision`` and the Q-Former of ``model`` from a LAVIS BLIP-2
+    checkpoint; return the ignored keys (``t5_proj.*``, the ``position_ids`` buffer, ...)."""
+    key = "model.q_former_model"
+    where = f"{path} ({key})"
+    state = lavis_to_ours(load_state_dict_file(path, key))
+    target = {k: v for k, v in model.state_dict().items() if k.startswith(BLIP2_PARTS)}
+    used = {k: v for k, v in state.items() if k in target}
+    checked_copy(target, used, where, "Q-Former", "model.num_query_token and model.qformer_config")
+    ignored = sorted(set(state) - set(used))
+    unusual = [
+        k for k in ignored if k != LAVIS_POSITION_IDS and not k.startswith(BLIP2_UNUSED_PREFIXES)
+    ]
+    if unusual:
+        logger.warning("Unexpected key(s) in %s, ignored: %s", where, describe_keys(unusual))
+    logger.info("load checkpoint from %s", path)
+    _log_ignored(ignored, path, key)
+    return ignored
+
+
+def _llm_size(hidden: int) -> str:
+    return f"{LLM_SIZE_BY_HIDDEN.get(hidden, f'hidden-size-{hidden}')} LLM"
+
+
+def _model_kind(in_features: int, config: MiniGPT4Config) -> str:
+    if in_features == config.qformer_config.hidden_size:
+        return "MiniGPT-4 (Vicuna, Q-Former: arch mini_gpt4, model_type pretrain_vicuna)"
+    if in_features == 4 * config.vit_config.embed_dim:
+        return "MiniGPT-4 (LLaMA-2 Chat, no Q-Former: arch minigpt4, model_type pretrain_llama2)"
+    return f"an unknown MiniGPT-4 variant (llama_proj input width {in_features})"
+
+
+def _check_llama_proj(state: Mapping, model_shape: tuple, config: MiniGPT4Config, where: str):
+    weight = state.get("llama_proj.weight")
+    if weight is None or weight.ndim != 2 or tuple(weight.shape) == model_shape:
+        return  # a missing key is reported by checked_copy
+    file_desc = f"{_model_kind(weight.shape[1], config)} with a {_llm_size(weight.shape[0])}"
+    model_desc = f"{_model_kind(model_shape[1], config)} with a {_llm_size(model_shape[0])}"
+    raise CheckpointError(
+        f"{where} is a checkpoint of {file_desc} (llama_proj {list(weight.shape)}), but the config "
+        f"builds {model_desc} (llama_proj {list(model_shape)}, LLM at model.llama_model): they "
+        "cannot work together. Use the MiniGPT-4 checkpoint made for this model and LLM, or "
+        "change model.arch / model.model_type / model.llama_model to the checkpoint's."
+    )
+
+
+def load_minigpt4_checkpoint(model: nn.Module, path: str) -> list[str]:
+    """Load a MiniGPT-4 checkpoint (released ``pretrained_minigpt4*.pth`` or a runner one).
+
+    ``llama_proj.weight`` and ``.bias`` must be there and fit; any other key naming a tensor of
+    the model is loaded too (shape-checked); the rest (buffers kept by the original's runner
+    checkpoints) is ignored, returned and logged.
+    """
+    key = "model.ckpt"
+    where = f"{path} ({key})"
+    state = lavis_to_ours(load_state_dict_file(path, key))
+    _check_llama_proj(state, tuple(model.llama_proj.weight.shape), model.config, where)
+    own = model.state_dict()
+    used = {k: v for k, v in state.items() if k in own}
+    checked_copy(own, used, where, "MiniGPT-4 model", key, required=LLAMA_PROJ_KEYS)
+    ignored = sorted(set(state) - set(used))
+    _log_ignored(ignored, path, key)
+    return ignored
+
+
+# --- writing the real layouts ------------------------------------------------------------------
+
+
+def _cloned(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().contiguous() for k, v in state.items()}
+
+
+def eva_vit_state(visual_encoder: nn.Module) -> dict[str, torch.Tensor]:
+    """``eva_vit_g.pth`` content: the ViT's flat state dict (the LAVIS EVA key names)."""
+    return _cloned(visual_encoder.state_dict())
+
+
+def blip2_state(
+    model: nn.Module, max_position_embeddings: int = BERT_BASE_MAX_POSITIONS
+) -> dict[str, dict[str, torch.Tensor]]:
+    """``blip2_pretrained_flant5xxl.pth`` content for a module with ``Qformer``,
+    ``query_tokens`` and ``ln_vision``: ``{"model": {...}}`` with LAVIS key names and the
+    ``position_ids`` buffer (the real file's ``t5_proj.*`` is not written: MiniGPT-4 ignores it).
+    """
+    parts = {k: v for k, v in model.state_dict().items() if k.startswith(BLIP2_PARTS)}
+    return {"model": ours_to_lavis(_cloned(parts), max_position_embeddings)}
+
+
+def minigpt4_state(
+    state: Mapping[str, torch.Tensor], where: str = "the state dict"
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Released-checkpoint content ``{"model": {llama_proj.weight, llama_proj.bias}}`` (fp32)
+    from a state dict that holds them (a model's, or a runner checkpoint's ``model``)."""
+    missing = [k for k in LLAMA_PROJ_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{where} has no {', '.join(missing)}: not a MiniGPT-4 checkpoint")
+    return {"model": {k: state[k].detach().float().contiguous().clone() for k in LLAMA_PROJ_KEYS}}
+
+
+def save_weights(content: Mapping, path: str) -> None:
+    """``torch.save`` ``content`` to ``path`` atomically (a temporary file, then a rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        torch.save(content, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# --- the LLM ----------------------------------------------------------------------------------
+
+# bitsandbytes' AVX512-BF16 CPU kernel repacks 4-bit weights in blocks of 32 output rows, and
+# input columns in whole quantization blocks; it asserts on layers that do not fit (tiny LLMs,
+# e.g. an MLP of width 172). Full-size LLaMA layers always fit.
+_BNB_CPU_PACK_ROWS = 32
+
+
+def _keep_unpacked_4bit_layers(llm: nn.Module) -> None:
+    """Send 4-bit layers the packed CPU kernel cannot take through bitsandbytes' generic path."""
+    import bitsandbytes as bnb
+
+    for module in llm.modules():
+        if not isinstance(module, bnb.nn.Linear4bit):
+            continue
+        blocksize = module.weight.quant_state.blocksize
+        if module.out_features % _BNB_CPU_PACK_ROWS or module.in_features % blocksize:
+            module.support_avx512bf16_for_cpu = False
+
+
+def llm_hidden_size(folder: str) -> int:
+    """``hidden_size`` from the LLM folder's ``config.json`` (read before the weights load)."""
+    path = os.path.join(folder, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return int(json.load(f)["hidden_size"])
+    except (OSError, ValueError, KeyError) as err:
+        raise CheckpointError(
+            f"{path} (model.llama_model): no readable hidden_size: {err}"
+        ) from err
+
+
+def _llm_kwargs(config: MiniGPT4Config, device_kind: str, dtype: torch.dtype) -> dict[str, Any]:
+    from transformers import BitsAndBytesConfig
+
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    quantization = config.quantization
+    if quantization is not None:
+        on_cuda = device_kind == "cuda"
+        kwargs["device_map"] = {"": config.device_8bit if on_cuda else "cpu"}
+        if quantization == "8bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        else:
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_type="nf4"
+            )
+    return kwargs
+
+
+def load_llm(
+    config: MiniGPT4Config, device_kind: str, dtype: torch.dtype
+) -> tuple[nn.Module, LlamaTokenizer]:
+    """The causal LM of ``model.llama_model`` (every weight must fit its config.json) and its
+    tokenizer (the original's slow-tokenizer ids; pad token as the variant says)."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_path(config.llama_model)
+    kwargs = _llm_kwargs(config, device_kind, dtype)
+    llm, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+    missing, mismatched = sorted(info["missing_keys"]), sorted(info["mismatched_keys"])
+    if missing or mismatched:
+        raise CheckpointError(
+            f"{path} (model.llama_model): the weights do not fit the folder's config.json: "
+            f"missing {describe_keys(missing)}, mismatched {describe_keys(mismatched)}"
+        )
+    if info["unexpected_keys"]:
+        logger.warning(
+            "Ignored %d key(s) of %s (model.llama_model): %s",
+            len(info["unexpected_keys"]),
+            path,
+            describe_keys(sorted(info["unexpected_keys"])),
+        )
+    if config.quantization == "4bit" and device_kind != "cuda":
+        _keep_unpacked_4bit_layers(llm)
+    return llm, LlamaTokenizer.from_folder(path, pad_token=config.pad_token)
+
+
+# --- a whole model ----------------------------------------------------------------------------
+
+
+def _load_vision(model: nn.Module, config: MiniGPT4Config, allow: bool) -> None:
+    from minigpt4.models.eva_vit import convert_weights_to_fp16
+
+    report = model.load_report
+    logger.info("Loading VIT")
+    path = fetch(weight_source("model.vit_model_path", config.vit_model_path), allow)
+    report["model.vit_model_path"] = load_eva_vit(model.visual_encoder, path)
+    if config.vit_precision == "fp16":
+        if model.device_kind == "cuda":
+            convert_weights_to_fp16(model.visual_encoder)
+        else:
+            logger.info("vit_precision fp16 applies on CUDA only; the ViT runs in fp32 on CPU")
+    if config.freeze_vit:
+        logger.info("freeze vision encoder")
+    logger.info("Loading VIT Done")
+    if not config.has_qformer:
+        logger.info("Do not use Q-Former here.")
+        return
+    logger.info("Loading Q-Former")
+    path = fetch(weight_source("model.q_former_model", config.q_former_model), allow)
+    report["model.q_former_model"] = load_blip2(model, path)
+    if config.freeze_qformer:
+        logger.info("freeze Qformer")
+    logger.info("Loading Q-Former Done")
+
+
+def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
+    """Check every file, build ``model_cls(config)`` and load its weights, in the original's
+    order and with its log lines: ViT, Q-Former, LLM, training prompts, MiniGPT-4 checkpoint.
+
+    ``model.load_report`` then maps each file's config key to the keys of it that were not used.
+    """
+    from minigpt4.models.prompt import load_prompts
+
+    allow = downloads_allowed(config.allow_download)
+    preflight(config_sources(config), allow)
+    model = model_cls(config, llm_hidden_size(resolve_path(config.llama_model)))
+    model.load_report = {}
+    _load_vision(model, config, allow)
+
+    logger.info("Loading LLAMA")
+    dtype = model.autocast_dtype if model.device_kind == "cuda" else torch.float32
+    model.attach_llm(*load_llm(config, model.device_kind, dtype))
+    logger.info("Loading LLAMA Done")
+
+    if config.prompt_path:
+        model.prompt_list = load_prompts(config.prompt_path, config.prompt_template)
+    if config.ckpt:
+        path = fetch(weight_source("model.ckpt", config.ckpt), allow)
+        logger.info(model_cls.CHECKPOINT_LOG, path)
+        model.load_report["model.ckpt"] = load_minigpt4_checkpoint(model, path)
+    return model
