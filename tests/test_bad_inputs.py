@@ -5,6 +5,7 @@ worked, kept so the list stays fixed:
 
 - stage 1 killed mid-epoch and resumed: test_stage1_resume_is_exact (one process; the 2-rank
   torchrun version with num_workers 0 and 2 is tests/test_train_resume_stage1.py)
+- a resume that cannot be exact (other num_workers): test_resume_that_cannot_be_exact_...
 - kill -9 while checkpoint_latest.pth is written: test_kill_during_save_...
 - run.resume_ckpt_path empty, truncated, crafted, incomplete: test_unusable_resume_checkpoint_...
 - resume from a checkpoint already at max_epoch: test_resume_of_a_finished_run_...
@@ -775,3 +776,16 @@ def test_still_run_key_typos_are_errors(stage1, tmp_path):
         ConfigError, match=r"unknown key 'run.max_epochs'. Did you mean 'max_epoch'"
     ):
         run_train(stage1["cfg"], tmp_path / "out", "run.max_epochs=3")
+
+
+def test_resume_that_cannot_be_exact_says_why_in_one_warning(stage1, tmp_path):
+    """Saved with num_workers 0, resumed with 2: the streams cannot continue where they were."""
+    log = run_train(stage1["cfg"], tmp_path / "out", f"run.resume_ckpt_path={stage1['latest']}",
+                    "run.num_workers=2")  # fmt: skip
+    warnings = [line for line in log if "cannot be exact" in line]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"Resuming from {stage1['latest']} cannot be exact: dataset ")
+    assert (
+        "was read by 1 DataLoader worker(s), now by 2: its stream of epoch 0 starts again"
+        in (warnings[0])
+    )

@@ -253,19 +253,23 @@ def test_resume_after_epoch_gives_the_same_weights(tmp_path, caplog):
     assert_same_state(final_state(tmp_path / "b" / "job" / "checkpoint_2.pth"), uninterrupted)
 
 
-def test_killed_run_resumes_from_the_last_iteration_checkpoint(tmp_path, caplog):
-    make_runner(tmp_path / "a", max_epoch=2, save_freq_iters=3).train()
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_killed_run_resumes_from_the_last_iteration_checkpoint(tmp_path, caplog, num_workers):
+    """Exact with DataLoader workers too: each item's augmentation is seeded by its pass and
+    position, not by a worker's RNG state (which a restarted worker cannot have)."""
+    make_runner(tmp_path / "a", max_epoch=2, save_freq_iters=3, num_workers=num_workers).train()
     uninterrupted = final_state(tmp_path / "a" / "job" / "checkpoint_1.pth")
 
     # killed during iteration 6 (epoch 1, i=1): the last periodic save was after 3 iterations
-    killed = make_runner(tmp_path / "b", fail_at=6, max_epoch=2, save_freq_iters=3)
+    killed = make_runner(tmp_path / "b", fail_at=6, max_epoch=2, save_freq_iters=3,
+                         num_workers=num_workers)  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
         killed.train()
     latest = tmp_path / "b" / "job" / "checkpoint_latest.pth"
     state = torch.load(latest, weights_only=True)["train_state"]
     assert (state["next_epoch"], state["next_iter"]) == (1, 0)  # written at the end of epoch 0
 
-    killed2 = make_runner(tmp_path / "c", fail_at=4, max_epoch=2,
+    killed2 = make_runner(tmp_path / "c", fail_at=4, max_epoch=2, num_workers=num_workers,
                           save_freq_iters=3, resume_ckpt_path=str(latest))  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
         killed2.train()  # dies in epoch 1 at i=3, after the save at 3 iterations
@@ -273,11 +277,12 @@ def test_killed_run_resumes_from_the_last_iteration_checkpoint(tmp_path, caplog)
     state = torch.load(latest2, weights_only=True)["train_state"]
     assert (state["next_epoch"], state["next_iter"]) == (1, 3)
 
-    final = make_runner(tmp_path / "d", max_epoch=2, save_freq_iters=3,
+    final = make_runner(tmp_path / "d", max_epoch=2, save_freq_iters=3, num_workers=num_workers,
                         resume_ckpt_path=str(latest2))  # fmt: skip
     with caplog.at_level(logging.INFO):
         final.train()
     assert any(m.startswith("Train: data epoch: [1]  [3/4]") for m in caplog.messages)
+    assert not any("cannot be exact" in m for m in caplog.messages)
     assert_same_state(final_state(tmp_path / "d" / "job" / "checkpoint_1.pth"), uninterrupted)
 
 
