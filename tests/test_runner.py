@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import minigpt4  # noqa: F401  (registers task, runner, schedulers)
-from minigpt4.common.checkpoint_files import CheckpointFileError
+from minigpt4.common.checkpoint_files import CheckpointError
 from minigpt4.common.registry import registry
 from minigpt4.runners.runner_base import RunnerBase
 from minigpt4.tasks.image_text_pretrain import ImageTextPretrainTask
@@ -341,7 +341,7 @@ def test_checkpoint_of_another_model_is_rejected(tmp_path):
                tmp_path / "other.pth")  # fmt: skip
     runner = make_runner(tmp_path, resume_ckpt_path=str(tmp_path / "other.pth"))
     expected = r"run.resume_ckpt_path: .*other.pth lacks the trainable weights \['llama_proj.bias'"
-    with pytest.raises(CheckpointFileError, match=expected):
+    with pytest.raises(CheckpointError, match=expected):
         runner.train()
 
 

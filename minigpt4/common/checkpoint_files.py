@@ -1,14 +1,15 @@
-"""Training checkpoint files: written atomically, read safely, with errors that say what to do.
+"""Checkpoint and weight files: written atomically, read safely, with errors that say what to do.
 
 - :func:`atomic_torch_save` / :func:`atomic_write_text` write ``<path>.tmp.<pid>`` beside the
   target and rename it: a crash or ``kill -9`` leaves the old file or the new one, never half of
   one. What a kill can leave is the temporary file itself; :func:`remove_stale_temp_files`
   deletes those whose writer no longer runs (the runner calls it at start).
-- :func:`read_checkpoint` loads with ``weights_only=True`` (a crafted pickle cannot run code)
-  and turns every failure into a :class:`CheckpointFileError` naming the file, the config key
-  that points at it and the cause: empty file, truncated or corrupt file, a pickle that holds
-  something other than tensors and plain containers (naming the offending global), entries
-  missing.
+- :func:`torch_load_safely` loads with ``weights_only=True`` (a crafted pickle cannot run code)
+  and turns every failure into a :class:`CheckpointError` naming the file, the config key that
+  points at it and the cause: empty file, truncated or corrupt file, a pickle that holds
+  something other than tensors and plain containers (naming the offending global). Every
+  weight file (``minigpt4.models.weights``) and training checkpoint (:func:`read_checkpoint`,
+  which also checks the entries) is read through it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = b"\x80"
 
 
-class CheckpointFileError(ValueError):
-    """A checkpoint file that exists but cannot be used."""
+class CheckpointError(ValueError):
+    """A checkpoint or weight file that exists but cannot be used."""
 
 
 def temp_path(path: str) -> str:
@@ -126,33 +127,38 @@ def describe_load_error(err: BaseException, looks_like_checkpoint: bool = True) 
     )
 
 
-def read_checkpoint(path: str, config_key: str, required: Sequence[str] = ()) -> dict[str, Any]:
-    """Load the dict checkpoint at ``path`` (named by ``config_key``) with ``weights_only``.
-
-    ``required`` top-level entries must be present. Raises :class:`FileNotFoundError` or
-    :class:`CheckpointFileError`, each naming ``config_key``, the file and the cause.
-    """
+def torch_load_safely(path: str, config_key: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU; every failure is a :class:`CheckpointError`
+    (or :class:`FileNotFoundError`) naming ``config_key``, the file and the cause."""
     where = f"{config_key}: {path}"
     if not os.path.exists(path):
         raise FileNotFoundError(f"{where} does not exist")
     if not os.path.isfile(path):
-        raise CheckpointFileError(f"{where} is not a file (a checkpoint_*.pth file is expected)")
+        raise CheckpointError(f"{where} is not a file (a checkpoint file is expected)")
     if os.path.getsize(path) == 0:
-        raise CheckpointFileError(
+        raise CheckpointError(
             f"{where} is empty (0 bytes): its save was interrupted; use another checkpoint"
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
         reason = describe_load_error(err, looks_like_torch_file(path))
-        raise CheckpointFileError(f"{where}: {reason}") from err
+        raise CheckpointError(f"{where}: {reason}") from err
+
+
+def read_checkpoint(path: str, config_key: str, required: Sequence[str] = ()) -> dict[str, Any]:
+    """Load the dict checkpoint at ``path`` (named by ``config_key``) with ``weights_only``.
+
+    ``required`` top-level entries must be present. Raises :class:`FileNotFoundError` or
+    :class:`CheckpointError`, each naming ``config_key``, the file and the cause.
+    """
+    where = f"{config_key}: {path}"
+    checkpoint = torch_load_safely(path, config_key)
     if not isinstance(checkpoint, dict):
-        raise CheckpointFileError(
-            f"{where} holds a {type(checkpoint).__name__}, not a checkpoint dict"
-        )
+        raise CheckpointError(f"{where} holds a {type(checkpoint).__name__}, not a checkpoint dict")
     missing = [key for key in required if key not in checkpoint]
     if missing:
-        raise CheckpointFileError(
+        raise CheckpointError(
             f"{where} is not a training checkpoint: it has no {', '.join(map(repr, missing))} "
             f"entr{'y' if len(missing) == 1 else 'ies'} (it has: {', '.join(map(str, checkpoint))})"
         )

@@ -32,7 +32,7 @@ from torch.utils.data import ChainDataset, DataLoader, IterableDataset
 
 from minigpt4.common import dist_utils
 from minigpt4.common.checkpoint_files import (
-    CheckpointFileError,
+    CheckpointError,
     atomic_torch_save,
     atomic_write_text,
     read_checkpoint,
@@ -578,7 +578,7 @@ class RunnerBase:
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         missing = sorted(trainable - set(checkpoint["model"]))
         if missing:
-            raise CheckpointFileError(
+            raise CheckpointError(
                 f"{RESUME_KEY}: {path} lacks the trainable weights {missing}: is it a "
                 "checkpoint of this model?"
             )
@@ -588,7 +588,7 @@ class RunnerBase:
         try:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
         except (ValueError, KeyError) as err:
-            raise CheckpointFileError(
+            raise CheckpointError(
                 f"{RESUME_KEY}: {path}: its optimizer state does not fit this model's "
                 f"trainable parameters ({err})"
             ) from err
