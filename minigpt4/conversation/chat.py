@@ -12,7 +12,8 @@ and images into embeddings, and generating, are the model's (:meth:`MiniGPT4.get
   end-of-sequence or padding token is removed before decoding;
 - ``do_sample``, ``top_p`` and a ``seed`` are settings; answers can be streamed; questions about
   many images are answered in one batch (:meth:`Chat.answer_batch`);
-- the over-length warning is logged instead of printed; a PIL image is converted to RGB first.
+- the over-length warning is logged instead of printed; images are read by the project's one
+  image loader (8-bit RGB from any bit depth, size-checked).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from minigpt4.conversation.conversation import (
 )
 from minigpt4.models.generation import GenerationSettings, StopRule
 from minigpt4.models.tokenizer import LlamaTokenizer
+from minigpt4.processors.image_io import load_image
 
 logger = logging.getLogger(__name__)
 
@@ -132,12 +134,10 @@ class Chat:
 
     def process_image(self, image: str | Image.Image | torch.Tensor) -> torch.Tensor:
         """A path, PIL image or tensor as a processed batch [1, 3, H, W] on the chat's device."""
-        if isinstance(image, str):
-            with Image.open(image) as raw:
-                image = self.vis_processor(raw.convert("RGB")).unsqueeze(0)
-        elif isinstance(image, Image.Image):
-            # The original skipped the RGB conversion here; RGBA/greyscale images then broke.
-            image = self.vis_processor(image.convert("RGB")).unsqueeze(0)
+        if isinstance(image, (str, Image.Image)):
+            # The shared loader: 16-bit, palette, transparent and huge images handled (the
+            # original skipped the RGB conversion of PIL images; RGBA/greyscale ones broke).
+            image = self.vis_processor(load_image(image)).unsqueeze(0)
         elif isinstance(image, torch.Tensor):
             image = image.unsqueeze(0) if image.dim() == 3 else image
         else:
