@@ -152,7 +152,12 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             img_list,
         )
 
-    def gradio_ask(user_message: str, chatbot: list | None, chat_state: Conversation | None):
+    def gradio_ask(
+        user_message: str,
+        chatbot: list | None,
+        chat_state: Conversation | None,
+        img_list: list | None,
+    ):
         history = _history(chatbot)
         if chat_state is None:
             gr.Warning("Upload an image first ('Upload & Start Chat'), then ask about it.")
@@ -163,6 +168,13 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             )
         if not user_message or not user_message.strip():
             return gr.Textbox(interactive=True, placeholder=PLACEHOLDER_EMPTY), history, chat_state
+        over = chat.question_overflow(user_message, img_list) if img_list else 0
+        if over:
+            gr.Warning(
+                f"This question is too long: with the image it is {over} tokens over what the "
+                "model can see before its answer. Shorten the question."
+            )
+            return gr.Textbox(value=user_message, interactive=True), history, chat_state
         chat.ask(user_message, chat_state)
         history.append({"role": "user", "content": user_message})
         return "", history, chat_state
@@ -186,6 +198,12 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
         ):
             yield history, chat_state, img_list
             return
+        over = chat.overflow(chat_state, img_list)
+        if over:
+            gr.Warning(
+                f"The conversation is {over} tokens longer than the model can see: it answers "
+                "without its beginning (the image may be out of view). Press Restart to start over."
+            )
         history.append({"role": "assistant", "content": ""})
         for text in chat.stream_answer(
             conv=chat_state,
@@ -243,7 +261,7 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
         )
         text_input.submit(
             gradio_ask,
-            [text_input, chatbot, chat_state],
+            [text_input, chatbot, chat_state, img_list],
             [text_input, chatbot, chat_state],
             api_name="ask",
         ).then(

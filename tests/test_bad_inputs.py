@@ -21,7 +21,8 @@ worked, kept so the list stays fixed:
 - already fine: missing weights, crafted model.ckpt, corrupt shards and images, empty shards,
   typos in run: test_still_...
 
-The over-long question row belongs to the chat (tested with it).
+The over-long question row: tests/test_chat.py::test_overflow_says_what_the_truncation_cuts and
+the browser test in tests/test_demo.py (the refusal shown in the page).
 """
 
 from __future__ import annotations

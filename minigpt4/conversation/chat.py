@@ -166,6 +166,31 @@ class Chat:
         conv.append_message(conv.roles[1], None)
         return self.model.get_context_emb(conv.get_prompt(), img_list).shape[1]
 
+    def overflow(
+        self,
+        conv: Conversation,
+        img_list: Sequence[torch.Tensor],
+        settings: GenerationSettings | None = None,
+    ) -> int:
+        """By how many embeddings the next answer's context exceeds its room (``max_length -
+        max_new_tokens``): what the left truncation would cut; 0 when it fits."""
+        settings = self.settings(settings)
+        room = settings.max_length - settings.max_new_tokens
+        return max(0, self.context_length(conv, img_list) - room)
+
+    def question_overflow(
+        self,
+        question: str,
+        img_list: Sequence[torch.Tensor],
+        settings: GenerationSettings | None = None,
+    ) -> int:
+        """:meth:`overflow` of a fresh conversation holding only the first image and
+        ``question``: above 0, the question can never be answered with its image in view."""
+        probe = self.new_conversation()
+        probe.append_message(probe.roles[0], IMAGE_MESSAGE)
+        self.ask(question, probe)
+        return self.overflow(probe, img_list[:1], settings)
+
     @torch.no_grad()
     def _open_answer(
         self, conv: Conversation, img_list: Sequence[torch.Tensor], settings: GenerationSettings
