@@ -282,13 +282,6 @@ class RunnerBase:
             logger.info("Empty train splits.")
         return splits
 
-    @property
-    def valid_splits(self) -> list[str]:
-        splits = list(self.run_cfg.get("valid_splits", []))
-        if not splits:
-            logger.info("No validation splits found.")
-        return splits
-
     # --- data -------------------------------------------------------------------------------
 
     @property
@@ -313,24 +306,27 @@ class RunnerBase:
                 ratios = None
                 if all(hasattr(d, "sample_ratio") for d in datasets):
                     ratios = [float(d.sample_ratio) for d in datasets]
-                loaders = [self._create_loader(d, is_train=split in splits) for d in datasets]
+                loaders = [self._create_loader(d) for d in datasets]
                 self._dataloaders[split] = MultiIterLoader(loaders, ratios=ratios)
         return self._dataloaders
 
-    def _batch_size(self, dataset: Any, is_train: bool) -> tuple[int, str]:
-        """The batch size and the key that set it: ``datasets.<name>.batch_size`` (where the
-        original's LLaMA-2 configs put it), else ``run.batch_size_train`` / ``_eval``."""
+    def _batch_size(self, dataset: Any) -> tuple[int, str]:
+        """The training batch size and the key that set it: ``datasets.<name>.batch_size``
+        (where the original's LLaMA-2 configs put it), else ``run.batch_size_train``."""
         name = getattr(dataset, "name", None)
         block = self.config.datasets_cfg.get(name) if name else None
         if block is not None and block.get("batch_size") is not None:
             return int(block.batch_size), f"datasets.{name}.batch_size"
-        key = "batch_size_train" if is_train else "batch_size_eval"
-        if self.run_cfg.get(key) is None:
-            raise ValueError(f"no batch size: set run.{key} or datasets.{name}.batch_size")
-        return int(self.run_cfg[key]), f"run.{key}"
+        if self.run_cfg.get("batch_size_train") is None:
+            raise ValueError(
+                f"no batch size: set run.batch_size_train or datasets.{name}.batch_size"
+            )
+        return int(self.run_cfg.batch_size_train), "run.batch_size_train"
 
-    def _create_loader(self, dataset: Any, is_train: bool) -> Any:
-        bsz, bsz_key = self._batch_size(dataset, is_train)
+    def _create_loader(self, dataset: Any) -> Any:
+        """An endless training loader: webdataset streams as they are, map-style datasets
+        through a resumable sampler, reshuffled each pass."""
+        bsz, bsz_key = self._batch_size(dataset)
         num_workers = int(self.run_cfg.get("num_workers", 0))
         seed = int(self.run_cfg.get("seed", 0))
         rank = dist_utils.get_rank()
@@ -355,7 +351,7 @@ class RunnerBase:
             dataset,
             num_replicas=dist_utils.get_world_size(),
             rank=rank,
-            shuffle=is_train,
+            shuffle=True,
             seed=seed,
             keyed=True,
         )
@@ -368,7 +364,7 @@ class RunnerBase:
             sampler=sampler,
             shuffle=False,
             collate_fn=getattr(dataset, "collater", None),
-            drop_last=is_train,
+            drop_last=True,
             generator=generator,
         )
         if len(loader) == 0:
@@ -376,7 +372,7 @@ class RunnerBase:
                 f"dataset '{name}' has {len(dataset)} samples, fewer than one batch of {bsz} "
                 f"per rank; lower {bsz_key}"
             )
-        return IterLoader(loader, use_distributed=self.use_distributed) if is_train else loader
+        return IterLoader(loader, use_distributed=self.use_distributed)
 
     @property
     def train_loader(self) -> Any:
@@ -492,8 +488,8 @@ class RunnerBase:
             on_step=self._maybe_save_iter_checkpoint if self.save_freq_iters else None,
         )
         self.log_stats(split_name="train", stats=train_stats)
-        if not self.valid_splits:  # always (checked in train); logs "No validation splits found."
-            self._save_checkpoint(cur_epoch, next_epoch=cur_epoch + 1, next_iter=0)
+        logger.info("No validation splits found.")  # the original's line: nothing to evaluate
+        self._save_checkpoint(cur_epoch, next_epoch=cur_epoch + 1, next_iter=0)
         dist_utils.barrier()
 
     def _maybe_save_iter_checkpoint(self, epoch: int, i: int, meters: Any = None) -> None:
