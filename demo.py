@@ -3,23 +3,32 @@
 The page is the original's (image, "Upload & Start Chat", "Restart", beam-search and temperature
 sliders, chatbot, text box); answers stream into the chatbot as they are generated. The server
 binds 127.0.0.1 unless ``--server-name`` says otherwise; a public share link only with ``--share``.
+The port (``--server-port``, default 7860 or ``$GRADIO_SERVER_PORT``) is taken before the model
+loads: one that is in use or invalid is an error at once, never a silent move to another port.
+An image that cannot be used (not an image, too large...) is refused with its reason in the page.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import os
+import socket
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from minigpt4.common.logger import setup_logger  # noqa: E402
 from minigpt4.conversation.chat import Chat  # noqa: E402
 from minigpt4.conversation.conversation import Conversation  # noqa: E402
+from minigpt4.processors.image_io import ImageLoadError, load_image  # noqa: E402
 from minigpt4.serve.server import add_api_arguments  # noqa: E402
 
 logger = logging.getLogger("minigpt4.demo")
@@ -40,7 +49,23 @@ PLACEHOLDER_TYPE = "Type and press Enter"
 PLACEHOLDER_EMPTY = "Input should not be empty!"
 UPLOAD_LABEL = "Upload & Start Chat"
 STARTED_LABEL = "Start Chatting"
-DEFAULT_PORT = 7860  # gradio's
+DEFAULT_PORT = 7860  # gradio's default, which $GRADIO_SERVER_PORT overrides
+PORT_ENV = "GRADIO_SERVER_PORT"
+MAX_PORT = 65535
+# gradio prints this at launch; the demo's switch is --share, not launch(share=True).
+GRADIO_SHARE_HINT = "To create a public link, set `share=True` in `launch()`."
+SHARE_HINT = "To create a public link, restart with --share."
+
+
+def port_number(text: str) -> int:
+    """argparse type of ``--server-port``: an integer from 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (1-{MAX_PORT})")
+    return port
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -62,7 +87,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--server-name", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)"
     )
-    parser.add_argument("--server-port", type=int, default=None, help="port (default: 7860)")
+    parser.add_argument(
+        "--server-port",
+        type=port_number,
+        default=None,
+        help=f"port (default: {DEFAULT_PORT}, or ${PORT_ENV}); an error if it is taken",
+    )
     parser.add_argument(
         "--share", action="store_true", help="also open a public gradio.live link (off by default)"
     )
@@ -116,13 +146,14 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             [],
         )
 
-    def upload_img(gr_img: Any, text_input: str, chat_state: Conversation | None):
-        if gr_img is None:
+    def upload_img(upload: dict | None, text_input: str, chat_state: Conversation | None):
+        if upload is None:
             gr.Warning("Choose an image first, then press 'Upload & Start Chat'.")
             return None, None, gr.Button(interactive=True), chat_state, None
+        image = open_upload(upload)
         chat_state = chat.new_conversation()
         img_list: list = []
-        chat.upload_img(gr_img, chat_state, img_list)
+        chat.upload_img(image, chat_state, img_list)
         return (
             gr.Image(interactive=False),
             gr.Textbox(interactive=True, placeholder=PLACEHOLDER_TYPE),
@@ -131,7 +162,12 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             img_list,
         )
 
-    def gradio_ask(user_message: str, chatbot: list | None, chat_state: Conversation | None):
+    def gradio_ask(
+        user_message: str,
+        chatbot: list | None,
+        chat_state: Conversation | None,
+        img_list: list | None,
+    ):
         history = _history(chatbot)
         if chat_state is None:
             gr.Warning("Upload an image first ('Upload & Start Chat'), then ask about it.")
@@ -142,6 +178,13 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             )
         if not user_message or not user_message.strip():
             return gr.Textbox(interactive=True, placeholder=PLACEHOLDER_EMPTY), history, chat_state
+        over = chat.question_overflow(user_message, img_list) if img_list else 0
+        if over:
+            gr.Warning(
+                f"This question is too long: with the image it is {over} tokens over what the "
+                "model can see before its answer. Shorten the question."
+            )
+            return gr.Textbox(value=user_message, interactive=True), history, chat_state
         chat.ask(user_message, chat_state)
         history.append({"role": "user", "content": user_message})
         return "", history, chat_state
@@ -165,6 +208,12 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
         ):
             yield history, chat_state, img_list
             return
+        over = chat.overflow(chat_state, img_list)
+        if over:
+            gr.Warning(
+                f"The conversation is {over} tokens longer than the model can see: it answers "
+                "without its beginning (the image may be out of view). Press Restart to start over."
+            )
         history.append({"role": "assistant", "content": ""})
         for text in chat.stream_answer(
             conv=chat_state,
@@ -211,15 +260,18 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
                     label="User", placeholder=PLACEHOLDER_UPLOAD_FIRST, interactive=False
                 )
 
+        # preprocess=False: the upload arrives as a file, which the shared loader opens (gradio's
+        # own PIL opening would fail with a bare "Error" badge and clip 16-bit images).
         upload_button.click(
             upload_img,
             [image, text_input, chat_state],
             [image, text_input, upload_button, chat_state, img_list],
             api_name="upload",
+            preprocess=False,
         )
         text_input.submit(
             gradio_ask,
-            [text_input, chatbot, chat_state],
+            [text_input, chatbot, chat_state, img_list],
             [text_input, chatbot, chat_state],
             api_name="ask",
         ).then(
@@ -228,14 +280,28 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             [chatbot, chat_state, img_list],
             api_name="answer",
         )
+        reset_outputs = [chatbot, image, text_input, upload_button, chat_state, img_list]
         clear.click(
-            gradio_reset,
-            [chat_state, img_list],
-            [chatbot, image, text_input, upload_button, chat_state, img_list],
-            queue=False,
-            api_name="restart",
+            gradio_reset, [chat_state, img_list], reset_outputs, queue=False, api_name="restart"
+        )
+        # The chatbot's own trash button restarts too: clearing only the display would leave
+        # the model answering within the old conversation.
+        chatbot.clear(
+            gradio_reset, [chat_state, img_list], reset_outputs, queue=False, api_name="clear"
         )
     return demo
+
+
+def open_upload(upload: dict[str, Any]) -> Image.Image:
+    """The uploaded file (gradio's FileData as a dict) as RGB, or a gr.Error saying why not."""
+    path = upload.get("path")
+    name = upload.get("orig_name") or os.path.basename(path or "") or "image"
+    if not path:
+        raise gr.Error("The upload did not arrive: choose the image again.")
+    try:
+        return load_image(path, name=name)
+    except ImageLoadError as err:
+        raise gr.Error(f"This image cannot be used: {err}") from err
 
 
 def build_chat(args: argparse.Namespace) -> Chat:
@@ -247,24 +313,82 @@ def build_chat(args: argparse.Namespace) -> Chat:
     return loading.build_chat(Config(args), device, args.gpu_id)
 
 
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Bind ``host:port`` now, before the model loads, and hold it until :func:`launch`.
+
+    Like gradio (and uvicorn) the socket may reuse a port in TIME_WAIT, but not one that a
+    running server listens on.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise SystemExit(f"--server-name {host}: not an address of this machine ({err})") from err
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise SystemExit(
+            f"--server-port {port}: {host}:{port} cannot be used ({err.strerror or err}); "
+            "stop the program that holds it, or choose another port with --server-port"
+        ) from err
+    return sock
+
+
+def requested_port(args: argparse.Namespace) -> int:
+    if args.server_port is not None:
+        return args.server_port
+    value = os.environ.get(PORT_ENV)
+    if not value:
+        return DEFAULT_PORT
+    try:
+        return port_number(value)
+    except argparse.ArgumentTypeError as err:
+        raise SystemExit(f"${PORT_ENV}: {err} (or pass --server-port)") from err
+
+
+class _ShareHintFilter(io.TextIOBase):
+    """stdout as gradio sees it at launch, with its share hint naming ``--share``."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(text.replace(GRADIO_SHARE_HINT, SHARE_HINT))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def launch(demo: gr.Blocks, host: str, port: int, share: bool) -> None:
+    """Start the server on exactly ``host:port`` and return (the caller may block on it)."""
+    with contextlib.redirect_stdout(_ShareHintFilter(sys.stdout)):
+        demo.queue().launch(
+            server_name=host, server_port=port, share=share, prevent_thread_lock=True
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logger()
+    port = requested_port(args)
+    reserved = reserve_port(args.server_name, port)  # a taken port fails before the model loads
     import minigpt4  # noqa: F401  (registers models and processors)
 
     logger.info("Initializing Chat")
     chat = build_chat(args)
     logger.info("Initialization Finished")
     demo = build_demo(chat, seed=args.seed)
+    reserved.close()
     if args.api:
         from minigpt4.serve.server import run_with_demo
 
-        port = args.server_port or DEFAULT_PORT
         run_with_demo(chat, demo.queue(), args, args.server_name, port)
         return
-    demo.queue().launch(
-        server_name=args.server_name, server_port=args.server_port, share=args.share
-    )
+    launch(demo, args.server_name, port, args.share)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

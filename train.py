@@ -19,6 +19,7 @@ from minigpt4.common.config import Config
 from minigpt4.common.logger import setup_logger
 from minigpt4.common.registry import registry
 from minigpt4.common.utils import now
+from minigpt4.runners.resume import preflight_resume
 from minigpt4.runners.runner_base import RunnerBase
 from minigpt4.tasks import setup_task
 
@@ -56,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> RunnerBase:
         setup_seeds(cfg)
         setup_logger()
         cfg.pretty_print()
+        preflight_resume(cfg.run_cfg)  # before the (slow) model build
         task = setup_task(cfg)
         datasets = task.build_datasets(cfg)
         model = task.build_model(cfg)

@@ -1,13 +1,11 @@
 """MiniGPT-4: a frozen EVA ViT-g + Q-Former and a frozen LLaMA joined by one trainable layer.
 
 Importing the package registers every model, builder, processor, task, runner and lr scheduler
-by name (explicit imports below), plus the paths the original registered.
+by name (explicit imports below), and the two paths config files are resolved against.
+(``configs/default.yaml`` is the original's file; nothing reads its ``env.cache_root``.)
 """
 
 import os
-import sys
-
-from omegaconf import OmegaConf
 
 from minigpt4.common.registry import registry
 
@@ -16,10 +14,6 @@ repo_root = os.path.dirname(library_root)
 
 registry.register_path("library_root", library_root)
 registry.register_path("repo_root", repo_root)
-_default_cfg = OmegaConf.load(os.path.join(library_root, "configs", "default.yaml"))
-registry.register_path("cache_root", os.path.join(repo_root, _default_cfg.env.cache_root))
-registry.register("MAX_INT", sys.maxsize)
-registry.register("SPLIT_NAMES", ["train", "val", "test"])
 
 # Registration happens as a side effect of these imports; keep them explicit.
 import minigpt4.common.optims  # noqa: E402,F401

@@ -9,8 +9,9 @@ files, in any mix. Each image is asked the question exactly as the demo's Chat a
 conversation template, same context embeddings, same stop words and answer post-processing).
 Images go through the ViT and the LLM ``--batch-size`` at a time; each output line is
 ``{"image": path, "prompt": prompt, "answer": text}`` (plus ``"error"`` and a null answer for an
-image that cannot be read). The output file appears only once complete (written to a temporary
-file, then renamed).
+image that cannot be read). ``--out`` is checked before the model loads; answers are written as
+they are computed to ``OUT.partial``, renamed to ``OUT`` once all are done, so a failure or a
+crash keeps the answers computed so far.
 
 Sampling (the chat's defaults: top_p 0.9, temperature 1.0) is seeded with ``--seed`` (image ``i``
 of the list with ``seed + i``): the same seed and device give the same answers, whatever the
@@ -23,24 +24,24 @@ import argparse
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from minigpt4.common.logger import setup_logger
 from minigpt4.conversation.chat import Chat
 from minigpt4.models.generation import GenerationSettings
+from minigpt4.processors.image_io import ImageLoadError, load_image
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
+PARTIAL_SUFFIX = ".partial"
 DEFAULT_PROMPT = "Describe this image in detail."
 
 
@@ -118,11 +119,10 @@ class _Loaded:
 
 def _load(path: str, vis_processor: Any) -> _Loaded:
     try:
-        with Image.open(path) as img:
-            return _Loaded(path, vis_processor(img.convert("RGB")), None)
-    except (OSError, ValueError) as err:
-        logger.warning("Cannot read %s: %s", path, err)
-        return _Loaded(path, None, f"cannot read image: {err}")
+        return _Loaded(path, vis_processor(load_image(path)), None)
+    except ImageLoadError as err:
+        logger.warning("Cannot read %s", err)
+        return _Loaded(path, None, f"cannot read image: {err.reason}")
 
 
 def answer_images(
@@ -164,20 +164,56 @@ def answer_images(
     return records
 
 
-def write_jsonl(records: Iterable[dict[str, Any]], out: str) -> None:
-    """Write JSON lines to ``out`` atomically (a temporary file beside it, then a rename)."""
-    out_dir = os.path.dirname(os.path.abspath(out))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+class JsonlWriter:
+    """JSON lines written to ``<out>.partial`` as they come, renamed to ``out`` when complete.
+
+    Opened before the model loads, so an ``--out`` that cannot be written fails at once; a
+    failure or crash later keeps the answers computed so far in the ``.partial`` file. The
+    files get the usual permissions (``open``'s 0666 less the umask, like every other output).
+    """
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.partial = f"{out}{PARTIAL_SUFFIX}"
+        self.count = 0
+        if os.path.isdir(out):
+            raise SystemExit(f"--out {out}: is a folder; give a file, e.g. {out}/answers.jsonl")
+        blocking = _file_in_the_way(os.path.dirname(os.path.abspath(out)))
+        if blocking:
+            raise SystemExit(f"--out {out}: {blocking} is a file, not a folder")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+            self._file = open(self.partial, "w", encoding="utf-8")
+        except OSError as err:
+            raise SystemExit(
+                f"--out {out}: cannot write there ({err.strerror or err}: {err.filename or out})"
+            ) from err
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        for record in records:
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.count += 1
+        self._file.flush()
+
+    def finish(self) -> None:
+        self._file.close()
+        os.replace(self.partial, self.out)
+
+    def abort(self) -> None:
+        """After a failure: keep what was written (or nothing, if nothing was)."""
+        self._file.close()
+        if self.count:
+            logger.error("Stopped early: %d answers so far are in %s", self.count, self.partial)
+        else:
+            os.remove(self.partial)
+
+
+def _file_in_the_way(folder: str) -> str | None:
+    """The first part of ``folder`` that exists as something other than a folder, if any."""
+    parts = folder
+    while parts and not os.path.exists(parts):
+        parts = os.path.dirname(parts)
+    return parts if parts and not os.path.isdir(parts) else None
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -188,7 +224,27 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if not image_paths:
         raise SystemExit(f"--images {' '.join(args.images)}: no images found")
     logger.info("%d images", len(image_paths))
+    writer = JsonlWriter(args.out)  # before the model loads: a bad --out fails now
+    try:
+        records = _answer_all(args, image_paths, writer)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.finish()
+    failed = sum(r["answer"] is None for r in records)
+    logger.info(
+        "Wrote %d answers to %s%s",
+        len(records) - failed,
+        args.out,
+        f" ({failed} images could not be read)" if failed else "",
+    )
+    return records
 
+
+def _answer_all(
+    args: argparse.Namespace, image_paths: Sequence[str], writer: JsonlWriter
+) -> list[dict[str, Any]]:
+    """Load the model, then answer ``--batch-size`` images at a time, writing as they come."""
     import minigpt4  # noqa: F401  (registers models and processors)
     from minigpt4.common.config import Config
     from minigpt4.conversation.loading import build_chat, resolve_device
@@ -208,15 +264,25 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if getattr(args, name) is not None
     }
     settings = chat.settings(seed=args.seed, do_sample=not args.greedy, **chosen)
-    records = answer_images(chat, image_paths, args.prompt, settings, batch_size=args.batch_size)
-    write_jsonl(records, args.out)
-    failed = sum(r["answer"] is None for r in records)
-    logger.info(
-        "Wrote %d answers to %s%s",
-        len(records) - failed,
-        args.out,
-        f" ({failed} images could not be read)" if failed else "",
-    )
+    records: list[dict[str, Any]] = []
+    bar = tqdm(total=len(image_paths), unit="img")
+    for start in range(0, len(image_paths), args.batch_size):
+        # image i of the whole list is still sampled with seed + i
+        batch_settings = (
+            settings if settings.seed is None else settings.replace(seed=settings.seed + start)
+        )
+        batch = answer_images(
+            chat,
+            image_paths[start : start + args.batch_size],
+            args.prompt,
+            batch_settings,
+            batch_size=args.batch_size,
+            progress=False,
+        )
+        writer.write(batch)
+        records += batch
+        bar.update(len(batch))
+    bar.close()
     return records
 
 

@@ -36,6 +36,14 @@ LLAMA_SIZES = {
                 num_attention_heads=40, params=13_015_864_320),
 }  # fmt: skip
 LLAMA_VOCAB = 32000
+PARITY_ATOL = 1e-5  # agreement with the original's fp32 CPU numbers
+
+
+def assert_close(actual, expected, name: str, atol: float = PARITY_ATOL) -> None:
+    """Same shape and every element within ``atol`` of the reference tensor."""
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} vs {expected.shape}"
+    diff = (actual.detach().double() - expected.double()).abs().max().item()
+    assert diff <= atol, f"{name}: max abs diff {diff:.3g} > {atol}"
 
 
 def tiny_model_config(stage: int = 1, with_ckpt: bool = True, **overrides: Any) -> DictConfig:

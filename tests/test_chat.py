@@ -208,3 +208,20 @@ def test_two_images_in_one_conversation(chat, ref):
         dim=1,
     )
     torch.testing.assert_close(embs.detach(), expected.detach(), atol=1e-5, rtol=0)
+
+
+def test_overflow_says_what_the_truncation_cuts(chat, ref):
+    _, conv, img_list = start(chat, ref)
+    assert chat.overflow(conv, img_list) == 0
+    assert chat.question_overflow("What is in the picture?", img_list) == 0
+    room = 60 - 5
+    length = chat.context_length(conv, img_list)
+    assert chat.overflow(conv, img_list, chat.settings(max_length=60, max_new_tokens=5)) == (
+        length - room
+    )
+    long_question = "What is in the picture? " * 400
+    over = chat.question_overflow(long_question, img_list)
+    probe = chat.new_conversation()
+    chat.upload_img(ref["images_eval_processed"][1], probe, [])
+    chat.ask(long_question, probe)
+    assert over == chat.context_length(probe, img_list) - (2000 - 300) > 0

@@ -230,7 +230,7 @@ def test_real_browser(demo_server, image_path, tmp_path):
             expect(page.get_by_role("heading", name="Demo of MiniGPT-4", exact=True)).to_be_visible(
                 timeout=60_000
             )
-            textbox = page.get_by_label("User")
+            textbox = page.get_by_role("textbox", name="User")
             expect(textbox).to_be_disabled()
 
             page.locator("input[type=file]").first.set_input_files(str(image_path))
@@ -248,6 +248,12 @@ def test_real_browser(demo_server, image_path, tmp_path):
             page.wait_for_timeout(1000)
             assert bot_msg.first.inner_text().strip()
             page.screenshot(path=str(shot))
+
+            # A question that can never fit with the image is refused, the reason in the page.
+            textbox.fill("What is it? " * 2000)
+            textbox.press("Enter")
+            expect(page.get_by_text("This question is too long")).to_be_visible(timeout=60_000)
+            expect(user_msg).to_have_count(1)
         finally:
             context.close()
     assert shot.stat().st_size > 10_000

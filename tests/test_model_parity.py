@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from minigpt4.common.registry import registry
-from tests.model_fixtures import load_reference, tiny_model_config
-
-ATOL = 1e-5
+from tests.model_fixtures import assert_close, load_reference, tiny_model_config
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +26,6 @@ def stage1_model():
 @pytest.fixture(scope="module")
 def stage2_model():
     return registry.get_model_class("mini_gpt4").from_config(tiny_model_config(stage=2))
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
-    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} vs {expected.shape}"
-    diff = (actual.detach().double() - expected.double()).abs().max().item()
-    assert diff <= ATOL, f"{name}: max abs diff {diff:.3g} > {ATOL}"
 
 
 def test_vision_and_qformer_intermediates(stage1_model, ref):

@@ -15,9 +15,7 @@ from minigpt4.models.generation import GenerationSettings, left_pad
 from minigpt4.models.mini_gpt4 import MiniGPT4
 from minigpt4.models.minigpt4_llama2 import MiniGPT4Llama2
 from minigpt4.models.projection import grouped_patches
-from tests.model_fixtures import llama2_model, load_llama2_reference
-
-ATOL = 1e-5
+from tests.model_fixtures import assert_close, llama2_model, load_llama2_reference
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +26,6 @@ def ref():
 @pytest.fixture(scope="module")
 def models():
     return {stage: llama2_model(stage) for stage in ("stage1", "stage2", "eval")}
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
-    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} vs {expected.shape}"
-    diff = (actual.detach().double() - expected.double()).abs().max().item()
-    assert diff <= ATOL, f"{name}: max abs diff {diff:.3g} > {ATOL}"
 
 
 def assert_equal(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:

@@ -48,14 +48,10 @@ def test_duplicate_name_is_an_error():
         Registry.register_processor("test_registry_proc")(_P2)
 
 
-def test_paths_and_state():
+def test_paths():
     import minigpt4
 
     assert registry.get_path("library_root") == minigpt4.library_root
     assert registry.get_path("repo_root") == minigpt4.repo_root
     with pytest.raises(RegistryError, match="Registered paths"):
         registry.get_path("no_such_path")
-    registry.register("test.nested.value", 3)
-    assert registry.get("test.nested.value") == 3
-    assert registry.get("test.nested.missing", default="d") == "d"
-    assert registry.get("SPLIT_NAMES") == ["train", "val", "test"]

@@ -252,7 +252,7 @@ def test_bad_requests_get_openai_errors(server, held_out):
             dict(body=one(data_url(bomb_png(30_000, 30_000)))),
             400,
             "image_too_large",
-            "900000000 pixels",
+            "900 megapixels",
         ),
         (dict(body=one(url, "red " * 2500)), 400, "context_length_exceeded", "by at least"),
         (dict(body=one(url, max_tokens=1990)), 400, "context_length_exceeded", "ask for at most"),

@@ -9,8 +9,9 @@ A user's file (``train_configs/...``, ``eval_configs/...``) has the sections ``m
 
 and finally ``--options key=value ...`` override anything. OmegaConf interpolations such as
 ``${oc.env:MINIGPT4_DATASET}`` are resolved once, here, so a missing variable is reported before
-anything heavy starts. Unknown sections and misspelt ``run`` keys are errors: a typo must not
-fall back to a default silently.
+anything heavy starts. Unknown sections, misspelt ``run`` keys and unknown keys anywhere in a
+``datasets.<name>`` block are errors naming the nearest valid key: a typo must not fall back to
+a default silently.
 """
 
 from __future__ import annotations
@@ -83,6 +84,23 @@ RUN_KEYS = frozenset(
 )
 
 
+# Every key a ``datasets.<name>`` block may hold (nested: a dict is the schema of a sub-block,
+# None a value). ``batch_size`` is the per-dataset batch size of the original's later configs.
+PROCESSOR_KEYS = dict.fromkeys(
+    ("name", "image_size", "min_scale", "max_scale", "mean", "std", "prompt", "max_words")
+)
+PROCESSOR_BLOCK = {"train": PROCESSOR_KEYS, "eval": PROCESSOR_KEYS}
+DATASET_KEYS: dict[str, Any] = {
+    "data_type": None,
+    "build_info": {"storage": None},
+    "vis_processor": PROCESSOR_BLOCK,
+    "text_processor": PROCESSOR_BLOCK,
+    "sample_ratio": None,
+    "type": None,
+    "batch_size": None,
+}
+
+
 class ConfigError(ValueError):
     """A configuration problem, with the file, key or value and what to do about it."""
 
@@ -90,6 +108,33 @@ class ConfigError(ValueError):
 def _nearest(name: str, candidates: Iterable[str]) -> str:
     match = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.5)
     return f" Did you mean '{match[0]}'?" if match else ""
+
+
+def _check_keys(
+    block: DictConfig, schema: dict[str, Any], where: str, source: str, options: DictConfig
+) -> None:
+    """Every key of ``block`` is in ``schema`` (recursively), else a :class:`ConfigError`.
+
+    The error names ``--options`` when the key came from there, else ``source`` (the file).
+    """
+    for key, value in block.items():
+        if key not in schema:
+            if OmegaConf.select(options, f"{where}.{key}", default=None) is not None:
+                source = "--options"
+            raise ConfigError(
+                f"{source}: unknown key '{where}.{key}'.{_nearest(str(key), schema)} Valid keys "
+                f"there: {', '.join(schema)}. Remove or correct it (unknown keys would silently "
+                "fall back to defaults)."
+            )
+        sub = schema[key]
+        if sub is None or value is None:
+            continue
+        if not isinstance(value, DictConfig):
+            raise ConfigError(
+                f"{source}: '{where}.{key}' must be a mapping with keys {', '.join(sub)}, "
+                f"got {value!r}"
+            )
+        _check_keys(value, sub, f"{where}.{key}", source, options)
 
 
 def parse_options(options: Sequence[str] | None) -> DictConfig:
@@ -127,7 +172,6 @@ class Config:
 
     def __init__(self, args: Any) -> None:
         self.args = args
-        registry.register("configuration", self)
 
         cfg_path = getattr(args, "cfg_path", None)
         if not cfg_path:
@@ -145,6 +189,10 @@ class Config:
         self.config = OmegaConf.merge(runner_config, model_config, dataset_config, user_config)
         self._resolve(cfg_path)
         self._check_run_keys(cfg_path)
+        for name in self.config.get("datasets") or {}:
+            block = self.config.datasets[name]
+            if block is not None:
+                _check_keys(block, DATASET_KEYS, f"datasets.{name}", cfg_path, user_config)
 
     # --- building ---------------------------------------------------------------------------
 

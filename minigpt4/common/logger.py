@@ -56,6 +56,14 @@ class SmoothedValue:
         self.count += n
         self.total += value * n
 
+    def state_dict(self) -> dict[str, float]:
+        """What the global average needs (a resumed epoch continues the sums)."""
+        return {"total": self.total, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.total = float(state["total"])
+        self.count = int(state["count"])
+
     def synchronize_between_processes(self) -> None:
         """Sum ``count`` and ``total`` over ranks (the window stays local, as in the original)."""
         if not dist_utils.is_dist_avail_and_initialized():
@@ -128,6 +136,13 @@ class MetricLogger:
         return self.delimiter.join(
             f"{name}: {meter.global_avg:.4f}" for name, meter in self.meters.items()
         )
+
+    def state_dict(self) -> dict[str, dict[str, float]]:
+        return {name: meter.state_dict() for name, meter in self.meters.items()}
+
+    def load_state_dict(self, state: dict[str, dict[str, float]]) -> None:
+        for name, meter_state in state.items():
+            self.meters[name].load_state_dict(meter_state)
 
     def synchronize_between_processes(self) -> None:
         for meter in self.meters.values():

@@ -5,8 +5,10 @@ Configs name their parts by string (``arch: mini_gpt4``, ``name: blip2_image_tra
 enter it through the ``register_*`` decorators when their module is imported (see
 ``minigpt4/__init__.py``, which imports every module that registers something).
 
-The names and the accessors are those of the original MiniGPT-4 / LAVIS registry, so code
-written against it keeps working.
+The decorators and accessors (``register_model``, ``get_model_class``, ``get_path`` ...) are
+those of the original MiniGPT-4 / LAVIS registry, so code written against them keeps working;
+the original's unused entries (``MAX_INT``, ``SPLIT_NAMES``, the ``configuration`` object and
+the ``cache_root`` / ``output_dir`` / ``result_dir`` paths) are not kept.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-
-KINDS = ("builder", "model", "processor", "task", "runner", "lr_scheduler")
 
 
 class RegistryError(KeyError):
@@ -36,7 +36,6 @@ class Registry:
         "runner_name_mapping": {},
         "lr_scheduler_name_mapping": {},
         "paths": {},
-        "state": {},
     }
 
     # --- registration -------------------------------------------------------------------------
@@ -94,15 +93,6 @@ class Registry:
         if not isinstance(path, str):
             raise TypeError(f"path '{name}' must be a str, got {type(path).__name__}")
         cls.mapping["paths"][name] = path
-
-    @classmethod
-    def register(cls, name: str, obj: Any) -> None:
-        """Store a value under a dotted name, e.g. ``register("MAX_INT", sys.maxsize)``."""
-        parts = name.split(".")
-        current = cls.mapping["state"]
-        for part in parts[:-1]:
-            current = current.setdefault(part, {})
-        current[parts[-1]] = obj
 
     # --- lookup -------------------------------------------------------------------------------
 
@@ -174,20 +164,6 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(cls.mapping["paths"])) or "(none)"
             raise RegistryError(f"Unknown path name '{name}'. Registered paths: {known}") from None
-
-    @classmethod
-    def get(cls, name: str, default: Any = None, no_warning: bool = False) -> Any:
-        """Value stored with :meth:`register`, or ``default`` when absent."""
-        current: Any = cls.mapping["state"]
-        for part in name.split("."):
-            if not isinstance(current, dict) or part not in current:
-                return default
-            current = current[part]
-        return current
-
-    @classmethod
-    def unregister(cls, name: str) -> Any:
-        return cls.mapping["state"].pop(name, None)
 
 
 registry = Registry()

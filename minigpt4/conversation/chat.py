@@ -12,7 +12,8 @@ and images into embeddings, and generating, are the model's (:meth:`MiniGPT4.get
   end-of-sequence or padding token is removed before decoding;
 - ``do_sample``, ``top_p`` and a ``seed`` are settings; answers can be streamed; questions about
   many images are answered in one batch (:meth:`Chat.answer_batch`);
-- the over-length warning is logged instead of printed; a PIL image is converted to RGB first.
+- the over-length warning is logged instead of printed; images are read by the project's one
+  image loader (8-bit RGB from any bit depth, size-checked).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from PIL import Image
 
 from minigpt4.conversation.conversation import (
     IMAGE_MESSAGE,
+    STOP_WORD,
     ChatTemplate,
     Conversation,
     chat_template,
 )
 from minigpt4.models.generation import GenerationSettings, StopRule
 from minigpt4.models.tokenizer import LlamaTokenizer
+from minigpt4.processors.image_io import load_image
 
 logger = logging.getLogger(__name__)
 
@@ -131,12 +134,10 @@ class Chat:
 
     def process_image(self, image: str | Image.Image | torch.Tensor) -> torch.Tensor:
         """A path, PIL image or tensor as a processed batch [1, 3, H, W] on the chat's device."""
-        if isinstance(image, str):
-            with Image.open(image) as raw:
-                image = self.vis_processor(raw.convert("RGB")).unsqueeze(0)
-        elif isinstance(image, Image.Image):
-            # The original skipped the RGB conversion here; RGBA/greyscale images then broke.
-            image = self.vis_processor(image.convert("RGB")).unsqueeze(0)
+        if isinstance(image, (str, Image.Image)):
+            # The shared loader: 16-bit, palette, transparent and huge images handled (the
+            # original skipped the RGB conversion of PIL images; RGBA/greyscale ones broke).
+            image = self.vis_processor(load_image(image)).unsqueeze(0)
         elif isinstance(image, torch.Tensor):
             image = image.unsqueeze(0) if image.dim() == 3 else image
         else:
@@ -165,6 +166,31 @@ class Chat:
         conv.append_message(conv.roles[1], None)
         return self.model.get_context_emb(conv.get_prompt(), img_list).shape[1]
 
+    def overflow(
+        self,
+        conv: Conversation,
+        img_list: Sequence[torch.Tensor],
+        settings: GenerationSettings | None = None,
+    ) -> int:
+        """By how many embeddings the next answer's context exceeds its room (``max_length -
+        max_new_tokens``): what the left truncation would cut; 0 when it fits."""
+        settings = self.settings(settings)
+        room = settings.max_length - settings.max_new_tokens
+        return max(0, self.context_length(conv, img_list) - room)
+
+    def question_overflow(
+        self,
+        question: str,
+        img_list: Sequence[torch.Tensor],
+        settings: GenerationSettings | None = None,
+    ) -> int:
+        """:meth:`overflow` of a fresh conversation holding only the first image and
+        ``question``: above 0, the question can never be answered with its image in view."""
+        probe = self.new_conversation()
+        probe.append_message(probe.roles[0], IMAGE_MESSAGE)
+        self.ask(question, probe)
+        return self.overflow(probe, img_list[:1], settings)
+
     @torch.no_grad()
     def _open_answer(
         self, conv: Conversation, img_list: Sequence[torch.Tensor], settings: GenerationSettings
@@ -181,7 +207,7 @@ class Chat:
         while ids and ids[-1] in end_ids:  # end of sequence / padding of rows that ended early
             ids.pop()
         text = tokenizer.decode(ids, skip_special_tokens=self.template.skip_special_tokens)
-        return text.split("###")[0].split("Assistant:")[-1].strip()
+        return text.split(STOP_WORD)[0].split("Assistant:")[-1].strip()
 
     # --- answers ---------------------------------------------------------------------------------
 

@@ -38,18 +38,11 @@ def freeze(module: nn.Module) -> None:
 
 
 class BaseModel(nn.Module):
-    """Device and autocast handling with the original's semantics."""
+    """Autocast handling with the original's semantics; subclasses say where they run
+    (``device``)."""
 
     autocast_dtype: torch.dtype = torch.float16
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the first parameter, as the original.
-
-        For MiniGPT4 that is ``query_tokens`` (a direct parameter comes before the submodules'),
-        so in low-resource mode, with the ViT moved to CPU, this still reports the GPU.
-        """
-        return next(self.parameters()).device
+    device: torch.device
 
     def maybe_autocast(self, dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager:
         """Autocast on CUDA (fp16 unless configured); nothing on CPU, where weights are fp32."""

@@ -252,7 +252,9 @@ def _batch_setting(settings: Sequence[GenerationSettings], name: str) -> object:
 
 def _sampling_kwargs(settings: Sequence[GenerationSettings], num_beams: int) -> dict:
     if not any(s.do_sample for s in settings):
-        return {"do_sample": False}
+        # Neutral values: an LLM folder's own sampling defaults (Llama-2-chat: temperature 0.6,
+        # top_p 0.9) would otherwise be reported as unused on every greedy answer.
+        return {"do_sample": False, "temperature": 1.0, "top_p": 1.0}
     if num_beams == 1:
         # Our sampler chooses the tokens; transformers' warpers stay off.
         return {

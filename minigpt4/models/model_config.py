@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from minigpt4.models.base_model import AUTOCAST_DTYPES
 from minigpt4.models.eva_vit import EvaVitConfig
 from minigpt4.models.qformer import QFormerConfig
 
@@ -25,7 +26,6 @@ LAVIS_URL = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/m
 EVA_VIT_G_URL = LAVIS_URL + "eva_vit_g.pth"
 BLIP2_FLANT5XXL_URL = LAVIS_URL + "blip2_pretrained_flant5xxl.pth"
 LLM_QUANTIZATIONS = (None, "8bit", "4bit")
-AUTOCAST_DTYPE_NAMES = ("fp16", "bf16")
 VIT_PRECISIONS = ("fp16", "fp32")
 
 
@@ -82,7 +82,7 @@ class MiniGPT4Config:
             ),
             (
                 "autocast_dtype",
-                self.autocast_dtype in AUTOCAST_DTYPE_NAMES,
+                self.autocast_dtype in AUTOCAST_DTYPES,
                 "must be 'fp16' or 'bf16'",
             ),
         ]

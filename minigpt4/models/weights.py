@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minigpt4.common.checkpoint_files import CheckpointError, atomic_torch_save, torch_load_safely
 from minigpt4.common.utils import is_url, resolve_path
 from minigpt4.models.model_config import MiniGPT4Config
 from minigpt4.models.qformer import (
@@ -50,8 +51,6 @@ LLAMA_PROJ_KEYS = ("llama_proj.weight", "llama_proj.bias")
 # Known LLaMA widths, to say "13B" rather than "5120" when a checkpoint does not fit.
 LLM_SIZE_BY_HIDDEN = {2560: "3B", 4096: "7B", 5120: "13B", 6656: "33B", 8192: "65B/70B"}
 
-_ZIP_MAGIC = b"PK\x03\x04"
-_PICKLE_PROTO = 0x80
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
 
@@ -61,10 +60,6 @@ class MissingWeightsError(FileNotFoundError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-class CheckpointError(ValueError):
-    """A weight file exists but cannot be used: wrong format, missing or mis-shaped keys."""
 
 
 # --- finding files ----------------------------------------------------------------------------
@@ -195,12 +190,9 @@ def _llm_folder_problem(path: str) -> str | None:
 # --- reading files ----------------------------------------------------------------------------
 
 
-def _read_magic(path: str) -> bytes:
+def _looks_like_safetensors(path: str) -> bool:
     with open(path, "rb") as f:
-        return f.read(9)
-
-
-def _looks_like_safetensors(head: bytes) -> bool:
+        head = f.read(9)
     if len(head) < 9:
         return False
     header_len = int.from_bytes(head[:8], "little")
@@ -210,29 +202,16 @@ def _looks_like_safetensors(head: bytes) -> bool:
 def load_state_dict_file(path: str, config_key: str) -> dict[str, torch.Tensor]:
     """Read a weight file into a flat ``{name: tensor}`` dict, safely.
 
-    Accepts a PyTorch checkpoint (zip or legacy pickle, loaded with ``weights_only=True``) holding
-    either a flat state dict or ``{"model": state_dict, ...}`` (the LAVIS / MiniGPT-4 / runner
-    layouts), or a ``.safetensors`` file (whatever its extension). Anything else raises
-    :class:`CheckpointError` naming the file and ``config_key``.
+    Accepts a ``.safetensors`` file (recognised by content, whatever its extension) or a
+    PyTorch checkpoint (read by :func:`torch_load_safely`: ``weights_only``, clear errors)
+    holding either a flat state dict or ``{"model": state_dict, ...}`` (the LAVIS / MiniGPT-4 /
+    runner layouts). Anything else raises :class:`CheckpointError` naming the file and
+    ``config_key``.
     """
     where = f"{path} ({config_key})"
     if not os.path.isfile(path):
         raise MissingWeightsError(f"{where}: file not found")
-    head = _read_magic(path)
-    if head[:4] == _ZIP_MAGIC or (head and head[0] == _PICKLE_PROTO):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
-            if "weights_only" in str(err) or "Unsupported global" in str(err):
-                raise CheckpointError(
-                    f"{where}: refusing to unpickle it: it holds objects other than tensors and "
-                    f"plain containers, which could run code (torch.load(weights_only=True) said: "
-                    f"{str(err).splitlines()[0]}). Re-save it as a plain state dict."
-                ) from err
-            raise CheckpointError(
-                f"{where}: cannot be read as a PyTorch checkpoint (truncated or corrupt?): {err}"
-            ) from err
-    elif _looks_like_safetensors(head):
+    if _looks_like_safetensors(path):
         from safetensors.torch import load_file
 
         try:
@@ -240,7 +219,7 @@ def load_state_dict_file(path: str, config_key: str) -> dict[str, torch.Tensor]:
         except Exception as err:  # noqa: BLE001
             raise CheckpointError(f"{where}: cannot be read as safetensors: {err}") from err
     else:
-        raise CheckpointError(f"{where}: not a PyTorch checkpoint (.pth) nor a safetensors file")
+        obj = torch_load_safely(path, config_key)
     return _unwrap_state_dict(obj, where)
 
 
@@ -490,13 +469,7 @@ def minigpt4_state(
 def save_weights(content: Mapping, path: str) -> None:
     """``torch.save`` ``content`` to ``path`` atomically (a temporary file, then a rename)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        torch.save(content, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_torch_save(content, path)
 
 
 # --- the LLM ----------------------------------------------------------------------------------

@@ -31,11 +31,28 @@ from torch import nn
 from torch.utils.data import ChainDataset, DataLoader, IterableDataset
 
 from minigpt4.common import dist_utils
+from minigpt4.common.checkpoint_files import (
+    CheckpointError,
+    atomic_torch_save,
+    atomic_write_text,
+    read_checkpoint,
+    remove_stale_temp_files,
+)
 from minigpt4.common.registry import registry
+from minigpt4.common.utils import resolve_path
 from minigpt4.datasets.datasets.dataloader_utils import (
     IterLoader,
     MultiIterLoader,
     ResumableDistributedSampler,
+    SeededSamples,
+    StreamLoader,
+)
+from minigpt4.datasets.sample_seeds import mix_seed
+from minigpt4.runners.resume import (
+    RESUME_KEY,
+    RESUME_REQUIRED,
+    check_not_finished,
+    resume_position,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,24 +117,6 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
 
 
-def _atomic_torch_save(obj: Any, path: str) -> None:
-    """Write to a temporary file in the same folder, then rename: no half-written checkpoint."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _atomic_write_text(text: str, path: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 @registry.register_runner("runner_base")
 class RunnerBase:
     """Trains ``model`` on ``datasets`` as ``cfg.run_cfg`` says (see the module docstring)."""
@@ -138,6 +137,7 @@ class RunnerBase:
         self._lr_sched: Any = None
         self.start_epoch = 0
         self.start_iter = 0
+        self.start_meters: dict[str, Any] | None = None  # the resumed epoch's running sums
 
         self.device = self._pick_device()
         self.amp_dtype = self._pick_amp_dtype()
@@ -282,13 +282,6 @@ class RunnerBase:
             logger.info("Empty train splits.")
         return splits
 
-    @property
-    def valid_splits(self) -> list[str]:
-        splits = list(self.run_cfg.get("valid_splits", []))
-        if not splits:
-            logger.info("No validation splits found.")
-        return splits
-
     # --- data -------------------------------------------------------------------------------
 
     @property
@@ -313,64 +306,73 @@ class RunnerBase:
                 ratios = None
                 if all(hasattr(d, "sample_ratio") for d in datasets):
                     ratios = [float(d.sample_ratio) for d in datasets]
-                loaders = [self._create_loader(d, is_train=split in splits) for d in datasets]
+                loaders = [self._create_loader(d) for d in datasets]
                 self._dataloaders[split] = MultiIterLoader(loaders, ratios=ratios)
         return self._dataloaders
 
-    def _batch_size(self, dataset: Any, is_train: bool) -> tuple[int, str]:
-        """The batch size and the key that set it: ``datasets.<name>.batch_size`` (where the
-        original's LLaMA-2 configs put it), else ``run.batch_size_train`` / ``_eval``."""
+    def _batch_size(self, dataset: Any) -> tuple[int, str]:
+        """The training batch size and the key that set it: ``datasets.<name>.batch_size``
+        (where the original's LLaMA-2 configs put it), else ``run.batch_size_train``."""
         name = getattr(dataset, "name", None)
         block = self.config.datasets_cfg.get(name) if name else None
         if block is not None and block.get("batch_size") is not None:
             return int(block.batch_size), f"datasets.{name}.batch_size"
-        key = "batch_size_train" if is_train else "batch_size_eval"
-        if self.run_cfg.get(key) is None:
-            raise ValueError(f"no batch size: set run.{key} or datasets.{name}.batch_size")
-        return int(self.run_cfg[key]), f"run.{key}"
+        if self.run_cfg.get("batch_size_train") is None:
+            raise ValueError(
+                f"no batch size: set run.batch_size_train or datasets.{name}.batch_size"
+            )
+        return int(self.run_cfg.batch_size_train), "run.batch_size_train"
 
-    def _create_loader(self, dataset: Any, is_train: bool) -> Any:
-        bsz, bsz_key = self._batch_size(dataset, is_train)
+    def _create_loader(self, dataset: Any) -> Any:
+        """An endless training loader: webdataset streams as they are, map-style datasets
+        through a resumable sampler, reshuffled each pass."""
+        bsz, bsz_key = self._batch_size(dataset)
         num_workers = int(self.run_cfg.get("num_workers", 0))
         seed = int(self.run_cfg.get("seed", 0))
+        rank = dist_utils.get_rank()
         # A private generator: creating loader iterators must not draw from the global RNG,
         # or a resumed run would diverge from an uninterrupted one.
-        generator = torch.Generator().manual_seed(seed + dist_utils.get_rank())
+        generator = torch.Generator().manual_seed(seed + rank)
         if _is_stream(dataset):
-            # Endless (resampled shards); webdataset splits shards per rank/worker itself.
-            return iter(
-                DataLoader(
+            if not hasattr(dataset, "positioned_samples"):  # another kind of IterableDataset
+                loader = DataLoader(
                     dataset,
                     batch_size=bsz,
                     num_workers=num_workers,
                     pin_memory=self.cuda_enabled,
                     generator=generator,
                 )
+                return iter(loader)
+            # Endless; every rank and worker reads its own seeded stream.
+            return StreamLoader(
+                dataset, bsz, num_workers, pin_memory=self.cuda_enabled, generator=generator
             )
         sampler = ResumableDistributedSampler(
             dataset,
             num_replicas=dist_utils.get_world_size(),
-            rank=dist_utils.get_rank(),
-            shuffle=is_train,
+            rank=rank,
+            shuffle=True,
             seed=seed,
+            keyed=True,
         )
+        name = getattr(dataset, "name", "?")
         loader = DataLoader(
-            dataset,
+            SeededSamples(dataset, seed=mix_seed(seed, rank, name)),
             batch_size=bsz,
             num_workers=num_workers,
             pin_memory=self.cuda_enabled,
             sampler=sampler,
             shuffle=False,
             collate_fn=getattr(dataset, "collater", None),
-            drop_last=is_train,
+            drop_last=True,
             generator=generator,
         )
         if len(loader) == 0:
             raise ValueError(
-                f"dataset '{getattr(dataset, 'name', '?')}' has {len(dataset)} samples, fewer "
-                f"than one batch of {bsz} per rank; lower {bsz_key}"
+                f"dataset '{name}' has {len(dataset)} samples, fewer than one batch of {bsz} "
+                f"per rank; lower {bsz_key}"
             )
-        return IterLoader(loader, use_distributed=self.use_distributed) if is_train else loader
+        return IterLoader(loader, use_distributed=self.use_distributed)
 
     @property
     def train_loader(self) -> Any:
@@ -396,6 +398,7 @@ class RunnerBase:
                     "%s already holds a run: writing to %s", os.path.join(base, self.job_id), job_id
                 )
             os.makedirs(os.path.join(base, job_id, "result"), exist_ok=True)
+            self._remove_stale_temp_files(base)
         if self.use_distributed:
             # Ranks compute job ids independently; rank 0's is the run's.
             shared = [job_id]
@@ -404,14 +407,19 @@ class RunnerBase:
         self.job_id = job_id
         self.output_dir = os.path.join(base, job_id)
         self.result_dir = os.path.join(self.output_dir, "result")
-        registry.register_path("output_dir", self.output_dir)
-        registry.register_path("result_dir", self.result_dir)
+
+    def _remove_stale_temp_files(self, base: str) -> None:
+        """Temporary files of saves that a kill interrupted, in this output dir's runs."""
+        folders = [os.path.join(base, name) for name in sorted(os.listdir(base))]
+        if self.resume_ckpt_path:
+            folders.append(os.path.dirname(resolve_path(str(self.resume_ckpt_path))))
+        remove_stale_temp_files(folders)
 
     @dist_utils.main_process
     def log_config(self) -> None:
         with open(os.path.join(self.output_dir, "log.txt"), "a", encoding="utf-8") as f:
             f.write(json.dumps(self.config.to_dict(), indent=4) + "\n")
-        _atomic_write_text(
+        atomic_write_text(
             OmegaConf.to_yaml(OmegaConf.create(self.config.to_dict())),
             os.path.join(self.output_dir, "config.yaml"),
         )
@@ -436,10 +444,7 @@ class RunnerBase:
         self.log_config()
         logger.info("Start training")
         # Build everything first so that restoring RNG states is the last thing before step 1.
-        model = self.model
-        loader = self.train_loader
-        optimizer = self.optimizer
-        lr_scheduler = self.lr_scheduler
+        _ = (self.model, self.train_loader, self.optimizer, self.lr_scheduler)
         if self.resume_ckpt_path and not self.evaluate_only:
             self._load_checkpoint(self.resume_ckpt_path)
 
@@ -455,52 +460,71 @@ class RunnerBase:
                 break
             if cur_epoch != self.start_epoch:
                 logger.info("Start training")
-            model.train()
-            start_iter = self.start_iter if cur_epoch == self.start_epoch else 0
-            train_stats = self.task.train_epoch(
-                epoch=cur_epoch,
-                model=model,
-                data_loader=loader,
-                optimizer=optimizer,
-                lr_scheduler=lr_scheduler,
-                iters_per_epoch=self.iters_per_epoch,
-                device=self.device,
-                scaler=self.scaler,
-                amp_dtype=self.amp_dtype,
-                log_freq=self.log_freq,
-                accum_grad_iters=self.accum_grad_iters,
-                start_iter=start_iter,
-                on_step=self._maybe_save_iter_checkpoint if self.save_freq_iters else None,
-            )
-            self.log_stats(split_name="train", stats=train_stats)
-            if not self.valid_splits:  # always (checked above); logs "No validation splits found."
-                self._save_checkpoint(cur_epoch, next_epoch=cur_epoch + 1, next_iter=0)
-            dist_utils.barrier()
+            self._train_epoch(cur_epoch, resumed=cur_epoch == self.start_epoch)
 
         total_time = time.time() - start_time
         logger.info("Training time %s", str(datetime.timedelta(seconds=int(total_time))))
 
-    def _maybe_save_iter_checkpoint(self, epoch: int, i: int) -> None:
+    def _train_epoch(self, cur_epoch: int, resumed: bool) -> None:
+        """One epoch (the rest of it when ``resumed`` part-way), its stats and checkpoint."""
+        model, loader = self.model, self.train_loader
+        model.train()
+        if hasattr(loader, "start_training_epoch"):
+            loader.start_training_epoch(cur_epoch)
+        train_stats = self.task.train_epoch(
+            epoch=cur_epoch,
+            model=model,
+            data_loader=loader,
+            optimizer=self.optimizer,
+            lr_scheduler=self.lr_scheduler,
+            iters_per_epoch=self.iters_per_epoch,
+            device=self.device,
+            scaler=self.scaler,
+            amp_dtype=self.amp_dtype,
+            log_freq=self.log_freq,
+            accum_grad_iters=self.accum_grad_iters,
+            start_iter=self.start_iter if resumed else 0,
+            start_meters=self.start_meters if resumed else None,
+            on_step=self._maybe_save_iter_checkpoint if self.save_freq_iters else None,
+        )
+        self.log_stats(split_name="train", stats=train_stats)
+        logger.info("No validation splits found.")  # the original's line: nothing to evaluate
+        self._save_checkpoint(cur_epoch, next_epoch=cur_epoch + 1, next_iter=0)
+        dist_utils.barrier()
+
+    def _maybe_save_iter_checkpoint(self, epoch: int, i: int, meters: Any = None) -> None:
+        """After optimizer step ``i``: every ``save_freq_iters`` iterations, checkpoint_latest."""
         done = i + 1
         if done % self.save_freq_iters == 0 and done < self.iters_per_epoch:
             self._save_checkpoint(
-                epoch, next_epoch=epoch, next_iter=done, name=ITER_CHECKPOINT_NAME
+                epoch,
+                next_epoch=epoch,
+                next_iter=done,
+                name=ITER_CHECKPOINT_NAME,
+                meters=meters.state_dict() if meters is not None else None,
             )
 
     # --- checkpoints ------------------------------------------------------------------------
 
-    def _rank_state(self) -> dict[str, Any]:
+    def _rank_state(self, meters: dict[str, Any] | None) -> dict[str, Any]:
         loader = self.train_loader
         return {
             "rng": rng_states(),
             "loaders": loader.state_dict() if hasattr(loader, "state_dict") else None,
+            # this rank's running sums of the epoch's stats (None at an epoch's end)
+            "meters": meters,
         }
 
     def _save_checkpoint(
-        self, cur_epoch: int, next_epoch: int, next_iter: int, name: str | None = None
+        self,
+        cur_epoch: int,
+        next_epoch: int,
+        next_iter: int,
+        name: str | None = None,
+        meters: dict[str, Any] | None = None,
     ) -> None:
         """All ranks call this (RNG states are gathered); rank 0 writes."""
-        rank_state = self._rank_state()
+        rank_state = self._rank_state(meters)
         if self.use_distributed:
             rank_states: list[Any] = [None] * dist_utils.get_world_size()
             dist.all_gather_object(rank_states, rank_state)
@@ -534,60 +558,72 @@ class RunnerBase:
             logger.info(
                 "Saving checkpoint at epoch %d, iteration %d to %s.", cur_epoch, next_iter, save_to
             )
-        _atomic_torch_save(save_obj, save_to)
+        atomic_torch_save(save_obj, save_to)
         if name is None and self.save_freq_iters:
             # With periodic checkpoints, checkpoint_latest.pth is always the newest state.
-            _atomic_torch_save(save_obj, os.path.join(self.output_dir, ITER_CHECKPOINT_NAME))
+            atomic_torch_save(save_obj, os.path.join(self.output_dir, ITER_CHECKPOINT_NAME))
 
     def _load_checkpoint(self, path: str) -> None:
         """Restore weights, optimizer, scaler, scheduler, position and RNG from ``path``."""
-        from minigpt4.common.utils import resolve_path
-
         path = resolve_path(str(path))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"run.resume_ckpt_path: checkpoint {path} does not exist")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("model", "optimizer", "epoch"):
-            if key not in checkpoint:
-                raise KeyError(f"{path} is not a training checkpoint: it has no '{key}' entry")
+        checkpoint = read_checkpoint(path, RESUME_KEY, RESUME_REQUIRED)
+        self.start_epoch, self.start_iter = resume_position(checkpoint)
+        check_not_finished(path, self.start_epoch, self.max_epoch)
 
         model = self.unwrap_dist_model(self.model)
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         missing = sorted(trainable - set(checkpoint["model"]))
         if missing:
-            raise KeyError(f"{path} lacks trainable weights {missing}; is it from this model?")
+            raise CheckpointError(
+                f"{RESUME_KEY}: {path} lacks the trainable weights {missing}: is it a "
+                "checkpoint of this model?"
+            )
         result = model.load_state_dict(checkpoint["model"], strict=False)
         if result.unexpected_keys:
             logger.warning("Ignored keys in %s not in the model: %s", path, result.unexpected_keys)
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(
+                f"{RESUME_KEY}: {path}: its optimizer state does not fit this model's "
+                f"trainable parameters ({err})"
+            ) from err
         if self.scaler is not None and checkpoint.get("scaler"):
             self.scaler.load_state_dict(checkpoint["scaler"])
-
-        train_state = checkpoint.get("train_state")
-        if train_state is None:  # a checkpoint written by the original
-            self.start_epoch, self.start_iter = int(checkpoint["epoch"]) + 1, 0
-        else:
-            self.start_epoch = int(train_state["next_epoch"])
-            self.start_iter = int(train_state["next_iter"])
         if "lr_scheduler" in checkpoint:
             self.lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
 
-        rank_states = checkpoint.get("rank_states")
-        rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
-        if rank_states is not None and len(rank_states) == world:
-            state = rank_states[rank]
-            set_rng_states(state["rng"])
-            loader = self.train_loader
-            if state.get("loaders") is not None and hasattr(loader, "load_state_dict"):
-                loader.load_state_dict(state["loaders"])
-        else:
+        problems = self._restore_rank_state(checkpoint.get("rank_states"))
+        if problems:
             logger.warning(
-                "%s holds no RNG/data state for %d rank(s): continuing with fresh random "
-                "streams (weights, optimizer and schedule are restored)",
+                "Resuming from %s cannot be exact: %s. Weights, optimizer and lr schedule are "
+                "restored; the data and random numbers differ from an uninterrupted run.",
                 path,
-                world,
+                "; ".join(problems),
             )
         logger.info("Resume checkpoint from %s", path)
+
+    def _restore_rank_state(self, rank_states: list[dict[str, Any]] | None) -> list[str]:
+        """This rank's RNG, data position and stats; returns why that is not exact."""
+        world = dist_utils.get_world_size()
+        if rank_states is None or len(rank_states) != world:
+            return [
+                f"it holds no RNG/data state for {world} rank(s) (a checkpoint of the original "
+                "or of another number of processes): random streams start fresh"
+            ]
+        state = rank_states[dist_utils.get_rank()]
+        problems = []
+        loader = self.train_loader
+        if hasattr(loader, "load_state_dict"):
+            if state.get("loaders") is None:
+                problems.append("it holds no data position")
+            else:
+                problems += loader.load_state_dict(state["loaders"])
+        self.start_meters = state.get("meters")
+        if self.start_iter and self.start_meters is None:
+            problems.append("the epoch's averaged stats will cover only the rest of the epoch")
+        set_rng_states(state["rng"])  # last: nothing may draw from the RNGs after this
+        return problems
 
 
 def _non_empty_dir(path: str) -> bool:

@@ -5,30 +5,28 @@ server was started with ``--allow-remote-images``; local paths and other schemes
 (a request must not make the server open its own files). Every refusal is a 400 naming the
 parameter (``messages[0].content[1].image_url``).
 
-Decoding (:func:`decode_image`) is one small function so the shared image loader can take its
-place; it refuses more than :data:`MAX_IMAGE_BYTES` of encoded data and, before decoding any
-pixel, more than :data:`MAX_IMAGE_PIXELS` (a decompression bomb: a small file that decodes to
-gigabytes).
+More than :data:`MAX_IMAGE_BYTES` of encoded data is refused before decoding; decoding is the
+project's image loader (:func:`minigpt4.processors.image_io.load_image`: any bit depth and mode
+as 8-bit RGB, and images over its pixel limit, decompression bombs, refused before their pixels
+are decoded).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
 import urllib.error
 import urllib.request
-import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from minigpt4.processors.image_io import MAX_IMAGE_PIXELS, ImageLoadError, load_image
 from minigpt4.serve.errors import bad_request
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # encoded, per image (the OpenAI API's limit)
-MAX_IMAGE_PIXELS = 100_000_000  # 100 megapixels; decoded as RGB that is 300 MB already
 FETCH_TIMEOUT_S = 20
-_PIL_PIXELS = re.compile(r"\((\d+) pixels\)")
+TOO_LARGE = "the image is too large"  # how the image loader's size refusals begin
 _DATA_URL = re.compile(r"data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*),(?P<data>.*)", re.DOTALL)
 
 
@@ -93,25 +91,10 @@ def _too_large(param: str, size: str) -> Exception:
 
 
 def decode_image(data: bytes, param: str) -> Image.Image:
-    """Decoded RGB image of ``data``; refuses oversized and undecodable images."""
+    """Decoded 8-bit RGB image of ``data`` through the project's image loader; an oversized or
+    undecodable image is a 400 saying why."""
     try:
-        with warnings.catch_warnings():
-            # PIL warns (and above twice its limit refuses) by itself; the check below says more.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise _too_large(param, f"{width}x{height} pixels")
-                img.load()
-                return img.convert("RGB")
-    except Image.DecompressionBombError as err:  # PIL's own refusal, far above the limit
-        pixels = _PIL_PIXELS.search(str(err))
-        raise _too_large(param, f"{pixels[1] if pixels else 'too many'} pixels") from None
-    except UnidentifiedImageError:
-        raise bad_request(
-            f"'{param}': the data is not an image (or a format Pillow cannot read)", param
-        ) from None
-    except OSError as err:
-        raise bad_request(
-            f"'{param}': the image cannot be decoded (truncated or corrupt?): {err}", param
-        ) from None
+        return load_image(data, name=f"'{param}'")
+    except ImageLoadError as err:
+        too_large = err.reason.startswith(TOO_LARGE)
+        raise bad_request(str(err), param, "image_too_large" if too_large else None) from None

@@ -68,19 +68,24 @@ class BaseTask:
         log_freq: int = 50,
         accum_grad_iters: int = 1,
         start_iter: int = 0,
-        on_step: Callable[[int, int], None] | None = None,
+        start_meters: dict[str, Any] | None = None,
+        on_step: Callable[[int, int, MetricLogger], None] | None = None,
     ) -> dict[str, str]:
         """Train ``iters_per_epoch`` iterations (from ``start_iter`` when resuming mid-epoch).
 
         The lr is set *before* each forward (the original's order). The loss is divided by
         ``accum_grad_iters`` so accumulated gradients are averages (the original summed them).
         ``amp_dtype`` enables CUDA autocast; ``scaler`` is the fp16 GradScaler (None for bf16).
-        ``on_step(epoch, i)`` runs after every optimizer step (periodic checkpoints).
+        ``on_step(epoch, i, metric_logger)`` runs after every optimizer step, with the stats
+        of iterations up to ``i`` (periodic checkpoints save them); ``start_meters`` restores
+        such stats, so a resumed epoch's averages cover the whole epoch.
         Returns the epoch's global averages formatted with 3 decimals, as log.txt wants them.
         """
         metric_logger = MetricLogger(delimiter="  ")
         metric_logger.add_meter("lr", SmoothedValue(window_size=1, fmt="{value:.6f}"))
         metric_logger.add_meter("loss", SmoothedValue(window_size=1, fmt="{value:.4f}"))
+        if start_meters:
+            metric_logger.load_state_dict(start_meters)
         logger.info("Start training epoch %d, %d iters per inner epoch.", epoch, iters_per_epoch)
         header = f"Train: data epoch: [{epoch}]"
         is_ddp = isinstance(model, nn.parallel.DistributedDataParallel)
@@ -113,6 +118,8 @@ class BaseTask:
                 else:
                     scaled.backward()
 
+            metric_logger.update(loss=loss.item())
+            metric_logger.update(lr=optimizer.param_groups[0]["lr"])
             if step_now:
                 if scaler is not None:
                     scaler.step(optimizer)
@@ -121,10 +128,7 @@ class BaseTask:
                     optimizer.step()
                 optimizer.zero_grad()
                 if on_step is not None:
-                    on_step(epoch, i)
-
-            metric_logger.update(loss=loss.item())
-            metric_logger.update(lr=optimizer.param_groups[0]["lr"])
+                    on_step(epoch, i, metric_logger)
 
         metric_logger.synchronize_between_processes()
         logger.info("Averaged stats: %s", metric_logger.global_avg())

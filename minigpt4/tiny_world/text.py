@@ -12,18 +12,15 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+from minigpt4.conversation.conversation import CONV_VISION, IMAGE_MESSAGE
+from minigpt4.models.prompt import IMAGE_PLACEHOLDER
 from minigpt4.tiny_world import world
 
 # Stage-2 training template (train_configs/minigpt4_stage2_finetune.yaml) and the demo's
-# conversation (minigpt4/conversation/conversation.py: CONV_VISION).
+# conversation (CONV_VISION).
 PROMPT_TEMPLATE = "###Human: {} ###Assistant: "
-CONV_SYSTEM = (
-    "Give the following image: <Img>ImageContent</Img>. "
-    "You will be able to see the image once I provide it to you. Please answer my questions."
-)
-CONV_SEP = "###"
-IMAGE_PLACEHOLDER = "<ImageHere>"
-IMAGE_MESSAGE = "<Img><ImageHere></Img>"
+CONV_SYSTEM = CONV_VISION.system
+CONV_SEP = CONV_VISION.sep
 DEMO_QUESTION = "Describe this image."
 STAGE1_END_SYM = "\n"
 STAGE2_END_SYM = "###"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from minigpt4.datasets.datasets.caption_datasets import CaptionDataset
+from minigpt4.processors.image_io import ImageLoadError, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +24,9 @@ class CCSBUAlignDataset(CaptionDataset):
             ann = self.annotation[(index + attempt) % len(self.annotation)]
             path = self.image_path(ann["image_id"])
             try:
-                with Image.open(path) as img:
-                    image = img.convert("RGB")
-            except (OSError, UnidentifiedImageError, ValueError) as err:
-                logger.warning("Skipping unreadable image %s: %s", path, err)
+                image = load_image(path)
+            except ImageLoadError as err:
+                logger.warning("Skipping unreadable image %s", err)
                 continue
             return {
                 "image": self.vis_processor(image),

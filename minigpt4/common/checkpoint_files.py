@@ -1,0 +1,165 @@
+"""Checkpoint and weight files: written atomically, read safely, with errors that say what to do.
+
+- :func:`atomic_torch_save` / :func:`atomic_write_text` write ``<path>.tmp.<pid>`` beside the
+  target and rename it: a crash or ``kill -9`` leaves the old file or the new one, never half of
+  one. What a kill can leave is the temporary file itself; :func:`remove_stale_temp_files`
+  deletes those whose writer no longer runs (the runner calls it at start).
+- :func:`torch_load_safely` loads with ``weights_only=True`` (a crafted pickle cannot run code)
+  and turns every failure into a :class:`CheckpointError` naming the file, the config key that
+  points at it and the cause: empty file, truncated or corrupt file, a pickle that holds
+  something other than tensors and plain containers (naming the offending global). Every
+  weight file (``minigpt4.models.weights``) and training checkpoint (:func:`read_checkpoint`,
+  which also checks the entries) is read through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+TMP_MARKER = ".tmp."
+_TMP_NAME = re.compile(r"^(?P<target>.+)\.tmp\.(?P<pid>\d+)$")
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = b"\x80"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weight file that exists but cannot be used."""
+
+
+def temp_path(path: str) -> str:
+    return f"{path}{TMP_MARKER}{os.getpid()}"
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    tmp = temp_path(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(text: str, path: str) -> None:
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _process_runs(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process has not started writing: a file of its pid is older
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_temp_files(folders: Iterable[str]) -> list[str]:
+    """Delete ``*.tmp.<pid>`` files in ``folders`` whose process is gone; returns their paths.
+
+    A file whose process still runs is kept: it may be a save in progress of another run
+    writing into the same output folder.
+    """
+    removed = []
+    for folder in dict.fromkeys(folders):  # each once, in order
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            match = _TMP_NAME.match(name)
+            path = os.path.join(folder, name)
+            if match is None or not os.path.isfile(path) or _process_runs(int(match["pid"])):
+                continue
+            os.remove(path)
+            removed.append(path)
+            logger.warning(
+                "Removed %s: a temporary file left by process %s, which was killed while "
+                "writing %s (that file itself is intact)",
+                path,
+                match["pid"],
+                match["target"],
+            )
+    return removed
+
+
+def looks_like_torch_file(path: str) -> bool:
+    """Starts as ``torch.save`` files do: a zip archive, or a pickle (the legacy format)."""
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    return head == _ZIP_MAGIC or head[:1] == _PICKLE_PROTO
+
+
+def describe_load_error(err: BaseException, looks_like_checkpoint: bool = True) -> str:
+    """Why ``torch.load`` failed on a file, in one line."""
+    text = str(err)
+    first = text.splitlines()[0] if text else type(err).__name__
+    if not looks_like_checkpoint:  # e.g. a text file: its bytes read as garbage pickle opcodes
+        return "not a PyTorch checkpoint: it does not start like a file torch.save writes"
+    if "Weights only load failed" in text or "Unsupported global" in text:
+        found = _BLOCKED_GLOBAL.search(text)
+        what = f"a reference to {found.group(1)}" if found else "an object"
+        return (
+            f"refused to unpickle it: it holds {what}, which is not a tensor or a plain "
+            "container and could run code when loaded. Use a checkpoint written by train.py "
+            "(or re-save the state dict from a trusted copy)"
+        )
+    return (
+        f"the file is truncated or corrupt ({type(err).__name__}: {first}); a save was "
+        "interrupted or the copy is incomplete: use another checkpoint"
+    )
+
+
+def torch_load_safely(path: str, config_key: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU; every failure is a :class:`CheckpointError`
+    (or :class:`FileNotFoundError`) naming ``config_key``, the file and the cause."""
+    where = f"{config_key}: {path}"
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{where} does not exist")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{where} is not a file (a checkpoint file is expected)")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(
+            f"{where} is empty (0 bytes): its save was interrupted; use another checkpoint"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
+        reason = describe_load_error(err, looks_like_torch_file(path))
+        raise CheckpointError(f"{where}: {reason}") from err
+
+
+def read_checkpoint(path: str, config_key: str, required: Sequence[str] = ()) -> dict[str, Any]:
+    """Load the dict checkpoint at ``path`` (named by ``config_key``) with ``weights_only``.
+
+    ``required`` top-level entries must be present. Raises :class:`FileNotFoundError` or
+    :class:`CheckpointError`, each naming ``config_key``, the file and the cause.
+    """
+    where = f"{config_key}: {path}"
+    checkpoint = torch_load_safely(path, config_key)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{where} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+    missing = [key for key in required if key not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"{where} is not a training checkpoint: it has no {', '.join(map(repr, missing))} "
+            f"entr{'y' if len(missing) == 1 else 'ies'} (it has: {', '.join(map(str, checkpoint))})"
+        )
+    return checkpoint

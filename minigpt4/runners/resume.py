@@ -1,0 +1,52 @@
+"""Where a run resumes, and the checks ``train.py`` makes before anything heavy is loaded.
+
+A checkpoint written by this runner says where to continue in ``train_state`` (``next_epoch``,
+``next_iter``); one written by the original only has ``epoch``, the epoch it finished. A
+checkpoint whose next epoch is ``run.max_epoch`` or later belongs to a finished run: resuming
+from it is an error (non-zero exit) rather than a run that trains nothing and says nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from minigpt4.common.checkpoint_files import read_checkpoint
+from minigpt4.common.utils import resolve_path
+
+RESUME_KEY = "run.resume_ckpt_path"
+# What a checkpoint must hold to resume from (the original's keys; ours add more).
+RESUME_REQUIRED = ("model", "optimizer", "epoch")
+
+
+class FinishedRunError(ValueError):
+    """The checkpoint to resume from is the end of a run: nothing is left to train."""
+
+
+def resume_position(checkpoint: dict[str, Any]) -> tuple[int, int]:
+    """(epoch, iteration) at which training continues after ``checkpoint``."""
+    train_state = checkpoint.get("train_state")
+    if train_state is None:  # a checkpoint written by the original
+        return int(checkpoint["epoch"]) + 1, 0
+    return int(train_state["next_epoch"]), int(train_state["next_iter"])
+
+
+def check_not_finished(path: str, next_epoch: int, max_epoch: int) -> None:
+    if next_epoch < max_epoch:
+        return
+    raise FinishedRunError(
+        f"{RESUME_KEY}: {path} ends a finished run: it completed epoch {next_epoch - 1} and "
+        f"run.max_epoch is {max_epoch} (epochs 0..{max_epoch - 1}), so nothing is left to "
+        "train. Raise run.max_epoch to train further, or remove run.resume_ckpt_path to start "
+        "a new run."
+    )
+
+
+def preflight_resume(run_cfg: Any) -> None:
+    """Fail now, not after the model has loaded, if ``run.resume_ckpt_path`` cannot be used."""
+    path = run_cfg.get("resume_ckpt_path", None)
+    if not path or run_cfg.get("evaluate", False):
+        return
+    path = resolve_path(str(path))
+    checkpoint = read_checkpoint(path, RESUME_KEY, RESUME_REQUIRED)
+    next_epoch, _ = resume_position(checkpoint)
+    check_not_finished(path, next_epoch, int(run_cfg.max_epoch))
