@@ -10,6 +10,7 @@ OpenAI-style error, and survive a client that hangs up mid-stream.
 from __future__ import annotations
 
 import base64
+import subprocess
 import sys
 import threading
 import time
@@ -79,7 +80,7 @@ def health(base: str) -> dict:
 
 def test_binds_loopback_and_lists_the_model(server, client):
     base, log_path, _ = server
-    assert f"Uvicorn running on {base}" in log_path.read_text()  # 127.0.0.1 by default
+    assert f"Running on {base} (OpenAI API under /v1)" in log_path.read_text()  # 127.0.0.1
     assert [m.id for m in client.models.list()] == [MODEL]
     assert client.models.retrieve(MODEL).id == MODEL
     assert health(base)["status"] == "ok"  # no key needed for the health check
@@ -329,3 +330,12 @@ def test_the_llama2_model_is_served_too(tmp_path):
         )
         assert response.usage.completion_tokens <= 5
         assert response.choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_taken_port_fails_before_the_model_loads(server):
+    port = server[0].rsplit(":", 1)[1]  # the running server holds it
+    cmd = [sys.executable, "-m", "minigpt4.serve", "--cfg-path", TINY_EVAL, "--port", port]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert f"--port {port}: cannot listen there" in done.stderr
+    assert "Loading VIT" not in done.stderr + done.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,21 @@ def api_app(chat: Any, args: argparse.Namespace) -> Any:
     )
 
 
-def run(app: Any, host: str, port: int) -> None:
-    """Serve ``app`` with uvicorn until interrupted.
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, taken before the model loads, so a taken port or a
+    wrong address fails at once (not after minutes of loading)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as err:  # socket.gaierror included
+        raise SystemExit(
+            f"--host {host} --port {port}: cannot listen there ({err.strerror or err}); stop "
+            "the program that holds the port, or choose another with --port"
+        ) from err
+
+
+def run(app: Any, host: str, port: int, sock: socket.socket | None = None) -> None:
+    """Serve ``app`` with uvicorn until interrupted (on ``sock`` if given, from :func:`bind`).
 
     A mounted gradio app keeps a heartbeat stream open per browser tab until its ``stop_event``
     is set (its own ``launch`` sets it on exit); it is set here too, or stopping would wait for
@@ -124,7 +138,9 @@ def run(app: Any, host: str, port: int) -> None:
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10
     )
-    Server(config).run()
+    if sock is not None:  # uvicorn announces only the sockets it binds itself
+        logger.info("Running on http://%s:%d (OpenAI API under /v1)", host, port)
+    Server(config).run(sockets=[sock] if sock is not None else None)
 
 
 def run_with_demo(chat: Any, demo: Any, args: argparse.Namespace, host: str, port: int) -> None:
@@ -145,8 +161,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     args = parse_args(argv)
     setup_logger()
+    sock = bind(args.host, args.port)
     import minigpt4  # noqa: F401  (registers models and processors)
 
     device = loading.resolve_device(args.device, args.gpu_id)
     chat = loading.build_chat(Config(args), device, args.gpu_id)
-    run(api_app(chat, args), args.host, args.port)
+    run(api_app(chat, args), args.host, args.port, sock)
