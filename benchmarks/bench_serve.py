@@ -29,6 +29,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from minigpt4.serve.batcher import DEFAULT_MAX_WAIT_S  # noqa: E402
 from minigpt4.tiny_world import evaluate, text, world  # noqa: E402
 
 EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"
@@ -143,7 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=64, help="requests per level")
     parser.add_argument("--max-batch-size", type=int, default=16, help="of the batched server")
-    parser.add_argument("--batch-wait-ms", type=float, default=10)
+    parser.add_argument("--batch-wait-ms", type=float, default=DEFAULT_MAX_WAIT_S * 1000)
     parser.add_argument("--rounds", type=int, default=3, help="turns per level (median rate)")
     args = parser.parse_args()
 

@@ -258,3 +258,17 @@ def test_a_body_over_the_limit_is_refused_with_413(chat, monkeypatch):
         resp = client.post("/v1/chat/completions", content=b"x" * 2000)
     assert resp.status_code == 413
     assert resp.json()["error"]["code"] == "request_too_large"
+
+
+def test_the_listening_socket_names_tcp():
+    """asyncio turns Nagle's algorithm off only on sockets whose protocol is TCP: without it
+    every answer waits ~40 ms for a delayed ACK."""
+    import socket
+
+    from minigpt4.serve.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()
