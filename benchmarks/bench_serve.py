@@ -8,8 +8,9 @@ with batching (``--max-batch-size 16``) and one request at a time (``--max-batch
 take turns at each level. For each number of concurrent clients, each client sends requests one
 after another (a held-out
 image, "Describe this image.", greedy, up to 60 tokens) until ``--requests`` answers are in.
-Prints answers/s and latency percentiles per level, the speed-up of batching, and whether the
-greedy answers are the same both ways.
+Prints answers/s and latency percentiles per level, the speed-up of batching, whether the
+greedy answers are the same both ways, and what ``model.generate`` alone gives in batches of 1,
+8 and 16 (the ceiling the server's own work and the clients eat into).
 """
 
 from __future__ import annotations
@@ -106,6 +107,32 @@ def run_level(base: str, bodies: list[dict], clients: int, count: int):
     return time.perf_counter() - start, latencies, answers
 
 
+def generation_only(count: int = 16) -> dict[int, float]:
+    """Answers/s of ``model.generate`` alone (no HTTP, no image work) on ``count`` held-out
+    contexts, in batches of 1, 8 and 16: what the model could give the server."""
+    import torch
+
+    torch.set_num_threads(1)
+    chat = evaluate.build_chat(EVAL_CONFIG)
+    contexts = []
+    for _, image in evaluate.held_out_images(evaluate.HELD_OUT_SEED, count):
+        conv, img_list = chat.new_conversation(), []
+        chat.upload_img(image, conv, img_list)
+        chat.ask(text.DEMO_QUESTION, conv)
+        conv.append_message(conv.roles[1], None)
+        with torch.no_grad():
+            contexts.append(chat.model.get_context_emb(conv.get_prompt(), img_list))
+    settings = chat.settings(do_sample=False, max_new_tokens=evaluate.MAX_NEW_TOKENS)
+    rates = {}
+    for size in (1, 8, 16):
+        start = time.perf_counter()
+        for i in range(0, count, size):
+            rows = contexts[i : i + size]
+            chat.model.generate(rows, [settings] * len(rows), [chat.stop_rule] * len(rows))
+        rates[size] = count / (time.perf_counter() - start)
+    return rates
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -200,6 +227,9 @@ def main() -> None:
     print(f"greedy answers equal batched and one at a time: {total - differ} of {total}")
     unstable = sum(r[c]["unstable"] for r in (alone, batched) for c in CLIENTS)
     print(f"rounds whose answers differ from the level's first round: {unstable}")
+    rates = generation_only()
+    shown = ", ".join(f"batches of {size}: {rate:.0f}" for size, rate in rates.items())
+    print(f"model.generate alone (no HTTP, no images), answers/s: {shown}")
 
 
 if __name__ == "__main__":
