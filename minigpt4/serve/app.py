@@ -119,18 +119,20 @@ class Server:
         self.check_model(req.model)
         plan = plan_conversation(req.messages)
         # One trip to a worker thread: each hop waits for the GIL, which generation holds often.
-        prompt, pixels = await run_in_threadpool(self._prompt, plan)
-        length = sum(map(len, self.chat.model.segment_ids(prompt)))
-        length += len(pixels) * self.image_tokens
+        prompt, pixels, length = await run_in_threadpool(self._prompt, plan)
         return Prepared(prompt, pixels, length, settings_for(self.chat.settings(), req, length))
 
-    def _prompt(self, plan: Plan) -> tuple[str, list[torch.Tensor]]:
+    def _prompt(self, plan: Plan) -> tuple[str, list[torch.Tensor], int]:
+        """Fetch and decode the images; the Chat's prompt, the processed images and the context
+        length (text tokens and image embeddings)."""
         for turn in plan.turns:
             if turn.image_url is not None:
                 param = turn.image_param
                 data = images.image_bytes(turn.image_url, param, self.allow_remote_images)
                 turn.image = images.decode_image(data, param)
-        return build_prompt(self.chat, plan)
+        prompt, pixels = build_prompt(self.chat, plan)
+        length = sum(map(len, self.chat.model.segment_ids(prompt)))
+        return prompt, pixels, length + len(pixels) * self.image_tokens
 
     @functools.cached_property
     def image_tokens(self) -> int:
