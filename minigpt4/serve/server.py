@@ -55,8 +55,8 @@ def add_api_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-wait-ms",
         type=float,
         default=DEFAULT_MAX_WAIT_S * 1000,
-        help="how long a batch waits for more requests before it starts "
-        f"(default {DEFAULT_MAX_WAIT_S * 1000:g} ms)",
+        help="the longest a batch waits for requests still being prepared before it starts "
+        f"(default {DEFAULT_MAX_WAIT_S * 1000:g} ms; a lone request does not wait)",
     )
     parser.add_argument("--model-name", default=None, help="served model name (default: derived)")
 
