@@ -10,8 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from minigpt4.common.logger import setup_logger
-from minigpt4.evaluation.ask import make_asker
+from minigpt4.evaluation.ask import build_chat, load_config, make_asker
 from minigpt4.evaluation.benchmarks import BENCHMARKS, result_items
 from minigpt4.evaluation.items import Item
 from minigpt4.evaluation.resume import AnswerLog, partial_path
@@ -33,13 +35,6 @@ def generation_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.do_sample:
         settings.update(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     return settings
-
-
-def load_config(args: argparse.Namespace) -> Any:
-    import minigpt4  # noqa: F401  (registers models and processors)
-    from minigpt4.common.config import Config
-
-    return Config(argparse.Namespace(cfg_path=args.cfg_path, options=args.options))
 
 
 def run_header(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
@@ -67,12 +62,10 @@ class _LazyAsker:
 
     def __call__(self, items: list[Item]) -> list[str]:
         if self.ask is None:
-            from minigpt4.conversation.conversation import Chat
-            from minigpt4.conversation.loading import build_model_and_processor, resolve_device
-
-            device = resolve_device(self.args.device, self.args.gpu_id)
-            model, vis_processor = build_model_and_processor(self.cfg, device, self.args.gpu_id)
-            chat = Chat(model, vis_processor, device=device)
+            # Seeded first: a config without a checkpoint (the untrained-projection baseline)
+            # gets the same random llama_proj every run.
+            torch.manual_seed(self.args.seed)
+            chat = build_chat(self.cfg, self.args.device, self.args.gpu_id)
             self.ask = make_asker(chat, self.args.question_template, generation_settings(self.args))
         return self.ask(items)
 
@@ -98,7 +91,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     image_dir = Path(args.image_dir) if args.image_dir else None
     items = bench.read(Path(args.data), image_dir, args.limit)
     logger.info("%s: %d questions from %s", bench.name, len(items), args.data)
-    cfg = load_config(args)
+    cfg = load_config(args.cfg_path, args.options)
     out = Path(args.out)
     header = run_header(args, cfg)
     log = AnswerLog(partial_path(out), header)

@@ -36,6 +36,7 @@ def answer_all(
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     check_unique(items)
     todo = sum(item.id not in log.answers for item in items)
+    logger.info("%d of %d questions to ask", todo, len(items))
     bar = tqdm(total=todo, unit="q", disable=not progress or todo == 0)
     for start in range(0, len(items), batch_size):
         batch = [it for it in items[start : start + batch_size] if it.id not in log.answers]
