@@ -38,7 +38,7 @@ def answer_batch(
     # conversations of equal text, once per distinct question.
     from minigpt4.inference import answer_batch as same_question_batch
 
-    answers: list[str | None] = [None] * len(questions)
+    answers = [""] * len(questions)
     settings = dict(settings)
     max_length = settings.pop("max_length", 2000)
     for question in dict.fromkeys(questions):
@@ -47,7 +47,7 @@ def answer_batch(
         out = same_question_batch(chat, tensor, question, max_length=max_length, **settings)
         for i, text in zip(rows, out, strict=True):
             answers[i] = text
-    return [a for a in answers if a is not None]
+    return answers
 
 
 def build_chat(cfg: Any, device: str | None = None, gpu_id: int = 0) -> Any:

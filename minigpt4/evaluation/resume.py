@@ -32,7 +32,7 @@ class AnswerLog:
         self.path = path
         self.header = json.loads(json.dumps(header))  # as it reads back from the file
         self.answers: dict[str, str] = {}
-        if path.exists():
+        if path.exists() and path.stat().st_size > 0:
             self._read()
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
