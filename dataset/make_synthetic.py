@@ -18,8 +18,9 @@ FORMAT:
               about the image's value ("Yes"), the second about another value ("No"), e.g.
               "Is there a red shape in the image? Please answer yes or no.<TAB>Yes".
   pope        the same world in POPE's layout: DIR/shapes_pope.jsonl, one JSON line per question
-              ({"question_id", "image", "text", "label"}), two per image (its own colour and
-              shape: "yes"; another colour-shape pair: "no"), and DIR/images/NNNNNN.jpg.
+              ({"question_id", "image", "text", "label"}), two per image about the object (its
+              shape: "Is there a circle in the image?" "yes"; another shape: "no"), and
+              DIR/images/NNNNNN.jpg.
   urls        the input of the download path: DIR/captions.json, a JSON list of {"url", "caption"}
               records like BLIP's laion_synthetic_filtered_large.json, and DIR/images/*.jpg for
               `python -m http.server --bind 127.0.0.1 PORT --directory DIR` to serve; the URLs are
@@ -172,8 +173,8 @@ def write_pope(out: str, seed: int, count: int, image_size: int = 224) -> list[d
         sample = make_sample(seed, i, image_size)
         name = f"{i:06d}.jpg"
         _replace_atomically(os.path.join(out, "images", name), to_jpeg_bytes(sample.image))
-        rng = _world.question_rng(seed, i, "object")
-        for question, answer in _world.object_questions(sample.scene, rng):
+        rng = _world.question_rng(seed, i, "pope")
+        for question, answer in _world.question_pair(sample.scene, "shape", rng):
             records.append(
                 {
                     "question_id": len(records) + 1,

@@ -492,7 +492,7 @@ def test_mme_layout_holds_true_balanced_pairs(tmp_path):
     assert len(images) == 20  # every category has its own images
 
 
-def test_pope_layout_asks_about_the_object(tmp_path):
+def test_pope_layout_asks_about_the_shape(tmp_path):
     from minigpt4.evaluation.pope_data import read_pope
     from minigpt4.tiny_world import world
 
@@ -502,8 +502,10 @@ def test_pope_layout_asks_about_the_object(tmp_path):
     assert [r["question_id"] for r in records] == list(range(1, 11))
     for n in range(5):
         scene = _scene_of(10, n, 32)
-        assert items[2 * n].question == world.object_question(scene.colour, scene.shape)
-        assert items[2 * n + 1].question != items[2 * n].question
+        assert items[2 * n].question == world.yes_no_question("shape", scene.shape)
+        assert items[2 * n + 1].question in {
+            world.yes_no_question("shape", s) for s in world.SHAPES if s != scene.shape
+        }
         assert items[2 * n].image == f"{n:06d}.jpg"
 
 

@@ -13,9 +13,9 @@ them. Background words never collide with colour words, so the first colour word
 always the shape's colour.
 
 Yes/no questions about one attribute (``yes_no_question``, "Is there a red shape in the image?"),
-asked in pairs as MME asks them (``question_pair``: one true, one false), and POPE-style object
-questions ("Is there a red circle in the image?", ``object_questions``) make the world's
-benchmark (``dataset/make_synthetic.py --format mme|pope``).
+asked in pairs as MME asks them (``question_pair``: one true, one false), make the world's
+benchmark (``dataset/make_synthetic.py --format mme|pope``; POPE asks about the object, i.e. the
+shape: "Is there a circle in the image?").
 
 Two caption styles:
 
@@ -312,7 +312,6 @@ _YES_NO_TEMPLATES: dict[str, str] = {
     "position": "Is the shape in {} of the image?",
     "background": "Is the background of the image {}?",
 }
-_OBJECT_TEMPLATE = "Is there a {} {} in the image?"
 
 
 def yes_no_question(attribute: str, value: str) -> str:
@@ -322,11 +321,6 @@ def yes_no_question(attribute: str, value: str) -> str:
     if attribute == "position":
         value = _POSITION_PHRASE[value]
     return fix_articles(_YES_NO_TEMPLATES[attribute].format(value))
-
-
-def object_question(colour: str, shape: str) -> str:
-    """The POPE-style question whether a ``colour`` ``shape`` is in the image."""
-    return fix_articles(_OBJECT_TEMPLATE.format(colour, shape))
 
 
 def question_rng(seed: int, index: int, kind: str) -> random.Random:
@@ -340,11 +334,3 @@ def question_pair(scene: Scene, attribute: str, rng: random.Random) -> list[tupl
     truth = getattr(scene, attribute)
     other = rng.choice([v for v in ATTRIBUTE_VALUES[attribute] if v != truth])
     return [(yes_no_question(attribute, truth), YES), (yes_no_question(attribute, other), NO)]
-
-
-def object_questions(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
-    """POPE's balanced questions for one image: its own colour and shape ("Yes"), and another
-    (colour, shape) drawn with ``rng`` ("No"; it may share the colour or the shape)."""
-    others = [(c, s) for c in COLOURS for s in SHAPES if (c, s) != (scene.colour, scene.shape)]
-    colour, shape = rng.choice(others)
-    return [(object_question(scene.colour, scene.shape), YES), (object_question(colour, shape), NO)]
