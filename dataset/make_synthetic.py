@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the synthetic shapes world (see dataset/README_SYNTHETIC.md) in three layouts.
+"""Generate the synthetic shapes world (see dataset/README_SYNTHETIC.md) in five layouts.
 
     python dataset/make_synthetic.py --seed S --count N --format FORMAT --out DIR
         [--shard-size K] [--image-size 224] [--base-url URL] [--missing M]
@@ -12,6 +12,15 @@ FORMAT:
   align       stage-2 data as the cc_sbu_align folder: DIR/filter_cap.json
               ({"annotations": [{"image_id": "0", "caption": ...}, ...]}) + DIR/image/{id}.jpg,
               with long, instruction-style descriptions.
+  mme         the tiny world's yes/no benchmark in MME's release layout: one folder per attribute
+              (colour, shape, size, position, background), each with --count images
+              NNNNNN.jpg and beside each NNNNNN.txt: two "question<TAB>answer" lines, the first
+              about the image's value ("Yes"), the second about another value ("No"), e.g.
+              "Is there a red shape in the image? Please answer yes or no.<TAB>Yes".
+  pope        the same world in POPE's layout: DIR/shapes_pope.jsonl, one JSON line per question
+              ({"question_id", "image", "text", "label"}), two per image about the object (its
+              shape: "Is there a circle in the image?" "yes"; another shape: "no"), and
+              DIR/images/NNNNNN.jpg.
   urls        the input of the download path: DIR/captions.json, a JSON list of {"url", "caption"}
               records like BLIP's laion_synthetic_filtered_large.json, and DIR/images/*.jpg for
               `python -m http.server --bind 127.0.0.1 PORT --directory DIR` to serve; the URLs are
@@ -129,6 +138,56 @@ def write_align(out: str, seed: int, count: int, image_size: int = 224) -> list[
     return annotations
 
 
+def mme_sample_index(category: int, image: int) -> int:
+    """The world sample behind image ``image`` of MME category ``category``: categories
+    interleave, so every category has its own images and none depends on --count."""
+    return image * len(_world.YES_NO_ATTRIBUTES) + category
+
+
+def write_mme(out: str, seed: int, count: int, image_size: int = 224) -> list[str]:
+    """Write the MME release layout (``out/<attribute>/NNNNNN.{jpg,txt}``); return the folders."""
+    folders = []
+    for k, attribute in enumerate(_world.YES_NO_ATTRIBUTES):
+        folder = os.path.join(out, attribute)
+        os.makedirs(folder, exist_ok=True)
+        for i in range(count):
+            index = mme_sample_index(k, i)
+            sample = make_sample(seed, index, image_size)
+            rng = _world.question_rng(seed, index, attribute)
+            pair = _world.question_pair(sample.scene, attribute, rng)
+            lines = "".join(f"{q}{_world.MME_SUFFIX}\t{a}\n" for q, a in pair)
+            _replace_atomically(os.path.join(folder, f"{i:06d}.jpg"), to_jpeg_bytes(sample.image))
+            _replace_atomically(os.path.join(folder, f"{i:06d}.txt"), lines.encode("utf-8"))
+        folders.append(folder)
+    return folders
+
+
+POPE_FILE = "shapes_pope.jsonl"
+
+
+def write_pope(out: str, seed: int, count: int, image_size: int = 224) -> list[dict]:
+    """Write ``out/shapes_pope.jsonl`` and ``out/images/NNNNNN.jpg``; return the questions."""
+    os.makedirs(os.path.join(out, "images"), exist_ok=True)
+    records = []
+    for i in range(count):
+        sample = make_sample(seed, i, image_size)
+        name = f"{i:06d}.jpg"
+        _replace_atomically(os.path.join(out, "images", name), to_jpeg_bytes(sample.image))
+        rng = _world.question_rng(seed, i, "pope")
+        for question, answer in _world.question_pair(sample.scene, "shape", rng):
+            records.append(
+                {
+                    "question_id": len(records) + 1,
+                    "image": name,
+                    "text": question,
+                    "label": answer.lower(),
+                }
+            )
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    _replace_atomically(os.path.join(out, POPE_FILE), text.encode("utf-8"))
+    return records
+
+
 def _parquet_schema():
     import pyarrow as pa
 
@@ -236,13 +295,17 @@ def write_webdataset(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Generate the synthetic shapes world as webdataset shards, a cc_sbu_align "
-        "folder, or a caption JSON + images to serve over HTTP.",
+        "folder, a caption JSON + images to serve over HTTP, or its yes/no benchmark in the MME "
+        "or POPE layout.",
         epilog="Vocabulary and examples: dataset/README_SYNTHETIC.md",
     )
     parser.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     parser.add_argument("--count", type=int, required=True, help="number of images")
     parser.add_argument(
-        "--format", choices=("webdataset", "align", "urls"), required=True, help="output layout"
+        "--format",
+        choices=("webdataset", "align", "urls", "mme", "pope"),
+        required=True,
+        help="output layout",
     )
     parser.add_argument("--out", required=True, help="output folder (created if needed)")
     parser.add_argument(
@@ -277,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.format == "align":
         write_align(args.out, args.seed, args.count, args.image_size)
         print(f"wrote {args.count} images and {args.out}/filter_cap.json")
+    elif args.format == "mme":
+        folders = write_mme(args.out, args.seed, args.count, args.image_size)
+        print(f"wrote {len(folders)} MME categories of {args.count} images (2 questions each)")
+    elif args.format == "pope":
+        records = write_pope(args.out, args.seed, args.count, args.image_size)
+        print(f"wrote {len(records)} POPE questions to {os.path.join(args.out, POPE_FILE)}")
     else:
         records = write_url_list(
             args.out, args.seed, args.count, args.base_url, args.image_size, args.missing

@@ -461,6 +461,54 @@ def test_url_list_layout_with_missing_images(tmp_path):
         assert r["caption"] == make_synthetic.make_sample(7, index, 32).short_caption
 
 
+def _scene_of(seed: int, index: int, size: int):
+    return make_synthetic.make_sample(seed, index, size).scene
+
+
+def test_mme_layout_holds_true_balanced_pairs(tmp_path):
+    from minigpt4.evaluation.mme_data import read_mme
+    from minigpt4.tiny_world import world
+
+    make_synthetic.write_mme(str(tmp_path), seed=9, count=4, image_size=32)
+    items = read_mme(tmp_path)
+    assert len(items) == 5 * 4 * 2
+    assert {i.category for i in items} == set(world.YES_NO_ATTRIBUTES)
+    images = set()
+    for k, attribute in enumerate(world.YES_NO_ATTRIBUTES):
+        rows = [i for i in items if i.category == attribute]
+        assert [i.answer for i in rows] == ["Yes", "No"] * 4  # MME's order: true, then false
+        for n in range(4):
+            index = make_synthetic.mme_sample_index(k, n)
+            images.add(index)
+            scene = _scene_of(9, index, 32)
+            yes, no = rows[2 * n].question, rows[2 * n + 1].question
+            assert yes == world.yes_no_question(attribute, getattr(scene, attribute)) + (
+                world.MME_SUFFIX
+            )
+            assert no != yes and no.endswith(world.MME_SUFFIX)
+            assert rows[2 * n].image_path.read_bytes() == make_synthetic.to_jpeg_bytes(
+                make_synthetic.make_sample(9, index, 32).image
+            )
+    assert len(images) == 20  # every category has its own images
+
+
+def test_pope_layout_asks_about_the_shape(tmp_path):
+    from minigpt4.evaluation.pope_data import read_pope
+    from minigpt4.tiny_world import world
+
+    records = make_synthetic.write_pope(str(tmp_path), seed=10, count=5, image_size=32)
+    items = read_pope(tmp_path)
+    assert [i.answer for i in items] == ["yes", "no"] * 5
+    assert [r["question_id"] for r in records] == list(range(1, 11))
+    for n in range(5):
+        scene = _scene_of(10, n, 32)
+        assert items[2 * n].question == world.yes_no_question("shape", scene.shape)
+        assert items[2 * n + 1].question in {
+            world.yes_no_question("shape", s) for s in world.SHAPES if s != scene.shape
+        }
+        assert items[2 * n].image == f"{n:06d}.jpg"
+
+
 def test_generator_cli_is_deterministic_and_fast_to_start(tmp_path):
     def run(out, fmt, seed="3"):
         return subprocess.run(
@@ -469,7 +517,7 @@ def test_generator_cli_is_deterministic_and_fast_to_start(tmp_path):
             cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
 
-    for fmt in ("webdataset", "align", "urls"):
+    for fmt in ("webdataset", "align", "urls", "mme", "pope"):
         run(tmp_path / f"{fmt}1", fmt)
         run(tmp_path / f"{fmt}2", fmt)
         for f in sorted((tmp_path / f"{fmt}1").rglob("*")):

@@ -250,3 +250,28 @@ def test_same_seed_gives_byte_identical_samples_across_processes():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == here
+
+
+def test_yes_no_questions_name_one_value_each():
+    scene = world.Scene("orange", "star", "large", "top left", "navy")
+    assert world.yes_no_question("colour", "orange") == "Is there an orange shape in the image?"
+    assert world.yes_no_question("shape", "circle") == "Is there a circle in the image?"
+    assert world.yes_no_question("size", "small") == "Is there a small shape in the image?"
+    assert (
+        world.yes_no_question("position", "top left")
+        == "Is the shape in the top left corner of the image?"
+    )
+    assert world.yes_no_question("background", "gray") == "Is the background of the image gray?"
+    with pytest.raises(ValueError, match="'pink' is not a colour"):
+        world.yes_no_question("colour", "pink")
+    rng = random.Random(0)
+    for attribute in world.YES_NO_ATTRIBUTES:
+        values = world.ATTRIBUTE_VALUES[attribute]
+        for _ in range(20):
+            (yes_q, yes), (no_q, no) = world.question_pair(scene, attribute, rng)
+            assert (yes, no) == ("Yes", "No")
+            assert yes_q == world.yes_no_question(attribute, getattr(scene, attribute))
+            assert no_q in {world.yes_no_question(attribute, v) for v in values} - {yes_q}
+    negatives = Counter(world.question_pair(scene, "colour", rng)[1][0] for _ in range(400))
+    assert len(negatives) == len(world.COLOURS) - 1  # every other colour, about equally often
+    assert min(negatives.values()) > 400 / (len(world.COLOURS) - 1) / 2

@@ -12,6 +12,11 @@ Colour + shape are the main attributes (24 combinations, chance ~4 %): ``scene_m
 them. Background words never collide with colour words, so the first colour word in a caption is
 always the shape's colour.
 
+Yes/no questions about one attribute (``yes_no_question``, "Is there a red shape in the image?"),
+asked in pairs as MME asks them (``question_pair``: one true, one false), make the world's
+benchmark (``dataset/make_synthetic.py --format mme|pope``; POPE asks about the object, i.e. the
+shape: "Is there a circle in the image?").
+
 Two caption styles:
 
 - ``short_caption``: stage-1 style, like BLIP's synthetic captions: lower case, no final period,
@@ -205,6 +210,11 @@ _LONG_TEMPLATES: tuple[str, ...] = (
 _A_BEFORE_VOWEL = re.compile(r"\b([Aa]) (?=[aeiou])")
 
 
+def fix_articles(text: str) -> str:
+    """ "a orange" -> "an orange" (the world's only vowel-initial words are colours and shapes)."""
+    return _A_BEFORE_VOWEL.sub(r"\1n ", text)
+
+
 def _fill(template: str, scene: Scene) -> str:
     text = template.format(
         size=scene.size,
@@ -213,7 +223,7 @@ def _fill(template: str, scene: Scene) -> str:
         pos=_POSITION_PHRASE[scene.position],
         bg=scene.background,
     )
-    return _A_BEFORE_VOWEL.sub(r"\1n ", text)  # "a orange" -> "an orange"
+    return fix_articles(text)
 
 
 def short_caption(scene: Scene, rng: random.Random | None = None) -> str:
@@ -280,3 +290,47 @@ def to_jpeg_bytes(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=quality, optimize=False, progressive=False)
     return buf.getvalue()
+
+
+# --- yes/no questions: the world's benchmark (MME pairs, POPE objects) ---------------------------
+
+YES_NO_ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "position", "background")
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
+    "colour": COLOURS,
+    "shape": SHAPES,
+    "size": SIZES,
+    "position": POSITIONS,
+    "background": BACKGROUNDS,
+}
+MME_SUFFIX = " Please answer yes or no."  # what every MME question ends with
+YES, NO = "Yes", "No"
+
+_YES_NO_TEMPLATES: dict[str, str] = {
+    "colour": "Is there a {} shape in the image?",
+    "shape": "Is there a {} in the image?",
+    "size": "Is there a {} shape in the image?",
+    "position": "Is the shape in {} of the image?",
+    "background": "Is the background of the image {}?",
+}
+
+
+def yes_no_question(attribute: str, value: str) -> str:
+    """ "Is there a red shape in the image?" (no suffix) for ``attribute`` = ``value``."""
+    if value not in ATTRIBUTE_VALUES.get(attribute, ()):
+        raise ValueError(f"yes_no_question: {value!r} is not a {attribute} of this world")
+    if attribute == "position":
+        value = _POSITION_PHRASE[value]
+    return fix_articles(_YES_NO_TEMPLATES[attribute].format(value))
+
+
+def question_rng(seed: int, index: int, kind: str) -> random.Random:
+    """The generator of sample ``index``'s ``kind`` questions (independent of the image's)."""
+    return random.Random(f"shapes-world-questions:{seed}:{index}:{kind}")
+
+
+def question_pair(scene: Scene, attribute: str, rng: random.Random) -> list[tuple[str, str]]:
+    """MME's pair for one image: [(question about the scene's value, "Yes"),
+    (question about another value drawn with ``rng``, "No")], without the suffix."""
+    truth = getattr(scene, attribute)
+    other = rng.choice([v for v in ATTRIBUTE_VALUES[attribute] if v != truth])
+    return [(yes_no_question(attribute, truth), YES), (yes_no_question(attribute, other), NO)]

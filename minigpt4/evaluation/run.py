@@ -1,0 +1,111 @@
+"""``python -m minigpt4.evaluate``: read the benchmark, ask the model, score, write results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minigpt4.common.logger import setup_logger
+from minigpt4.evaluation.ask import build_chat, load_config, make_asker
+from minigpt4.evaluation.benchmarks import BENCHMARKS, result_items
+from minigpt4.evaluation.items import Item
+from minigpt4.evaluation.resume import AnswerLog, partial_path
+from minigpt4.evaluation.runner import answer_all
+
+logger = logging.getLogger(__name__)
+
+MODEL_KEYS = ("arch", "model_type", "llama_model", "ckpt")
+
+
+def generation_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Greedy by default; sampling settings only with ``--do-sample``."""
+    settings: dict[str, Any] = {
+        "max_new_tokens": args.max_new_tokens,
+        "max_length": args.max_length,
+        "num_beams": args.num_beams,
+        "do_sample": args.do_sample,
+    }
+    if args.do_sample:
+        settings.update(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    return settings
+
+
+def run_header(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
+    """What decides the answers: a partial file is resumed only under the same header."""
+    model = cfg.model_cfg
+    return {
+        "benchmark": args.benchmark,
+        "cfg_path": args.cfg_path,
+        "options": list(args.options or []),
+        "model": {k: (str(model.get(k)) if model.get(k) is not None else None) for k in MODEL_KEYS},
+        "data": args.data,
+        "image_dir": args.image_dir,
+        "limit": args.limit,
+        "question_template": args.question_template,
+        "generation": generation_settings(args),
+        "batch_size": args.batch_size,
+    }
+
+
+class _LazyAsker:
+    """Builds the model on the first question, so a finished run re-scores without it."""
+
+    def __init__(self, args: argparse.Namespace, cfg: Any) -> None:
+        self.args, self.cfg, self.ask = args, cfg, None
+
+    def __call__(self, items: list[Item]) -> list[str]:
+        if self.ask is None:
+            # Seeded first: a config without a checkpoint (the untrained-projection baseline)
+            # gets the same random llama_proj every run.
+            torch.manual_seed(self.args.seed)
+            chat = build_chat(self.cfg, self.args.device, self.args.gpu_id)
+            self.ask = make_asker(chat, self.args.question_template, generation_settings(self.args))
+        return self.ask(items)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (a temporary file beside ``path``, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one benchmark; returns (and writes to ``args.out``) the results."""
+    setup_logger()
+    bench = BENCHMARKS[args.benchmark]
+    image_dir = Path(args.image_dir) if args.image_dir else None
+    items = bench.read(Path(args.data), image_dir, args.limit)
+    logger.info("%s: %d questions from %s", bench.name, len(items), args.data)
+    cfg = load_config(args.cfg_path, args.options)
+    out = Path(args.out)
+    header = run_header(args, cfg)
+    log = AnswerLog(partial_path(out), header)
+    predictions = answer_all(
+        items, _LazyAsker(args, cfg), log, args.batch_size, progress=not args.no_progress
+    )
+    scores = bench.score(items, predictions)
+    results = {
+        "benchmark": bench.name,
+        "config": header,
+        "scores": scores,
+        "items": result_items(bench, items, predictions),
+    }
+    write_json(out, results)
+    log.remove()
+    logger.info("Results written to %s", out)
+    return results
