@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from PIL import Image
 
 from minigpt4.evaluation.items import Item
 from minigpt4.evaluation.runner import Asker
+from minigpt4.processors.image_io import load_image
 
 QUESTION_FIELD = "{question}"
 
@@ -19,45 +19,24 @@ def question_text(template: str, question: str) -> str:
     return template.replace(QUESTION_FIELD, question)
 
 
-def load_image(item: Item) -> Image.Image:
-    try:
-        with Image.open(item.image_path) as img:
-            return img.convert("RGB")
-    except OSError as err:
-        raise OSError(f"item {item.id}: cannot read image {item.image_path}: {err}") from err
+def item_image(item: Item) -> Image.Image:
+    """The item's image as 8-bit RGB (the project's one image loader), naming the item."""
+    return load_image(item.image_path, name=f"item {item.id}: {item.image_path}")
 
 
 def answer_batch(
     chat: Any, images: list[Image.Image], questions: list[str], settings: dict[str, Any]
 ) -> list[str]:
-    """The chat's answers, one fresh conversation per (image, question): the one call that
-    produces every answer of an evaluation."""
-    if hasattr(chat, "answer_batch"):
-        return chat.answer_batch(images, questions, **settings)
-    # Until Chat.answer_batch lands (issue 12): the batch command's path, which batches
-    # conversations of equal text, once per distinct question.
-    from minigpt4.inference import answer_batch as same_question_batch
-
-    answers = [""] * len(questions)
-    settings = dict(settings)
-    max_length = settings.pop("max_length", 2000)
-    for question in dict.fromkeys(questions):
-        rows = [i for i, q in enumerate(questions) if q == question]
-        tensor = torch.stack([chat.vis_processor(images[i]) for i in rows])
-        out = same_question_batch(chat, tensor, question, max_length=max_length, **settings)
-        for i, text in zip(rows, out, strict=True):
-            answers[i] = text
-    return answers
+    """The chat's answers, one fresh conversation per (image, question), in one batch: the one
+    call that produces every answer of an evaluation (``settings``: GenerationSettings fields)."""
+    return chat.answer_batch(images, questions, **settings)
 
 
 def build_chat(cfg: Any, device: str | None = None, gpu_id: int = 0) -> Any:
     """The demo's ``Chat`` on the model of a loaded eval ``Config``, as demo.py builds it."""
-    from minigpt4.conversation.conversation import Chat
-    from minigpt4.conversation.loading import build_model_and_processor, resolve_device
+    from minigpt4.conversation import loading
 
-    device = resolve_device(device, gpu_id)
-    model, vis_processor = build_model_and_processor(cfg, device, gpu_id)
-    return Chat(model, vis_processor, device=device)
+    return loading.build_chat(cfg, loading.resolve_device(device, gpu_id), gpu_id)
 
 
 def load_config(cfg_path: str, options: Sequence[str] | None = None) -> Any:
@@ -73,7 +52,7 @@ def make_asker(chat: Any, template: str, settings: dict[str, Any]) -> Asker:
     """A function answering a list of items with ``chat`` (``settings``: generation)."""
 
     def ask(items: Sequence[Item]) -> list[str]:
-        images = [load_image(item) for item in items]
+        images = [item_image(item) for item in items]
         questions = [question_text(template, item.question) for item in items]
         return answer_batch(chat, images, questions, settings)
 
