@@ -47,7 +47,7 @@ def assert_close(actual, expected, name: str, atol: float = PARITY_ATOL) -> None
 
 
 def tiny_model_config(stage: int = 1, with_ckpt: bool = True, **overrides: Any) -> DictConfig:
-    """``model`` section for the tiny reference weights (fp32, CPU, eager attention).
+    """``model`` section for the tiny reference weights (fp32 on CPU, eager attention).
 
     ``stage=1``: no prompt, end_sym "\\n", max_txt_len 32 (train_configs stage 1 defaults);
     ``stage=2``: the alignment prompts, template ``###Human: {} ###Assistant: ``, end_sym "###",
@@ -71,6 +71,7 @@ def tiny_model_config(stage: int = 1, with_ckpt: bool = True, **overrides: Any) 
         "qformer_config": dict(TINY_QFORMER_CONFIG),
         "attn_implementation": "eager",
         "device": "cpu",
+        "cpu_dtype": "fp32",  # exact numerics: the reference is the original's fp32 run
     }
     if stage == 2:
         cfg.update(
@@ -152,6 +153,7 @@ def llama2_options(stage: str) -> list[str]:
         f"model.ckpt={LLAMA2_DIR / 'pretrained_minigpt4_llama2_tiny.pth'}",
         f"model.vit_model_path={LLAMA2_DIR / 'eva_vit_g.pth'}",
         "model.device=cpu",
+        "model.cpu_dtype=fp32",
         "model.attn_implementation=eager",
         "model.low_resource=False",
     ]

@@ -30,7 +30,7 @@ def write_tiny_eval_config(path: Path) -> Path:
     """An eval config in the shape of eval_configs/minigpt4_eval.yaml over the tiny weights."""
     cfg = OmegaConf.create(
         {
-            # low_resource as in the shipped eval config: on CPU it is switched off, with a warning
+            # low_resource as in the shipped eval config: on CPU too, an 8-bit LLM
             "model": tiny_model_config(stage=2, low_resource=True),
             "datasets": {
                 "cc_sbu_align": {
@@ -142,7 +142,7 @@ def test_startup_logs_and_local_binding(demo_server):
     assert "Initializing Chat" in log
     assert "Initialization Finished" in log
     assert log.index("Initializing Chat") < log.index("Initialization Finished")
-    assert "low_resource: True asks for an 8-bit LLaMA" in log
+    assert "low_resource: True on CPU: the LLM is loaded in 8-bit" in log
     assert f"Running on local URL:  {url.rstrip('/')}" in log  # bound to 127.0.0.1 by default
     assert "gradio.live" not in log  # no share link unless --share
 

@@ -56,6 +56,7 @@ def _options(**extra):
         "vit_model_path": TINY_DIR / "eva_vit_g.pth",
         "q_former_model": TINY_DIR / "blip2_pretrained_flant5xxl.pth",
         "num_query_token": TINY_NUM_QUERY_TOKEN,
+        "cpu_dtype": "fp32",  # exact, for the comparison with the original's fp32 numbers
         **extra,
     }
     opts = [f"model.{k}={v}" for k, v in tiny.items()]

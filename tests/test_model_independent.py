@@ -143,6 +143,7 @@ def world(tmp_path_factory):
             "end_sym": "###",
             "max_txt_len": 12,
             "device": "cpu",
+            "cpu_dtype": "fp32",  # compared with fp32 formulas
         }
     )  # fmt: skip
     model = MiniGPT4.from_config(cfg)

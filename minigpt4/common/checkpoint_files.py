@@ -127,9 +127,10 @@ def describe_load_error(err: BaseException, looks_like_checkpoint: bool = True) 
     )
 
 
-def torch_load_safely(path: str, config_key: str) -> Any:
+def torch_load_safely(path: str, config_key: str, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU; every failure is a :class:`CheckpointError`
-    (or :class:`FileNotFoundError`) naming ``config_key``, the file and the cause."""
+    (or :class:`FileNotFoundError`) naming ``config_key``, the file and the cause. ``mmap``:
+    memory-map a zip checkpoint (the format ``torch.save`` writes today) instead of reading it."""
     where = f"{config_key}: {path}"
     if not os.path.exists(path):
         raise FileNotFoundError(f"{where} does not exist")
@@ -139,8 +140,10 @@ def torch_load_safely(path: str, config_key: str) -> Any:
         raise CheckpointError(
             f"{where} is empty (0 bytes): its save was interrupted; use another checkpoint"
         )
+    with open(path, "rb") as f:
+        is_zip = f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
         reason = describe_load_error(err, looks_like_torch_file(path))
         raise CheckpointError(f"{where}: {reason}") from err

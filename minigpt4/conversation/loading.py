@@ -54,26 +54,28 @@ def vis_processor_config(datasets_cfg: DictConfig | None, cfg_path: str = "confi
 def build_model_and_processor(cfg: Any, device: str, gpu_id: int = 0) -> tuple[Any, Any]:
     """Model (in eval mode, on ``device``) and its eval image processor, from a ``Config``.
 
-    ``model.device`` is set to the device's kind, which decides the dtypes (fp32 on CPU).
-    ``low_resource`` (8-bit LLaMA through bitsandbytes) exists to save GPU memory; on CPU it
-    would only slow things down, so it is switched off there with a warning (an explicit
-    ``model.llm_quantization`` is still honoured).
+    ``model.device`` is set to the device's kind, which decides the dtypes (on CPU: bf16, or
+    ``model.cpu_dtype: fp32``). ``low_resource: True`` is the original's 8-bit LLM, on CPU too
+    (bitsandbytes runs there). A 4-bit LLM on CPU is repacked for its fast kernel here, at load
+    time, instead of on the first answer.
     """
+    from minigpt4.models import quantized
+
     model_config = cfg.model_cfg
     with open_dict(model_config):
         model_config.device_8bit = gpu_id
         model_config.device = torch.device(device).type
-        if device == "cpu" and model_config.get("low_resource", False):
-            logger.warning(
-                "low_resource: True asks for an 8-bit LLaMA on GPU %d; running on CPU, so the "
-                "model is loaded without 8-bit quantisation (fp32). Pass --device cuda to use it.",
-                gpu_id,
-            )
-            model_config.low_resource = False
+    if device == "cpu" and model_config.get("low_resource", False):
+        logger.info(
+            "low_resource: True on CPU: the LLM is loaded in 8-bit (bitsandbytes), the ViT and "
+            "Q-Former in model.cpu_dtype; model.llm_quantization=4bit is smaller and faster on "
+            "CPU, model.low_resource=False loads the LLM in model.cpu_dtype"
+        )
 
     model = registry.get_model_class(model_config.arch).from_config(model_config)
     model = model.to(device)
     model.eval()
+    quantized.pack_4bit_for_cpu_inference(model.llama_model)
 
     proc_cfg = vis_processor_config(cfg.datasets_cfg)
     vis_processor = registry.get_processor_class(proc_cfg.name).from_config(proc_cfg)

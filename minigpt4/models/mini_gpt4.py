@@ -7,8 +7,9 @@ a prompt with image placeholders plus image embeddings into LLM inputs (training
 
 ``MiniGPT4`` is registered as ``mini_gpt4`` (MiniGPT-4 v1, Vicuna); the LLaMA-2 Chat model is the
 same class with other defaults (:mod:`minigpt4.models.minigpt4_llama2`). Building is apart from
-loading: ``MiniGPT4(config, llm_hidden_size)`` builds the modules; :meth:`from_config` reads the
-config and loads every weight file through :mod:`minigpt4.models.weights`.
+loading: ``MiniGPT4(config, llm_hidden_size)`` builds the modules (:meth:`build_empty`: on the meta
+device, then allocated in the run's dtypes, :mod:`minigpt4.models.precision`); :meth:`from_config`
+reads the config and loads every weight file through :mod:`minigpt4.models.weights`.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from minigpt4.common.registry import registry
-from minigpt4.models import generation
+from minigpt4.models import generation, quantized
 from minigpt4.models import prompt as assembly
-from minigpt4.models.base_model import AUTOCAST_DTYPES, BaseModel, LayerNorm, freeze
+from minigpt4.models.base_model import BaseModel, LayerNorm, freeze
 from minigpt4.models.eva_vit import create_eva_vit_g
 from minigpt4.models.model_config import MiniGPT4Config
+from minigpt4.models.precision import Precision, materialize, run_device_kind
 from minigpt4.models.projection import grouped_patches, image_feature_width, qformer_queries
 from minigpt4.models.prompt import IGNORE_INDEX
 from minigpt4.models.qformer import build_qformer
@@ -52,17 +54,16 @@ class MiniGPT4(BaseModel):
     # The variant's own defaults over MiniGPT4Config's (v1 has none).
     CONFIG_DEFAULTS: ClassVar[dict[str, Any]] = {}
     CHECKPOINT_LOG = "Load BLIP2-LLM Checkpoint: %s"
-    # v1's low_resource mode also runs the ViT on the CPU in fp32.
+    # v1's low_resource mode also runs the ViT on the CPU in fp32 (when the model is on a GPU).
     LOW_RESOURCE_VIT_ON_CPU = True
 
     def __init__(self, config: MiniGPT4Config, llm_hidden_size: int) -> None:
         """Build the modules of ``config`` (random weights; the LLM comes with attach_llm)."""
         super().__init__()
         self.config = config
-        self.device_kind = torch.device(
-            config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        ).type
-        self.autocast_dtype = AUTOCAST_DTYPES[config.autocast_dtype]
+        self.device_kind = run_device_kind(config)
+        self.precision = Precision.of(config, self.device_kind)
+        self.autocast_dtype = self.precision.autocast or torch.float16
         self.low_resource = config.low_resource
         self.max_txt_len = config.max_txt_len
         self.max_context_len = config.max_context_len
@@ -93,6 +94,19 @@ class MiniGPT4(BaseModel):
             config.has_qformer, vit.embed_dim, config.qformer_config.hidden_size
         )
         self.llama_proj = nn.Linear(width, llm_hidden_size)
+
+    @classmethod
+    def build_empty(cls, config: MiniGPT4Config, llm_hidden_size: int) -> MiniGPT4:
+        """The modules of ``config`` allocated once in their run dtypes, without computing any
+        random weights: the ViT and Q-Former tensors are left for the weight files to fill;
+        ``llama_proj`` gets nn.Linear's random init and ``ln_vision`` ones/zeros, as built
+        (files may overwrite both). No LLM yet (:meth:`attach_llm`)."""
+        with torch.device("meta"):
+            model = cls(config, llm_hidden_size)
+        materialize(model, model.precision.dtype_rule(model))
+        for part in (model.ln_vision, model.llama_proj):
+            part.reset_parameters()
+        return model
 
     def attach_llm(self, llm: nn.Module, tokenizer: LlamaTokenizer) -> None:
         """Set the (frozen) LLM and its tokenizer."""
@@ -154,20 +168,31 @@ class MiniGPT4(BaseModel):
         """Images [B, 3, H, W] -> (LLM input embeddings [B, T, H_llm], all-ones mask [B, T])."""
         self._check_image(image)
         device = image.device
-        if self.low_resource and self.LOW_RESOURCE_VIT_ON_CPU:
+        if self.low_resource and self.LOW_RESOURCE_VIT_ON_CPU and device.type != "cpu":
             self.vit_to_cpu()
             image = image.to("cpu")
+        vit = self.visual_encoder
         with self.maybe_autocast():
-            image_embeds = self.ln_vision(self.visual_encoder(image)).to(device)
+            # Without autocast (CPU) each part computes in its own weights' dtype.
+            image = image.to(vit.patch_embed.proj.weight.dtype)
+            image_embeds = self.ln_vision(vit(image)).to(device)
             if self.config.has_qformer:
                 features = qformer_queries(self.Qformer, self.query_tokens, image_embeds)
             else:
                 features = grouped_patches(image_embeds)
-            inputs_llama = self.llama_proj(features)
+            inputs_llama = self.llama_proj(features.to(self.llama_proj.weight.dtype))
+        inputs_llama = inputs_llama.to(self.llm_input_dtype)
         atts_llama = torch.ones(inputs_llama.shape[:-1], dtype=torch.long, device=device)
         return inputs_llama, atts_llama
 
     # --- prompts -----------------------------------------------------------------------------
+
+    @property
+    def llm_input_dtype(self) -> torch.dtype:
+        """The dtype the LLM takes its input embeddings in (its embedding table's)."""
+        if self.llama_model is None:
+            return self.llama_proj.weight.dtype
+        return self.llama_model.get_input_embeddings().weight.dtype
 
     def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
         """LLM input embeddings of ``token_ids``."""
@@ -232,6 +257,8 @@ class MiniGPT4(BaseModel):
     ) -> dict[str, torch.Tensor]:
         """``{"image", "text_input"}`` -> ``{"loss"}`` (mean token CE; ``reduction="none"``: one
         value per sample, averaged over all its positions as the original's LLaMA-2 code does)."""
+        if torch.is_grad_enabled():
+            quantized.unpack_4bit_for_training(self.llama_model)
         llm_inputs = self.prepare_llm_inputs(samples)
         with self.maybe_autocast():
             outputs = self.llama_model(
@@ -264,6 +291,7 @@ class MiniGPT4(BaseModel):
         """Answers for context embeddings (one [1, L_i, H] tensor per row), batched; see
         :func:`minigpt4.models.generation.generate`."""
         with _GENERATE_LOCK, self.maybe_autocast():
+            quantized.pack_4bit_for_cpu_inference(self.llama_model)
             return generation.generate(
                 self.llama_model,
                 contexts,

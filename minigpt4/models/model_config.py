@@ -26,6 +26,7 @@ LAVIS_URL = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/m
 EVA_VIT_G_URL = LAVIS_URL + "eva_vit_g.pth"
 BLIP2_FLANT5XXL_URL = LAVIS_URL + "blip2_pretrained_flant5xxl.pth"
 LLM_QUANTIZATIONS = (None, "8bit", "4bit")
+CPU_DTYPE_NAMES = ("bf16", "fp32")
 VIT_PRECISIONS = ("fp16", "fp32")
 
 
@@ -57,6 +58,8 @@ class MiniGPT4Config:
     device_8bit: int | str = 0
     llm_quantization: str | None = None
     autocast_dtype: str = "fp16"
+    # weights and compute on CPU: bf16 (fits a 7B model in 16 GB) or fp32 (exact numerics)
+    cpu_dtype: str = "bf16"
     attn_implementation: str | None = None
     # prompts and training text
     prompt: str = ""  # in the original YAML, never read
@@ -85,6 +88,7 @@ class MiniGPT4Config:
                 self.autocast_dtype in AUTOCAST_DTYPES,
                 "must be 'fp16' or 'bf16'",
             ),
+            ("cpu_dtype", self.cpu_dtype in CPU_DTYPE_NAMES, "must be 'bf16' or 'fp32'"),
         ]
         for key, ok, rule in checks:
             if not ok:

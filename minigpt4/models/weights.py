@@ -17,12 +17,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +35,9 @@ from torch import nn
 
 from minigpt4.common.checkpoint_files import CheckpointError, atomic_torch_save, torch_load_safely
 from minigpt4.common.utils import is_url, resolve_path
+from minigpt4.models import memory, quantized
 from minigpt4.models.model_config import MiniGPT4Config
+from minigpt4.models.precision import run_device_kind
 from minigpt4.models.qformer import (
     BERT_BASE_MAX_POSITIONS,
     LAVIS_POSITION_IDS,
@@ -219,7 +224,8 @@ def load_state_dict_file(path: str, config_key: str) -> dict[str, torch.Tensor]:
         except Exception as err:  # noqa: BLE001
             raise CheckpointError(f"{where}: cannot be read as safetensors: {err}") from err
     else:
-        obj = torch_load_safely(path, config_key)
+        # Memory-mapped: the tensors stay file pages (reclaimable), not a copy in RAM.
+        obj = torch_load_safely(path, config_key, mmap=True)
     return _unwrap_state_dict(obj, where)
 
 
@@ -435,24 +441,27 @@ def load_minigpt4_checkpoint(model: nn.Module, path: str) -> list[str]:
 # --- writing the real layouts ------------------------------------------------------------------
 
 
-def _cloned(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _cloned(state: Mapping[str, torch.Tensor], clone: bool = True) -> dict[str, torch.Tensor]:
+    if not clone:
+        return {k: v.detach() for k, v in state.items()}
     return {k: v.detach().clone().contiguous() for k, v in state.items()}
 
 
-def eva_vit_state(visual_encoder: nn.Module) -> dict[str, torch.Tensor]:
-    """``eva_vit_g.pth`` content: the ViT's flat state dict (the LAVIS EVA key names)."""
-    return _cloned(visual_encoder.state_dict())
+def eva_vit_state(visual_encoder: nn.Module, clone: bool = True) -> dict[str, torch.Tensor]:
+    """``eva_vit_g.pth`` content: the ViT's flat state dict (the LAVIS EVA key names).
+    ``clone=False`` returns the module's own tensors (no second copy, for writing big files)."""
+    return _cloned(visual_encoder.state_dict(), clone)
 
 
 def blip2_state(
-    model: nn.Module, max_position_embeddings: int = BERT_BASE_MAX_POSITIONS
+    model: nn.Module, max_position_embeddings: int = BERT_BASE_MAX_POSITIONS, clone: bool = True
 ) -> dict[str, dict[str, torch.Tensor]]:
     """``blip2_pretrained_flant5xxl.pth`` content for a module with ``Qformer``,
     ``query_tokens`` and ``ln_vision``: ``{"model": {...}}`` with LAVIS key names and the
     ``position_ids`` buffer (the real file's ``t5_proj.*`` is not written: MiniGPT-4 ignores it).
     """
     parts = {k: v for k, v in model.state_dict().items() if k.startswith(BLIP2_PARTS)}
-    return {"model": ours_to_lavis(_cloned(parts), max_position_embeddings)}
+    return {"model": ours_to_lavis(_cloned(parts, clone), max_position_embeddings)}
 
 
 def minigpt4_state(
@@ -466,30 +475,96 @@ def minigpt4_state(
     return {"model": {k: state[k].detach().float().contiguous().clone() for k in LLAMA_PROJ_KEYS}}
 
 
+def training_checkpoint_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The ``model`` entry of a training checkpoint: the trainable parameters and the model's
+    persistent buffers, i.e. the original runner's ``state_dict()`` minus frozen parameters.
+
+    Collected from the modules, not from ``state_dict()``: bitsandbytes adds the quantization
+    state of frozen weights there (``absmax``, ``quant_map``, ``quant_state.*``, ``SCB``,
+    ``weight_format``), which would make a quantized run's checkpoint hundreds of MB, and
+    ``state_dict()`` of a 4-bit CPU model unpacks every weight.
+    """
+    state = {}
+    for prefix, module in model.named_modules():
+        dot = f"{prefix}." if prefix else ""
+        for name, param in module._parameters.items():
+            if param is not None and param.requires_grad:
+                state[dot + name] = param.detach()
+        for name, buf in module._buffers.items():
+            if buf is not None and name not in module._non_persistent_buffers_set:
+                state[dot + name] = buf.detach()
+    return state
+
+
 def save_weights(content: Mapping, path: str) -> None:
     """``torch.save`` ``content`` to ``path`` atomically (a temporary file, then a rename)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic_torch_save(content, path)
 
 
+# Hugging Face's shard size for the folders it writes; here it bounds what is in memory at once.
+LLM_SHARD_BYTES = 2 * 1024**3
+LLM_INDEX_FILE = "model.safetensors.index.json"
+
+
+def _plan_shards(specs: Mapping[str, tuple[tuple[int, ...], torch.dtype]], limit: int):
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, (shape, dtype) in specs.items():
+        nbytes = math.prod(shape) * dtype.itemsize
+        if shards[-1] and size + nbytes > limit:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    return shards
+
+
+def write_llm_folder(
+    folder: str,
+    llm_config: Mapping[str, Any],
+    specs: Mapping[str, tuple[tuple[int, ...], torch.dtype]],
+    make_tensor: Callable[[str, tuple[int, ...], torch.dtype], torch.Tensor],
+    tokenizer_file: str,
+    max_shard_bytes: int = LLM_SHARD_BYTES,
+) -> list[str]:
+    """A Hugging Face LLaMA-family folder (``config.json``, safetensors shards and their index,
+    ``tokenizer.model``), written shard by shard: ``make_tensor(name, shape, dtype)`` is called
+    for one shard's tensors at a time, so the whole LLM is never in memory. Each file is written
+    atomically. Returns the shard paths."""
+    from safetensors.torch import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    shards = _plan_shards(specs, max_shard_bytes)
+    names = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
+    weight_map = {}
+    for file_name, keys in zip(names, shards, strict=True):
+        tensors = {k: make_tensor(k, *specs[k]).contiguous() for k in keys}
+        path = os.path.join(folder, file_name)
+        save_file(tensors, f"{path}.tmp", metadata={"format": "pt"})
+        os.replace(f"{path}.tmp", path)
+        weight_map.update(dict.fromkeys(keys, file_name))
+        del tensors
+    total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in specs.values())
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        _write_json(os.path.join(folder, LLM_INDEX_FILE), index)
+    _write_json(os.path.join(folder, "config.json"), dict(llm_config))
+    shutil.copyfile(tokenizer_file, os.path.join(folder, TOKENIZER_FILE))
+    return [os.path.join(folder, n) for n in names]
+
+
+def _write_json(path: str, content: Any) -> None:
+    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2)
+    os.replace(f"{path}.tmp", path)
+
+
 # --- the LLM ----------------------------------------------------------------------------------
-
-# bitsandbytes' AVX512-BF16 CPU kernel repacks 4-bit weights in blocks of 32 output rows, and
-# input columns in whole quantization blocks; it asserts on layers that do not fit (tiny LLMs,
-# e.g. an MLP of width 172). Full-size LLaMA layers always fit.
-_BNB_CPU_PACK_ROWS = 32
-
-
-def _keep_unpacked_4bit_layers(llm: nn.Module) -> None:
-    """Send 4-bit layers the packed CPU kernel cannot take through bitsandbytes' generic path."""
-    import bitsandbytes as bnb
-
-    for module in llm.modules():
-        if not isinstance(module, bnb.nn.Linear4bit):
-            continue
-        blocksize = module.weight.quant_state.blocksize
-        if module.out_features % _BNB_CPU_PACK_ROWS or module.in_features % blocksize:
-            module.support_avx512bf16_for_cpu = False
 
 
 def llm_hidden_size(folder: str) -> int:
@@ -528,6 +603,7 @@ def load_llm(
 ) -> tuple[nn.Module, LlamaTokenizer]:
     """The causal LM of ``model.llama_model`` (every weight must fit its config.json) and its
     tokenizer (the original's slow-tokenizer ids; pad token as the variant says)."""
+    quantized.quiet_bitsandbytes(cpu_int8=config.quantization == "8bit" and device_kind != "cuda")
     from transformers import AutoModelForCausalLM
 
     path = resolve_path(config.llama_model)
@@ -547,25 +623,27 @@ def load_llm(
             describe_keys(sorted(info["unexpected_keys"])),
         )
     if config.quantization == "4bit" and device_kind != "cuda":
-        _keep_unpacked_4bit_layers(llm)
+        quantized.keep_unpackable_layers_generic(llm)
     return llm, LlamaTokenizer.from_folder(path, pad_token=config.pad_token)
 
 
 # --- a whole model ----------------------------------------------------------------------------
 
 
-def _load_vision(model: nn.Module, config: MiniGPT4Config, allow: bool) -> None:
-    from minigpt4.models.eva_vit import convert_weights_to_fp16
+@contextlib.contextmanager
+def _timed(part: str) -> Iterator[None]:
+    """Log how long loading ``part`` took."""
+    start = time.perf_counter()
+    yield
+    logger.info("%s loaded in %.1f s", part, time.perf_counter() - start)
 
+
+def _load_vision(model: nn.Module, config: MiniGPT4Config, allow: bool) -> None:
     report = model.load_report
     logger.info("Loading VIT")
-    path = fetch(weight_source("model.vit_model_path", config.vit_model_path), allow)
-    report["model.vit_model_path"] = load_eva_vit(model.visual_encoder, path)
-    if config.vit_precision == "fp16":
-        if model.device_kind == "cuda":
-            convert_weights_to_fp16(model.visual_encoder)
-        else:
-            logger.info("vit_precision fp16 applies on CUDA only; the ViT runs in fp32 on CPU")
+    with _timed("ViT"):
+        path = fetch(weight_source("model.vit_model_path", config.vit_model_path), allow)
+        report["model.vit_model_path"] = load_eva_vit(model.visual_encoder, path)
     if config.freeze_vit:
         logger.info("freeze vision encoder")
     logger.info("Loading VIT Done")
@@ -573,16 +651,19 @@ def _load_vision(model: nn.Module, config: MiniGPT4Config, allow: bool) -> None:
         logger.info("Do not use Q-Former here.")
         return
     logger.info("Loading Q-Former")
-    path = fetch(weight_source("model.q_former_model", config.q_former_model), allow)
-    report["model.q_former_model"] = load_blip2(model, path)
+    with _timed("Q-Former"):
+        path = fetch(weight_source("model.q_former_model", config.q_former_model), allow)
+        report["model.q_former_model"] = load_blip2(model, path)
     if config.freeze_qformer:
         logger.info("freeze Qformer")
     logger.info("Loading Q-Former Done")
 
 
 def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
-    """Check every file, build ``model_cls(config)`` and load its weights, in the original's
-    order and with its log lines: ViT, Q-Former, LLM, training prompts, MiniGPT-4 checkpoint.
+    """Check every file and the memory, build ``model_cls(config)`` empty in its run dtypes and
+    load its weights, in the original's order and with its log lines: ViT, Q-Former, LLM,
+    training prompts, MiniGPT-4 checkpoint. Each file's tensors are memory-mapped where the
+    format allows and released once copied.
 
     ``model.load_report`` then maps each file's config key to the keys of it that were not used.
     """
@@ -590,13 +671,17 @@ def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
 
     allow = downloads_allowed(config.allow_download)
     preflight(config_sources(config), allow)
-    model = model_cls(config, llm_hidden_size(resolve_path(config.llama_model)))
+    folder = resolve_path(config.llama_model)
+    hidden = llm_hidden_size(folder)
+    memory.check_fits(model_cls, config, run_device_kind(config), hidden, folder)
+    model = model_cls.build_empty(config, hidden)
+    logger.info(model.precision.describe())
     model.load_report = {}
     _load_vision(model, config, allow)
 
     logger.info("Loading LLAMA")
-    dtype = model.autocast_dtype if model.device_kind == "cuda" else torch.float32
-    model.attach_llm(*load_llm(config, model.device_kind, dtype))
+    with _timed("LLM"):
+        model.attach_llm(*load_llm(config, model.device_kind, model.precision.llm))
     logger.info("Loading LLAMA Done")
 
     if config.prompt_path:

@@ -48,6 +48,7 @@ from minigpt4.datasets.datasets.dataloader_utils import (
     StreamLoader,
 )
 from minigpt4.datasets.sample_seeds import mix_seed
+from minigpt4.models.weights import training_checkpoint_state
 from minigpt4.runners.resume import (
     RESUME_KEY,
     RESUME_REQUIRED,
@@ -533,10 +534,8 @@ class RunnerBase:
         if not dist_utils.is_main_process():
             return
 
-        model_no_ddp = self.unwrap_dist_model(self.model)
-        frozen = {n for n, p in model_no_ddp.named_parameters() if not p.requires_grad}
         # Frozen parameters are dropped, buffers kept: the original's checkpoint content.
-        state_dict = {k: v for k, v in model_no_ddp.state_dict().items() if k not in frozen}
+        state_dict = training_checkpoint_state(self.unwrap_dist_model(self.model))
         save_obj = {
             "model": state_dict,
             "optimizer": self.optimizer.state_dict(),

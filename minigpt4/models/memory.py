@@ -1,0 +1,246 @@
+"""Memory preflight: what a mode needs, from the files and the dtypes, against what the machine has.
+
+Called by :func:`minigpt4.models.weights.load_model` before anything heavy is read. The estimate
+counts every tensor the run keeps: the vision side (sizes from the config, dtypes from
+:mod:`minigpt4.models.precision`), the LLM (shapes read from the headers of its weight files;
+int8 or NF4 for the linear layers of the decoder when quantized, its own dtype for the rest),
+plus :data:`RUNTIME_BYTES` for Python, torch and the activations of one answer. When the chosen
+mode does not fit, one :class:`NotEnoughMemoryError` lists the modes that would fit and the config
+keys that select them. ``MINIGPT4_SKIP_MEMORY_CHECK=1`` skips the check (the estimate cannot
+know about swap, or memory that other programs are about to free).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from minigpt4.models.model_config import MiniGPT4Config
+from minigpt4.models.precision import Precision
+
+logger = logging.getLogger(__name__)
+
+SKIP_ENV = "MINIGPT4_SKIP_MEMORY_CHECK"
+GIB = 1024**3
+# Python, torch and the libraries (~0.5 GiB resident), and the activations and KV cache of an
+# answer (a 7B LLM keeps 0.5 MiB per token of context in bf16).
+RUNTIME_BYTES = GIB
+# NF4 packs two weights per byte and keeps one fp32 absmax per block of 64.
+NF4_BYTES_PER_WEIGHT = 0.5 + 4 / 64
+INT8_BYTES_PER_WEIGHT = 1
+# The LLM tensors that bitsandbytes leaves unquantized although they are 2-D.
+_UNQUANTIZED_2D = ("embed_tokens.weight", "lm_head.weight")
+
+# The modes a user can pick, per device: name -> (config keys to set, what it is).
+MODES: dict[str, dict[str, tuple[dict[str, Any], str]]] = {
+    "cpu": {
+        "fp32": ({"cpu_dtype": "fp32", "llm_quantization": None, "low_resource": False}, "fp32"),
+        "bf16": ({"cpu_dtype": "bf16", "llm_quantization": None, "low_resource": False}, "bf16"),
+        "8bit": ({"cpu_dtype": "bf16", "llm_quantization": "8bit"}, "bf16 vision, 8-bit LLM"),
+        "4bit": ({"cpu_dtype": "bf16", "llm_quantization": "4bit"}, "bf16 vision, 4-bit LLM"),
+    },
+    "cuda": {
+        "fp16": ({"autocast_dtype": "fp16", "llm_quantization": None, "low_resource": False},
+                 "fp16"),
+        "bf16": ({"autocast_dtype": "bf16", "llm_quantization": None, "low_resource": False},
+                 "bf16"),
+        "8bit": ({"llm_quantization": "8bit"}, "8-bit LLM"),
+        "4bit": ({"llm_quantization": "4bit"}, "4-bit LLM"),
+    },
+}  # fmt: skip
+
+
+class NotEnoughMemoryError(MemoryError):
+    """The chosen mode needs more memory than the machine has."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Need:
+    """Bytes a run keeps in CPU memory and in GPU memory."""
+
+    cpu: float
+    gpu: float = 0.0
+
+
+def mode_name(config: MiniGPT4Config, device_kind: str) -> str:
+    """The :data:`MODES` name of ``config``'s mode."""
+    if config.quantization:
+        return config.quantization
+    return config.cpu_dtype if device_kind != "cuda" else config.autocast_dtype
+
+
+# --- sizes ------------------------------------------------------------------------------------
+
+
+def llm_weight_files(folder: str) -> list[str]:
+    """The LLM folder's weight files, as transformers picks them (safetensors first)."""
+    names = sorted(os.listdir(folder))
+    for ext in (".safetensors", ".bin"):
+        files = [n for n in names if n.endswith(ext) and ("model" in n or "pytorch" in n)]
+        if files:
+            return [os.path.join(folder, n) for n in files]
+    return []
+
+
+def llm_tensor_shapes(folder: str) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` of every tensor in the LLM folder, from the files' headers only."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in llm_weight_files(folder):
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as f:
+                for key in f.keys():
+                    shapes[key] = tuple(f.get_slice(key).get_shape())
+        else:  # a zip .bin is memory-mapped: nothing is read but its index
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            shapes.update({k: tuple(v.shape) for k, v in state.items()})
+    return shapes
+
+
+def _numel(shape: Iterable[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def llm_bytes(shapes: dict[str, tuple[int, ...]], precision: Precision) -> float:
+    """Bytes of the loaded LLM: quantized decoder linears, everything else in its dtype."""
+    size = torch.finfo(precision.llm).bits // 8
+    per_weight = {"8bit": INT8_BYTES_PER_WEIGHT, "4bit": NF4_BYTES_PER_WEIGHT}.get(
+        precision.quantization
+    )
+    total = 0.0
+    for name, shape in shapes.items():
+        quantized = per_weight and len(shape) == 2 and not name.endswith(_UNQUANTIZED_2D)
+        total += _numel(shape) * (per_weight if quantized else size)
+    return total
+
+
+def vision_bytes(meta_model: nn.Module, precision: Precision) -> float:
+    """Bytes of everything but the LLM (ViT, Q-Former, ln_vision, llama_proj) in the run."""
+    dtype_of = precision.dtype_rule(meta_model)
+    total = 0.0
+    for owner in meta_model.modules():
+        for tensor in [*owner._parameters.values(), *owner._buffers.values()]:
+            if tensor is not None:
+                dtype = dtype_of(owner) if tensor.is_floating_point() else tensor.dtype
+                total += tensor.numel() * dtype.itemsize
+    return total
+
+
+def need_of(meta_model: nn.Module, shapes: dict, config: MiniGPT4Config, device_kind: str) -> Need:
+    """Memory of ``config``'s mode. On CUDA, an unquantized LLM is read into RAM first (the
+    runner / demo moves the model), a quantized one straight onto the GPU."""
+    precision = Precision.of(config, device_kind)
+    vision = vision_bytes(meta_model, precision)
+    llm = llm_bytes(shapes, precision)
+    if device_kind != "cuda":
+        return Need(cpu=vision + llm + RUNTIME_BYTES)
+    in_ram = vision + (0 if precision.quantization else llm)
+    return Need(cpu=in_ram + RUNTIME_BYTES, gpu=vision + llm + RUNTIME_BYTES)
+
+
+# --- what the machine has ---------------------------------------------------------------------
+
+
+def _cgroup_room() -> float | None:
+    """Room left under a cgroup v2 memory limit (containers), or None without one."""
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else float(int(limit) - used)
+
+
+def available_cpu_bytes() -> float:
+    """RAM this process can still take: available RAM, or a container's limit if lower."""
+    import psutil
+
+    available = float(psutil.virtual_memory().available)
+    room = _cgroup_room()
+    return available if room is None else min(available, room)
+
+
+def available_gpu_bytes(config: MiniGPT4Config) -> float:
+    """Free memory of the GPU the model goes to (``device_8bit``, the demo's ``--gpu-id``)."""
+    device = config.device_8bit
+    index = torch.device(device).index if isinstance(device, str) else int(device)
+    return float(torch.cuda.mem_get_info(index or 0)[0])
+
+
+def available(config: MiniGPT4Config, device_kind: str) -> Need:
+    gpu = available_gpu_bytes(config) if device_kind == "cuda" else 0.0
+    return Need(cpu=available_cpu_bytes(), gpu=gpu)
+
+
+# --- the check --------------------------------------------------------------------------------
+
+
+def _fits(need: Need, have: Need) -> bool:
+    return need.cpu <= have.cpu and need.gpu <= have.gpu
+
+
+def _describe(need: Need) -> str:
+    text = f"{need.cpu / GIB:.1f} GiB of RAM"
+    return text + (f" and {need.gpu / GIB:.1f} GiB of GPU memory" if need.gpu else "")
+
+
+def _keys_for(config: MiniGPT4Config, keys: dict[str, Any]) -> str:
+    changed = [
+        f"model.{k}={'null' if v is None else v}"
+        for k, v in keys.items()
+        if getattr(config, k) != v
+    ]
+    return " ".join(changed)
+
+
+def check_fits(
+    model_cls: type, config: MiniGPT4Config, device_kind: str, llm_hidden_size: int, folder: str
+) -> None:
+    """Raise :class:`NotEnoughMemoryError` when ``config``'s mode does not fit this machine."""
+    if os.environ.get(SKIP_ENV, "").strip().lower() in ("1", "true", "yes"):
+        logger.warning("%s is set: the memory check is skipped", SKIP_ENV)
+        return
+    with torch.device("meta"):
+        meta_model = model_cls(config, llm_hidden_size)
+    shapes = llm_tensor_shapes(folder)
+    have = available(config, device_kind)
+    need = need_of(meta_model, shapes, config, device_kind)
+    chosen = mode_name(config, device_kind)
+    logger.info(
+        "Memory: %s on %s needs about %s; %s available",
+        chosen, device_kind, _describe(need), _describe(have),
+    )  # fmt: skip
+    if _fits(need, have):
+        return
+    options = []
+    for name, (keys, what) in MODES[device_kind].items():
+        mode_need = need_of(meta_model, shapes, dataclasses.replace(config, **keys), device_kind)
+        if name != chosen and _fits(mode_need, have):
+            options.append(f"  - {name} ({what}, about {_describe(mode_need)}): "
+                           f"--options {_keys_for(config, keys)}")  # fmt: skip
+    fix = (
+        "Modes that fit:\n" + "\n".join(options)
+        if options
+        else "No mode fits: free memory or use a machine with more."
+    )
+    raise NotEnoughMemoryError(
+        f"Not enough memory for this MiniGPT-4 in {chosen} on {device_kind}: it needs about "
+        f"{_describe(need)}, and {_describe(have)} is available.\n{fix}\n"
+        f"(Set {SKIP_ENV}=1 to load anyway.)"
+    )

@@ -1,0 +1,128 @@
+"""bitsandbytes LLMs, quiet and correct: its log noise, and the 4-bit CPU kernel's weight layout.
+
+- On import, bitsandbytes' CPU backend tries to fetch a kernel from the Hugging Face hub through
+  the ``kernels`` package and, when that is absent, logs a warning that asks to install it. This
+  project does not use that kernel (it runs offline), so :func:`quiet_bitsandbytes` drops that
+  message. For an 8-bit LLM on CPU it also drops the one bitsandbytes logs on every int8 matmul
+  call ("inputs will be cast ... to float16 during quantization", 3,584 times per 16 tokens of a
+  7B answer): there the activations stay bf16 on purpose (:mod:`minigpt4.models.precision`), and
+  the load logs that once. Everything else bitsandbytes logs still shows.
+- On a CPU with AVX512-BF16, bitsandbytes repacks each 4-bit weight into the layout of its fused
+  kernel on the layer's first inference call (about 14 s for a 7B LLM, silently). Here it is
+  done once, announced and timed (:func:`pack_4bit_for_cpu_inference`: at load time for
+  inference, and before any answer). The packed layout has no backward pass (gradients through
+  it are silently lost), so a training forward first restores bitsandbytes' own layout
+  (:func:`unpack_4bit_for_training`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+_KERNELS_HINT = "pip install kernels"
+_INT8_LOGGER = "bitsandbytes.autograd._functions"
+_INT8_CAST_NOTE = "MatMul8bitLt: inputs will be cast from"
+# bitsandbytes' AVX512-BF16 CPU kernel repacks 4-bit weights in blocks of 32 output rows, and
+# input columns in whole quantization blocks; it asserts on layers that do not fit (tiny LLMs,
+# e.g. an MLP of width 172). Full-size LLaMA layers always fit.
+_BNB_CPU_PACK_ROWS = 32
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in str(record.msg)
+
+
+def _drop(logger_name: str, text: str) -> None:
+    target = logging.getLogger(logger_name)
+    if not any(isinstance(f, _DropMessage) and f.text == text for f in target.filters):
+        target.addFilter(_DropMessage(text))
+
+
+def quiet_bitsandbytes(cpu_int8: bool = False) -> None:
+    """Drop bitsandbytes' ``pip install kernels`` hint (call before bitsandbytes is imported)
+    and, with ``cpu_int8``, its per-call note on casting int8 inputs to fp16."""
+    _drop(_BNB_CPU_LOGGER, _KERNELS_HINT)
+    if cpu_int8:
+        _drop(_INT8_LOGGER, _INT8_CAST_NOTE)
+        logger.info(
+            "8-bit LLM on CPU: activations stay in model.cpu_dtype; bitsandbytes casts them to "
+            "fp16 only to quantize them (fp16 matrix products are ~10x slower than bf16 on CPU)"
+        )
+
+
+def _linear4bit_layers(llm: nn.Module | None) -> list[nn.Module]:
+    if llm is None or not getattr(llm, "is_loaded_in_4bit", False):
+        return []
+    import bitsandbytes as bnb
+
+    return [m for m in llm.modules() if isinstance(m, bnb.nn.Linear4bit)]
+
+
+def _is_packed(layer: nn.Module) -> bool:
+    return bool(getattr(layer.weight.quant_state, "packing_format_for_cpu", False))
+
+
+def keep_unpackable_layers_generic(llm: nn.Module) -> None:
+    """Send 4-bit layers the packed CPU kernel cannot take through bitsandbytes' generic path."""
+    for layer in _linear4bit_layers(llm):
+        blocksize = layer.weight.quant_state.blocksize
+        if layer.out_features % _BNB_CPU_PACK_ROWS or layer.in_features % blocksize:
+            layer.support_avx512bf16_for_cpu = False
+
+
+def pack_4bit_for_cpu_inference(llm: nn.Module | None) -> None:
+    """Repack every 4-bit layer of a CPU LLM for bitsandbytes' fused kernel, now (no-op when
+    there is nothing to pack). Each layer is run once on a zero input: bitsandbytes packs a
+    layer on its first inference call."""
+    todo = [
+        layer
+        for layer in _linear4bit_layers(llm)
+        if layer.weight.device.type == "cpu"
+        and layer.support_avx512bf16_for_cpu
+        and not _is_packed(layer)
+    ]
+    if not todo:
+        return
+    logger.info("4-bit LLM: repacking %d layers for the CPU kernel (once)", len(todo))
+    start = time.perf_counter()
+    with torch.no_grad():
+        for layer in todo:
+            was_training = layer.training
+            layer.eval()
+            layer(torch.zeros(1, layer.in_features, dtype=layer.compute_dtype or torch.bfloat16))
+            layer.train(was_training)
+    logger.info("4-bit LLM: repacked in %.1f s", time.perf_counter() - start)
+
+
+def unpack_4bit_for_training(llm: nn.Module | None) -> None:
+    """Restore bitsandbytes' own 4-bit layout on packed layers (which have no backward)."""
+    packed = [layer for layer in _linear4bit_layers(llm) if _is_packed(layer)]
+    if not packed:
+        return
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+    logger.info("4-bit LLM: unpacking %d layers from the CPU inference layout for training",
+                len(packed))  # fmt: skip
+    start = time.perf_counter()
+    for layer in packed:
+        weight = layer.weight
+        weight.data, state = _convert_weight_packed_for_cpu_inverse(weight.data, weight.quant_state)
+        if state.absmax.ndim == 2:
+            # bitsandbytes 0.50 restores only a double-quantized absmax; a plain one stays in the
+            # packed kernel's [K / blocksize, N] bf16 layout. Back to its [N * K / blocksize]
+            # fp32 layout, with the bf16 values the packed kernel computed with.
+            state.absmax = state.absmax.T.reshape(-1).float()
+        weight.quant_state = layer.quant_state = state
+    logger.info("4-bit LLM: unpacked in %.1f s", time.perf_counter() - start)

@@ -1,0 +1,74 @@
+"""benchmarks/bench_real_size.py --size tiny: random weights in the real formats, every CPU mode
+through the normal loading path in its own process, one table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.model_fixtures import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "benchmarks" / "bench_real_size.py"
+CPU_MODES = ["fp32", "bf16", "8bit", "4bit"]
+
+
+def run_benchmark(weights, device: str, modes: list[str]) -> tuple[list[dict], str]:
+    """The table's rows as dicts (column -> cell) and the whole output."""
+    cmd = [sys.executable, str(SCRIPT), "--size", "tiny", "--weights", str(weights), "--device",
+           device, "--modes", *modes, "--new-tokens", "6", "--threads", "1"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    rows = [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in table[2:]
+    ]
+    return rows, proc.stdout + proc.stderr
+
+
+def _check_rows(rows: list[dict], modes: list[str]) -> None:
+    assert [r["mode"] for r in rows] == modes
+    for r in rows:
+        assert float(r["load s"]) > 0 and float(r["tok/s"]) > 0 and float(r["bound tok/s"]) > 0
+        assert float(r["steady anon GB"]) > 0.1
+        assert float(r["load peak anon GB"]) >= float(r["steady anon GB"]) - 0.01
+        assert float(r["run peak anon GB"]) >= float(r["steady anon GB"]) - 0.01
+        assert float(r["encode s"]) > 0 and float(r["train s/it (batch 1)"]) > 0
+    # every mode's training checkpoint holds llama_proj only: the same size
+    assert len({r["ckpt MB"] for r in rows}) == 1
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_on_cpu(tmp_path):
+    rows, output = run_benchmark(tmp_path / "weights", "cpu", CPU_MODES)
+    _check_rows(rows, CPU_MODES)
+    marker = json.loads((tmp_path / "weights" / "bench_weights.json").read_text())
+    assert marker["size"] == "tiny"
+    for name in ("eva_vit_g.pth", "blip2_pretrained_flant5xxl.pth", "pretrained_minigpt4.pth"):
+        assert (tmp_path / "weights" / name).is_file()
+    blip2 = torch.load(tmp_path / "weights" / "blip2_pretrained_flant5xxl.pth", weights_only=True)
+    assert set(blip2) == {"model"} and "Qformer.bert.embeddings.position_ids" in blip2["model"]
+    assert (tmp_path / "weights" / "vicuna" / "tokenizer.model").is_file()
+    # the modes' own log lines (each worker's stderr passes through)
+    assert "Running on cpu: ViT and Q-Former fp32, LLM fp32" in output
+    assert "low_resource: True on CPU: the LLM is loaded in 8-bit" in output
+    assert "4-bit LLM: repacking" in output
+    assert "pip install kernels" not in output
+    # a second run reuses the weights
+    _, again = run_benchmark(tmp_path / "weights", "cpu", ["bf16"])
+    assert "reusing the tiny weights" in again
+
+
+@pytest.mark.gpu
+def test_tiny_benchmark_on_cuda(tmp_path):
+    modes = ["fp16", "bf16", "8bit", "4bit"]
+    rows, _ = run_benchmark(tmp_path / "weights", "cuda", modes)
+    assert [r["mode"] for r in rows] == modes
+    for r in rows:
+        assert float(r["CUDA steady GB"]) > 0 and float(r["tok/s"]) > 0
+        assert float(r["CUDA run peak GB"]) >= float(r["CUDA steady GB"])
+    assert len({r["ckpt MB"] for r in rows}) == 1
