@@ -690,4 +690,5 @@ def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
         path = fetch(weight_source("model.ckpt", config.ckpt), allow)
         logger.info(model_cls.CHECKPOINT_LOG, path)
         model.load_report["model.ckpt"] = load_minigpt4_checkpoint(model, path)
+    memory.release_freed_memory()
     return model
