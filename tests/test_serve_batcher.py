@@ -179,21 +179,59 @@ def test_a_failing_batch_reaches_its_rows_and_the_worker_goes_on(chat, contexts)
     assert isinstance(ok, Generation) and ok.tokens
 
 
-def test_a_batch_waits_for_announced_requests_only(chat, contexts, monkeypatch):
+def submit_and_note(batcher, chat, context, settings) -> threading.Event:
+    done = threading.Event()
+    batcher.submit(*context, settings, chat.stop_rule, lambda r: done.set())
+    return done
+
+
+def test_a_batch_waits_for_announced_requests(chat, contexts, monkeypatch):
     settings = chat.settings(do_sample=False, max_new_tokens=10)
     calls = Calls(chat.model, monkeypatch)
     batcher = Batcher(chat.model, max_wait_s=60)
     batcher.start()
-    done = [threading.Event() for _ in range(3)]
     try:
         with batcher.announce():  # a second request is being prepared
-            batcher.submit(*contexts[0], settings, chat.stop_rule, lambda r: done[0].set())
+            first = submit_and_note(batcher, chat, contexts[0], settings)
             time.sleep(0.3)
-            batcher.submit(*contexts[1], settings, chat.stop_rule, lambda r: done[1].set())
-        assert done[0].wait(30) and done[1].wait(30)
-        # nothing announced: a lone request does not wait out max_wait_s (60 s)
-        batcher.submit(*contexts[2], settings, chat.stop_rule, lambda r: done[2].set())
-        assert done[2].wait(30)
+            second = submit_and_note(batcher, chat, contexts[1], settings)
+        assert first.wait(30) and second.wait(30)
     finally:
         batcher.close()
-    assert calls.sizes == [2, 1]
+    assert calls.sizes == [2]
+
+
+def test_a_request_to_an_idle_batcher_starts_at_once(chat, contexts, monkeypatch):
+    settings = chat.settings(do_sample=False, max_new_tokens=10)
+    calls = Calls(chat.model, monkeypatch)
+    batcher = Batcher(chat.model, max_wait_s=60)
+    batcher.start()
+    try:  # nothing announced, no batch before: it does not wait out max_wait_s (60 s)
+        assert submit_and_note(batcher, chat, contexts[0], settings).wait(30)
+    finally:
+        batcher.close()
+    assert calls.sizes == [1]
+
+
+def test_right_after_a_batch_its_clients_are_waited_for(chat, contexts, monkeypatch):
+    """The rows of a batch that just ended are expected back (as clients send their next
+    request); after a pause longer than max_wait_s, a lone request starts at once again."""
+    settings = chat.settings(do_sample=False, max_new_tokens=10)
+    calls = Calls(chat.model, monkeypatch)
+    batcher = Batcher(chat.model, max_wait_s=1.5)
+    pair = [(contexts[0], settings), (contexts[1], settings)]
+    try:
+        run_all(batcher, pair, chat.stop_rule)  # one batch of two (then closed)
+        batcher.start()
+        first = submit_and_note(batcher, chat, contexts[2], settings)
+        time.sleep(0.5)  # the second client comes back later: its row is waited for
+        second = submit_and_note(batcher, chat, contexts[3], settings)
+        assert first.wait(30) and second.wait(30)
+        time.sleep(3)  # a pause: no one is expected back
+        first = submit_and_note(batcher, chat, contexts[4], settings)
+        time.sleep(0.5)
+        second = submit_and_note(batcher, chat, contexts[5], settings)
+        assert first.wait(30) and second.wait(30)
+    finally:
+        batcher.close()
+    assert calls.sizes == [2, 2, 1, 1]

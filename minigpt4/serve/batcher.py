@@ -1,12 +1,16 @@
 """Request batching: answers asked for while the model is busy are generated together.
 
 One worker thread owns the model. It takes the oldest waiting job and every job already waiting
-(up to ``max_batch_size``); while requests are still being prepared (announced, see
-:meth:`Batcher.announce`: their images decoded) it waits for them, up to ``max_wait_s``. A lone
-request starts at once. A job is a prompt (with image placeholders) and its processed images:
-the images of the whole batch go through the vision encoder in one ``model.encode_img`` call,
-each row's context embeddings are ``model.get_context_emb(prompt, its images)`` (as the Chat
-computes them), and the batch runs as one call of
+(up to ``max_batch_size``), and waits, up to ``max_wait_s``, for requests still being prepared
+(announced, see :meth:`Batcher.announce`: their images decoded) and, right after a batch, for as
+many requests as that batch had rows: clients whose answers just went out tend to send their next
+request at once, and a batch started before they are back splits them into a small batch and a
+large one from then on. A request that comes to an idle batcher starts at once.
+
+A job is a prompt (with image placeholders) and its processed images: the images of the whole
+batch go through the vision encoder in one ``model.encode_img`` call, each row's context
+embeddings are ``model.get_context_emb(prompt, its images)`` (as the Chat computes them), and the
+batch runs as one call of
 ``model.generate(contexts, settings_per_row, rules_per_row, on_token=...)``, the model's single
 generation path: each row keeps its own stop rule, answer length and sampling settings (and
 seed). Rows generated together must agree on what transformers applies to a whole batch
@@ -118,6 +122,8 @@ class Batcher:
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
         self._announced = 0  # requests being prepared (see announce)
+        self._returning = 0  # rows of the last batch, while their clients may come back
+        self._delivered_at = float("-inf")
 
     def start(self) -> None:
         if self._worker is None:
@@ -168,21 +174,25 @@ class Batcher:
         while (batch := self._gather()) is not None:
             for group in groups(batch):
                 self._run(group)
+            self._returning, self._delivered_at = len(batch), time.monotonic()
 
     def _gather(self) -> list[Job] | None:
         first = self._queue.get()
         if first is None:
             return None
         batch = [first]
-        deadline = time.monotonic() + self.max_wait_s
+        now = time.monotonic()
+        deadline = now + self.max_wait_s
+        # Right after a batch, its clients are expected back; after a pause, no one is.
+        returning = self._returning if now - self._delivered_at < self.max_wait_s else 0
         while len(batch) < self.max_batch_size:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 now = time.monotonic()
-                # Wait only for requests on their way (being prepared): a lone request starts
-                # at once, and none waits longer than max_wait_s.
-                if now >= deadline or self._announced == 0:
+                # Wait only for requests on their way (being prepared or coming back): a lone
+                # request starts at once, and none waits longer than max_wait_s.
+                if now >= deadline or (self._announced == 0 and len(batch) >= returning):
                     break
                 try:
                     job = self._queue.get(timeout=min(deadline - now, _POLL_S))

@@ -55,8 +55,9 @@ def add_api_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-wait-ms",
         type=float,
         default=DEFAULT_MAX_WAIT_S * 1000,
-        help="the longest a batch waits for requests still being prepared before it starts "
-        f"(default {DEFAULT_MAX_WAIT_S * 1000:g} ms; a lone request does not wait)",
+        help="the longest a batch waits for requests still being prepared, or for the clients "
+        "of the batch before it, before it starts "
+        f"(default {DEFAULT_MAX_WAIT_S * 1000:g} ms; a request to an idle server does not wait)",
     )
     parser.add_argument("--model-name", default=None, help="served model name (default: derived)")
 
