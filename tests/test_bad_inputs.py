@@ -567,7 +567,7 @@ def test_demo_shows_why_an_image_is_refused_in_the_browser(demo_app, image_files
 
             page.locator("input[type=file]").first.set_input_files(str(image_files / "deep.png"))
             page.get_by_role("button", name="Upload & Start Chat").click()
-            textbox = page.get_by_label("User")
+            textbox = page.get_by_label("User", exact=True)
             expect(textbox).to_be_enabled(timeout=60_000)
             textbox.fill("What is it?")
             textbox.press("Enter")
