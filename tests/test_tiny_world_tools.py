@@ -129,3 +129,34 @@ def test_export_keeps_only_llama_proj(tmp_path):
     with pytest.raises(ValueError, match="llama_proj"):
         torch.save({"model": {"other": torch.zeros(1)}}, tmp_path / "bad.pth")
         export_ckpt.export(tmp_path / "bad.pth", tmp_path / "x.pth")
+
+
+def test_yes_no_sequences_and_their_decisions():
+    import random
+
+    from minigpt4.tiny_world.train_llm import IGNORE, SequenceMaker, decision_mask, pad
+
+    tok = AutoTokenizer.from_pretrained(SHIPPED / "llama", local_files_only=True)
+    maker = SequenceMaker(tok, 32)
+    rng = random.Random(0)
+    scene = world.Scene("red", "circle", "large", "top left", "gray")
+    system = tok(text.CONV_SYSTEM + "###Human: <Img>").input_ids
+    seqs = [maker.make("yesno", scene, rng) for _ in range(20)]
+    seqs += [maker.make("drill", scene, rng) for _ in range(5)]
+    ids, labels, _ = pad(seqs, tok.eos_token_id)
+    decisions = decision_mask(maker, ids, labels)
+    for row, (i, lab) in enumerate(seqs[:20]):
+        assert i[: len(system)] == system and all(x == IGNORE for x in lab[: len(system) + 32])
+        tail = tok.decode(i[len(system) + 32 :])
+        assert tail.startswith("</Img> Is ") and tail.endswith(("Yes###", "No###"))
+        # every answer is one decision, right after "Assistant:", and is the truth
+        answers = [part.split("###")[0] for part in tail.split("###Assistant: ")[1:]]
+        assert int(decisions[row].sum()) == len(answers) >= 1
+        questions = [q.split("###")[0] for q in tail.split("Is ")[1:]]
+        for question, answer in zip(questions, answers):
+            true = any(world.yes_no_question(a, getattr(scene, a)) == "Is " + question.split(
+                " Please")[0] for a in world.YES_NO_ATTRIBUTES)  # fmt: skip
+            assert answer == (world.YES if true else world.NO), (question, answer)
+    # a drill: "value Yes/No" items after the slot, each answer a decision
+    drill = tok.decode(seqs[20][0][33:])
+    assert int(decisions[20].sum()) == drill.count("Yes") + drill.count("No") == 8

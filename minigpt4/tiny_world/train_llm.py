@@ -11,12 +11,23 @@ words). The LLM so learns to read its captions and answers off that slot. It nev
 teaching it to read *images* is left to MiniGPT-4's ``llama_proj``, which must learn to map the
 Q-Former's query vectors to embeddings the LLM reads like those words.
 
-Three layouts, each tokenized exactly as MiniGPT-4 tokenizes it (segments tokenized separately,
+Four layouts, each tokenized exactly as MiniGPT-4 tokenizes it (segments tokenized separately,
 BOS only at the start):
 - stage 1: ``<s> [slot] caption\\n``
 - stage 2: ``<s> ###Human: <Img> [slot] </Img> <instruction> ###Assistant: <description>###``
 - demo:    ``<s> <CONV_VISION system>###Human: <Img> [slot] </Img> <question>###Assistant:``
   ``<answer>###`` (sometimes with a follow-up question and answer).
+- yesno:   the demo's conversation with 1-6 yes/no questions ("Is there a red shape in the
+  image? Please answer yes or no."), each answered "Yes" or "No".
+and a fifth that is no MiniGPT-4 layout, a drill: ``<s> [slot] red Yes, circle No, ...\\n``.
+
+The defaults are the shipped LLM's recipe (stage 1, stage 2 and demo layouts). Yes/no answers
+(``YES_NO_RECIPE``) need a comparison (is the question's word among the slot's?), which the tiny
+LLM did not find in the conversations (chance for 400-2000 steps; tiny_world/README.md). The
+drill warm-up, where the answer follows the word it is about, is what made it find it on word
+slots; a loss term of the answers' own keeps them weighing; noise on the slot's embeddings
+(``--slot-noise``) stands for the projected image embeddings that will be there. Through
+MiniGPT-4's stages that LLM still describes too few images right (README, "Benchmark").
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -41,8 +53,19 @@ DEFAULT_SEED = 2000
 DEFAULT_SLOT_LEN = 32  # = num_query_token of the vision side
 IGNORE = -100
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
-LAYOUT_WEIGHTS = {"stage1": 0.3, "stage2": 0.35, "demo": 0.35}
+# The mix after the warm-ups (none by default). The shipped LLM was trained without "yesno" and
+# "drill"; YES_NO_RECIPE teaches yes/no answers (README, "Benchmark": not enough yet).
+LAYOUT_WEIGHTS = {"stage1": 0.3, "stage2": 0.35, "demo": 0.35, "yesno": 0.0, "drill": 0.0}
+YES_NO_RECIPE = (
+    "--steps 2050 --drill-warmup 250 --yes-no-warmup 300 --yes-no-weight 0.5 "
+    "--drill-weight 0.4 --slot-noise 0.5 --mix-decision-loss"
+)
 FOLLOW_UP_PROB = 0.3
+YES_NO_MAX_TURNS = 6  # yes/no questions per "yesno" conversation: 1 to this many
+MME_SUFFIX_PROB = 0.75  # the other yes/no questions are asked bare, as POPE asks them
+MATCHING_SCALE = 8.0  # their query (and key) maps x 8: a copy's score clearly above the others'
+DRILL_ITEMS = 8  # "value: Yes/No" items per drill sequence
+YES_NO_CHECK_PAIRS = 40  # MME pairs per attribute in the yes/no check
 
 
 class SequenceMaker:
@@ -53,6 +76,7 @@ class SequenceMaker:
         self.slot_len = slot_len
         self.bos = tokenizer.bos_token_id
         self.prompts = [text.PROMPT_TEMPLATE.format(p) for p in text.alignment_prompts()]
+        self.answer_pieces = [self.ids(a)[0] for a in (world.YES, world.NO)]
         # The word pieces of every attribute value, e.g. "top left" -> [▁top, ▁left].
         self.attribute_pieces: dict[str, dict[str, list[int]]] = {}
         for name, values in (
@@ -63,6 +87,10 @@ class SequenceMaker:
             ("background", world.BACKGROUNDS),
         ):
             self.attribute_pieces[name] = {v: self.ids(v) for v in values}
+        # A yes/no decision follows "Assistant:" (conversations) or the value word (drills).
+        self.decision_after = [self.ids("Assistant:")[-1]] + sorted(
+            {p for pieces in self.attribute_pieces.values() for ids in pieces.values() for p in ids}
+        )
 
     def ids(self, s: str, bos: bool = False) -> list[int]:
         return self.tok(s, add_special_tokens=bos).input_ids
@@ -88,9 +116,7 @@ class SequenceMaker:
                 world.long_description(scene, rng) + text.STAGE2_END_SYM
             )
         elif layout == "demo":
-            before, after = (
-                text.CONV_SYSTEM + text.CONV_SEP + "Human: " + text.IMAGE_MESSAGE
-            ).split(text.IMAGE_PLACEHOLDER)
+            before, after = self.demo_split()
             head = self.ids(before, bos=True)
             question, answer = self._turn(scene, rng, first=True)
             after += " " + question + text.CONV_SEP + "Assistant:"
@@ -102,11 +128,33 @@ class SequenceMaker:
             # The chat tokenizes the text after the image as one segment and the model
             # generates the answer after it: the answer's pieces start with "▁" like here.
             tail = self.ids(after) + self.ids(answer + text.CONV_SEP)
+        elif layout == "drill":
+            head = [self.bos]
+            items = [yes_no_value(scene, rng) for _ in range(DRILL_ITEMS)]
+            tail = self.ids(", ".join(f"{v} {a}" for _, v, a in items) + text.STAGE1_END_SYM)
+        elif layout == "yesno":
+            head, tail = self._yes_no_conversation(scene, rng)
         else:
             raise ValueError(f"unknown layout {layout!r}")
         ids = head + slot + tail
         labels = [IGNORE] * (len(head) + len(slot)) + tail
         return ids, labels
+
+    def demo_split(self) -> tuple[str, str]:
+        """The demo's first message, before and after the image slot."""
+        return (text.CONV_SYSTEM + text.CONV_SEP + "Human: " + text.IMAGE_MESSAGE).split(
+            text.IMAGE_PLACEHOLDER
+        )
+
+    def _yes_no_conversation(self, scene: world.Scene, rng: random.Random) -> tuple[list, list]:
+        """(head, tail) of a demo conversation of yes/no questions, each answer "Yes" or "No"."""
+        before, after = self.demo_split()
+        turns = [yes_no_turn(scene, rng) for _ in range(rng.randint(1, YES_NO_MAX_TURNS))]
+        after += " " + turns[0][0] + text.CONV_SEP + "Assistant:"
+        for (_, answer), (question, _) in zip(turns, turns[1:]):
+            after += " " + answer + text.CONV_SEP + "Human: " + question + text.CONV_SEP
+            after += "Assistant:"
+        return self.ids(before, bos=True), self.ids(after) + self.ids(turns[-1][1] + text.CONV_SEP)
 
     def _turn(self, scene: world.Scene, rng: random.Random, first: bool) -> tuple[str, str]:
         if first and rng.random() < 0.7:
@@ -115,11 +163,37 @@ class SequenceMaker:
         return question, text.follow_up_answer(template, scene)
 
 
+def yes_no_value(scene: world.Scene, rng: random.Random) -> tuple[str, str, str]:
+    """A random attribute and a value of it, the scene's or another with equal odds: (attribute,
+    value, "Yes" or "No")."""
+    attribute = rng.choice(world.YES_NO_ATTRIBUTES)
+    truth = getattr(scene, attribute)
+    if rng.random() < 0.5:
+        return attribute, truth, world.YES
+    other = rng.choice([v for v in world.ATTRIBUTE_VALUES[attribute] if v != truth])
+    return attribute, other, world.NO
+
+
+def yes_no_turn(scene: world.Scene, rng: random.Random) -> tuple[str, str]:
+    """A yes/no question about a random attribute, true or false with equal odds, and its answer."""
+    attribute, value, answer = yes_no_value(scene, rng)
+    question = world.yes_no_question(attribute, value)
+    if rng.random() < MME_SUFFIX_PROB:
+        question += world.MME_SUFFIX
+    return question, answer
+
+
 def batch(
-    maker: SequenceMaker, rng: random.Random, size: int, pad_id: int
+    maker: SequenceMaker, rng: random.Random, size: int, pad_id: int, weights: dict[str, float]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    layouts = rng.choices(list(LAYOUT_WEIGHTS), weights=list(LAYOUT_WEIGHTS.values()), k=size)
+    layouts = rng.choices(list(weights), weights=list(weights.values()), k=size)
     seqs = [maker.make(layout, world.sample_scene(rng), rng) for layout in layouts]
+    return pad(seqs, pad_id)
+
+
+def pad(seqs: list[tuple[list, list]], pad_id: int) -> tuple[torch.Tensor, ...]:
+    """Right-padded (ids, labels, attention mask) of (ids, labels) pairs."""
+    size = len(seqs)
     length = max(len(ids) for ids, _ in seqs)
     ids = torch.full((size, length), pad_id)
     labels = torch.full((size, length), IGNORE)
@@ -131,10 +205,51 @@ def batch(
     return ids, labels, mask
 
 
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE
+def slot_embeddings(
+    model: LlamaForCausalLM, ids: torch.Tensor, labels: torch.Tensor, slot_len: int, noise: float
+) -> torch.Tensor:
+    """Input embeddings with Gaussian noise on the slot (``noise`` x the embeddings' RMS): the
+    slot will hold projected image embeddings, never exactly a word's embedding."""
+    embeds = model.get_input_embeddings()(ids)
+    if noise <= 0:
+        return embeds
+    end = (labels != IGNORE).int().argmax(1)  # the first supervised position: after the slot
+    pos = torch.arange(ids.shape[1])
+    in_slot = (pos[None] < end[:, None]) & (pos[None] >= end[:, None] - slot_len)
+    scale = noise * model.get_input_embeddings().weight.detach().pow(2).mean().sqrt()
+    return embeds + in_slot[..., None] * scale * torch.randn_like(embeds)
+
+
+def lm_loss(
+    logits: torch.Tensor, labels: torch.Tensor, decisions: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Next-token cross entropy, mean over the labels; with ``decisions`` (a mask [B, T] of
+    label positions), that subset's own mean is added, so that a few yes/no answers weigh as
+    much as all other tokens together without slowing those down."""
+    logits, labels = logits[:, :-1], labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE
     )
+    if decisions is not None and bool(decisions[:, 1:].any()):
+        picked = decisions[:, 1:]
+        loss = loss + torch.nn.functional.cross_entropy(logits[picked], labels[picked])
+    return loss
+
+
+def decision_accuracy(maker: SequenceMaker, ids, logits, labels) -> float:
+    """Share of the batch's yes/no decisions predicted right (nan without any)."""
+    decision = decision_mask(maker, ids, labels)[:, 1:]
+    right = logits[:, :-1].argmax(-1) == labels[:, 1:]
+    return (right[decision].float().mean()).item()
+
+
+def decision_mask(maker: SequenceMaker, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The labels that are yes/no decisions: a "Yes"/"No" piece right after "Assistant:" (in a
+    conversation) or after a value word (in a drill)."""
+    decision = torch.isin(labels, torch.tensor(maker.answer_pieces))
+    decision[:, 1:] &= torch.isin(ids[:, :-1], torch.tensor(maker.decision_after))
+    decision[:, 0] = False
+    return decision
 
 
 @torch.no_grad()
@@ -145,9 +260,7 @@ def slot_reading_accuracy(
     model.eval()
     rng = random.Random(f"tiny-llm-check:{seed}")
     stop = maker.ids(text.CONV_SEP)[-1]
-    before, after = (text.CONV_SYSTEM + text.CONV_SEP + "Human: " + text.IMAGE_MESSAGE).split(
-        text.IMAGE_PLACEHOLDER
-    )
+    before, after = maker.demo_split()
     after += " " + text.DEMO_QUESTION + text.CONV_SEP + "Assistant:"
     hits = 0
     for _ in range(count):
@@ -166,27 +279,49 @@ def slot_reading_accuracy(
     return hits / count
 
 
-def train(
-    tokenizer_dir: str,
-    seed: int,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    hidden: int,
-    layers: int,
-    heads: int,
-    intermediate: int,
-    slot_len: int,
-) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase, float]:
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(seed)
+@torch.no_grad()
+def yes_no_accuracy(
+    model: LlamaForCausalLM, maker: SequenceMaker, seed: int, count: int
+) -> dict[str, float]:
+    """Per attribute: share of MME pairs (true, false question; fresh demo conversations with a
+    word slot) whose greedy first answer token is the right one of "Yes" / "No"."""
+    model.eval()
+    rng = random.Random(f"tiny-llm-yes-no-check:{seed}")
+    before, after = maker.demo_split()
+    first = {a: maker.ids(a)[0] for a in (world.YES, world.NO)}
+    seqs, answers, attributes = [], [], []
+    for attribute in world.YES_NO_ATTRIBUTES:
+        for _ in range(count):
+            scene = world.sample_scene(rng)
+            slot = maker.slot(scene, rng)
+            for question, answer in world.question_pair(scene, attribute, rng):
+                tail = after + " " + question + world.MME_SUFFIX + text.CONV_SEP + "Assistant:"
+                ids = maker.ids(before, bos=True) + slot + maker.ids(tail)
+                seqs.append((ids, ids))
+                answers.append(first[answer])
+                attributes.append(attribute)
+    ids, _, mask = pad(seqs, maker.tok.eos_token_id)
+    logits = torch.cat(
+        [model(input_ids=i, attention_mask=m).logits for i, m in zip(ids.split(64), mask.split(64))]
+    )
+    last = logits[torch.arange(len(seqs)), mask.sum(1) - 1]
+    right = (last.argmax(-1) == torch.tensor(answers)).tolist()
+    model.train()
+    return {
+        a: sum(r for r, b in zip(right, attributes) if b == a) / (2 * count)
+        for a in world.YES_NO_ATTRIBUTES
+    }
+
+
+def build_model(tok: PreTrainedTokenizerBase, args: argparse.Namespace) -> LlamaForCausalLM:
+    torch.manual_seed(args.seed)
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
         max_position_embeddings=512,
         rms_norm_eps=1e-6,
         bos_token_id=tok.bos_token_id,
@@ -195,9 +330,32 @@ def train(
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
-    maker = SequenceMaker(tok, slot_len)
-    rng = random.Random(f"tiny-llm:{seed}")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+    if args.matching_heads:
+        init_matching_heads(model, args.matching_heads)
+    return model
+
+
+def init_matching_heads(model: LlamaForCausalLM, heads: int) -> None:
+    """Start ``heads`` heads of every layer with equal query and key maps, so that a token
+    attends to copies of itself from the start (yes/no answers compare a word with the slot)."""
+    width = heads * model.config.head_dim
+    with torch.no_grad():
+        for layer in model.model.layers:
+            attn = layer.self_attn
+            attn.q_proj.weight[:width] *= MATCHING_SCALE
+            attn.k_proj.weight[:width] = attn.q_proj.weight[:width]
+
+
+def layout_weights(args: argparse.Namespace, step: int) -> dict[str, float]:
+    """The mix of layouts at ``step``: yes/no conversations only during the warm-up."""
+    if step < args.drill_warmup:
+        return {"drill": 1.0}
+    if step < args.drill_warmup + args.yes_no_warmup:
+        return {"yesno": 1.0, "drill": args.drill_weight}
+    return {**LAYOUT_WEIGHTS, "yesno": args.yes_no_weight, "drill": args.drill_weight}
+
+
+def cosine_schedule(steps: int) -> Callable[[int], float]:
     warmup = max(1, steps // 20)
 
     def lr_at(step: int) -> float:
@@ -205,32 +363,71 @@ def train(
             return (step + 1) / warmup
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    return lr_at
+
+
+def log_checks(model: LlamaForCausalLM, maker: SequenceMaker, seed: int) -> dict[str, float]:
+    yes_no = yes_no_accuracy(model, maker, seed, YES_NO_CHECK_PAIRS)
+    logger.info("  yes/no on word slots: %s", "  ".join(f"{a} {v:.2f}" for a, v in yes_no.items()))
+    return yes_no
+
+
+def train(args: argparse.Namespace) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase, dict]:
+    """Train the LLM as ``args`` (``main``'s flags) say; returns it, its tokenizer and checks."""
+    tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    model = build_model(tok, args)
+    maker = SequenceMaker(tok, args.slot_len)
+    rng = random.Random(f"tiny-llm:{args.seed}")
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(args.steps))
     model.train()
     t0 = time.time()
-    for step in range(steps):
-        ids, labels, mask = batch(maker, rng, batch_size, tok.eos_token_id)
-        loss = lm_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
+    for step in range(args.steps):
+        weights = layout_weights(args, step)
+        ids, labels, mask = batch(maker, rng, args.batch_size, tok.eos_token_id, weights)
+        embeds = slot_embeddings(model, ids, labels, args.slot_len, args.slot_noise)
+        logits = model(inputs_embeds=embeds, attention_mask=mask).logits
+        in_warmup = step < args.drill_warmup + args.yes_no_warmup
+        decisions = (
+            decision_mask(maker, ids, labels) if in_warmup or args.mix_decision_loss else None
+        )
+        loss = lm_loss(logits, labels, decisions)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        if step % 100 == 0 or step == steps - 1:
+        if step % args.log_every == 0:
             logger.info(
-                "step %d/%d  loss %.4f  (%.0f s)", step, steps, loss.item(), time.time() - t0
+                "step %d/%d  loss %.4f  decisions %.2f  (%.0f s)",
+                step,
+                args.steps,
+                loss.item(),
+                decision_accuracy(maker, ids, logits, labels),
+                time.time() - t0,
             )
-    acc = slot_reading_accuracy(model, maker, seed, 100)
-    logger.info("reads colour+shape off a word slot in %.0f%% of 100 demo answers", 100 * acc)
-    return model.eval(), tok, acc
+            if args.check_every and step % args.check_every == 0:
+                log_checks(model, maker, args.seed)
+    logger.info(
+        "step %d/%d  loss %.4f  (%.0f s)", args.steps, args.steps, loss.item(), time.time() - t0
+    )
+    checks = {"slot_reading_accuracy": slot_reading_accuracy(model, maker, args.seed, 100)}
+    logger.info(
+        "reads colour+shape off a word slot in %.0f%% of 100 demo answers",
+        100 * checks["slot_reading_accuracy"],
+    )
+    checks["yes_no_accuracy"] = log_checks(model, maker, args.seed)
+    return model.eval(), tok, checks
 
 
-def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], epilog=f"yes/no answers as well: {YES_NO_RECIPE}"
+    )
     parser.add_argument("--tokenizer", default="minigpt4/tiny_world/checkpoint/llama")
     parser.add_argument("--out", default="minigpt4/tiny_world/checkpoint/llama")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=1200, help="all steps, warm-ups included")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--hidden", type=int, default=64)
@@ -238,38 +435,67 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--intermediate", type=int, default=172)
     parser.add_argument("--slot-len", type=int, default=DEFAULT_SLOT_LEN)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    model, tok, acc = train(
-        args.tokenizer,
-        args.seed,
-        args.steps,
-        args.batch_size,
-        args.lr,
-        args.hidden,
-        args.layers,
-        args.heads,
-        args.intermediate,
-        args.slot_len,
+    parser.add_argument(
+        "--yes-no-weight",
+        type=float,
+        default=LAYOUT_WEIGHTS["yesno"],
+        help="weight of yes/no conversations in the mix (the other three: 1.0)",
     )
+    parser.add_argument(
+        "--drill-weight",
+        type=float,
+        default=LAYOUT_WEIGHTS["drill"],
+        help="weight of yes/no drills in the mix and in the yes/no warm-up",
+    )
+    parser.add_argument("--drill-warmup", type=int, default=0, help="first steps on drills only")
+    parser.add_argument(
+        "--yes-no-warmup",
+        type=int,
+        default=0,
+        help="then steps on yes/no conversations and drills only",
+    )
+    parser.add_argument(
+        "--mix-decision-loss",
+        action="store_true",
+        help="keep the yes/no answers' own loss term after the warm-ups",
+    )
+    parser.add_argument(
+        "--slot-noise",
+        type=float,
+        default=0.0,
+        help="Gaussian noise on the slot's embeddings, x their RMS",
+    )
+    parser.add_argument(
+        "--matching-heads",
+        type=int,
+        default=0,
+        help="heads per layer that start with equal query and key maps",
+    )
+    parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument(
+        "--check-every",
+        type=int,
+        default=0,
+        help="also check yes/no answers every N steps (a multiple of --log-every)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    model, tok, checks = train(args)
     out = Path(args.out)
     model.save_pretrained(out)
     # The tokenizer folder's own files (tokenizer.model, as LLaMA ships it), not a re-export.
     if Path(args.tokenizer).resolve() != out.resolve():
         for name in TOKENIZER_FILES:
             shutil.copyfile(Path(args.tokenizer) / name, out / name)
-    (out / "tiny_world_llm.json").write_text(
-        json.dumps(
-            {
-                **{k: v for k, v in vars(args).items() if k not in ("tokenizer", "out")},
-                "slot_reading_accuracy": acc,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    skip = ("tokenizer", "out", "log_every", "check_every")
+    record = {**{k: v for k, v in vars(args).items() if k not in skip}, **checks}
+    (out / "tiny_world_llm.json").write_text(json.dumps(record, indent=2) + "\n")
     logger.info("LLM written to %s", out)
-    return acc
+    return checks
 
 
 if __name__ == "__main__":
