@@ -190,8 +190,8 @@ class Batcher:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 now = time.monotonic()
-                # Wait only for requests on their way (being prepared or coming back): a lone
-                # request starts at once, and none waits longer than max_wait_s.
+                # Wait only for requests on their way (being prepared or coming back): a request
+                # to an idle batcher starts at once, and none waits longer than max_wait_s.
                 if now >= deadline or (self._announced == 0 and len(batch) >= returning):
                     break
                 try:

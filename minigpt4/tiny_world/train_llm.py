@@ -63,7 +63,6 @@ YES_NO_RECIPE = (
 FOLLOW_UP_PROB = 0.3
 YES_NO_MAX_TURNS = 6  # yes/no questions per "yesno" conversation: 1 to this many
 MME_SUFFIX_PROB = 0.75  # the other yes/no questions are asked bare, as POPE asks them
-MATCHING_SCALE = 8.0  # their query (and key) maps x 8: a copy's score clearly above the others'
 DRILL_ITEMS = 8  # "value: Yes/No" items per drill sequence
 YES_NO_CHECK_PAIRS = 40  # MME pairs per attribute in the yes/no check
 
@@ -288,7 +287,7 @@ def yes_no_accuracy(
     model.eval()
     rng = random.Random(f"tiny-llm-yes-no-check:{seed}")
     before, after = maker.demo_split()
-    first = {a: maker.ids(a)[0] for a in (world.YES, world.NO)}
+    first = dict(zip((world.YES, world.NO), maker.answer_pieces))
     seqs, answers, attributes = [], [], []
     for attribute in world.YES_NO_ATTRIBUTES:
         for _ in range(count):
@@ -329,21 +328,7 @@ def build_model(tok: PreTrainedTokenizerBase, args: argparse.Namespace) -> Llama
         pad_token_id=0,
         tie_word_embeddings=False,
     )
-    model = LlamaForCausalLM(config)
-    if args.matching_heads:
-        init_matching_heads(model, args.matching_heads)
-    return model
-
-
-def init_matching_heads(model: LlamaForCausalLM, heads: int) -> None:
-    """Start ``heads`` heads of every layer with equal query and key maps, so that a token
-    attends to copies of itself from the start (yes/no answers compare a word with the slot)."""
-    width = heads * model.config.head_dim
-    with torch.no_grad():
-        for layer in model.model.layers:
-            attn = layer.self_attn
-            attn.q_proj.weight[:width] *= MATCHING_SCALE
-            attn.k_proj.weight[:width] = attn.q_proj.weight[:width]
+    return LlamaForCausalLM(config)
 
 
 def layout_weights(args: argparse.Namespace, step: int) -> dict[str, float]:
@@ -464,12 +449,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="Gaussian noise on the slot's embeddings, x their RMS",
-    )
-    parser.add_argument(
-        "--matching-heads",
-        type=int,
-        default=0,
-        help="heads per layer that start with equal query and key maps",
     )
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument(
