@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import shutil
+import time
 
 import pytest
 import torch
@@ -149,3 +150,14 @@ def test_estimates_of_each_cpu_mode(vicuna_7b, mode, low, high):
     shapes = memory.llm_tensor_shapes(str(vicuna_7b))
     need = memory.need_of(meta, shapes, config, "cpu")
     assert low < need.cpu / GIB < high and need.gpu == 0
+
+
+def test_trimming_hands_memory_back_while_the_block_runs_and_stops_after(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memory, "release_freed_memory", lambda: calls.append(time.monotonic()))
+    with memory.trimming(every_s=0.01):
+        time.sleep(0.2)
+    during = len(calls)
+    time.sleep(0.05)
+    assert during >= 5, during  # ~20 expected; a loaded machine may schedule the thread late
+    assert len(calls) == during  # the thread has stopped

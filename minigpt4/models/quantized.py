@@ -35,6 +35,9 @@ _INT8_CAST_NOTE = "MatMul8bitLt: inputs will be cast from"
 # input columns in whole quantization blocks; it asserts on layers that do not fit (tiny LLMs,
 # e.g. an MLP of width 172). Full-size LLaMA layers always fit.
 _BNB_CPU_PACK_ROWS = 32
+# glibc keeps the layouts that repacking replaces (~3 GB for a 7B LLM) in its heap until a trim;
+# trimming after each decoder layer's seven keeps the loading peak near the steady size.
+_TRIM_EVERY_LAYERS = 7
 
 
 class _DropMessage(logging.Filter):
@@ -100,12 +103,14 @@ def pack_4bit_for_cpu_inference(llm: nn.Module | None) -> None:
     logger.info("4-bit LLM: repacking %d layers for the CPU kernel (once)", len(todo))
     start = time.perf_counter()
     with torch.no_grad():
-        for layer in todo:
+        for done, layer in enumerate(todo, 1):
             was_training = layer.training
             layer.eval()
             layer(torch.zeros(1, layer.in_features, dtype=layer.compute_dtype or torch.bfloat16))
             layer.train(was_training)
-    memory.release_freed_memory()  # the replaced layouts, ~3 GB for a 7B LLM
+            if done % _TRIM_EVERY_LAYERS == 0:
+                memory.release_freed_memory()
+    memory.release_freed_memory()
     logger.info("4-bit LLM: repacked in %.1f s", time.perf_counter() - start)
 
 

@@ -592,8 +592,14 @@ def _llm_kwargs(config: MiniGPT4Config, device_kind: str, dtype: torch.dtype) ->
         if quantization == "8bit":
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         else:
+            # Double quantization stores the block scales in 8 bits instead of fp32 (0.3 GB
+            # less for a 7B LLM while it loads, and on CUDA for good; the CPU kernel's repack
+            # expands them to bf16).
             kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_type="nf4"
+                load_in_4bit=True,
+                bnb_4bit_compute_dtype=dtype,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
             )
     return kwargs
 
@@ -608,7 +614,9 @@ def load_llm(
 
     path = resolve_path(config.llama_model)
     kwargs = _llm_kwargs(config, device_kind, dtype)
-    llm, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+    trim = memory.trimming() if config.quantization else contextlib.nullcontext()
+    with trim:
+        llm, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
     missing, mismatched = sorted(info["missing_keys"]), sorted(info["mismatched_keys"])
     if missing or mismatched:
         raise CheckpointError(
