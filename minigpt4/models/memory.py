@@ -34,7 +34,8 @@ GIB = 1024**3
 # Python, torch and the libraries (~0.5 GiB resident), and the activations and KV cache of an
 # answer (a 7B LLM keeps 0.5 MiB per token of context in bf16).
 RUNTIME_BYTES = GIB
-# NF4 packs two weights per byte and keeps one fp32 absmax per block of 64.
+# NF4 packs two weights per byte; one absmax per block of 64 is counted as fp32 (an upper bound:
+# double quantization keeps it in 8 bits while loading, the CPU repack in bf16).
 NF4_BYTES_PER_WEIGHT = 0.5 + 4 / 64
 INT8_BYTES_PER_WEIGHT = 1
 # The LLM tensors that bitsandbytes leaves unquantized although they are 2-D.
