@@ -2,7 +2,7 @@
 """Generate the synthetic shapes world (see dataset/README_SYNTHETIC.md) in five layouts.
 
     python dataset/make_synthetic.py --seed S --count N --format FORMAT --out DIR
-        [--shard-size K] [--image-size 224] [--base-url URL] [--missing M]
+        [--shard-size K] [--image-size 224] [--base-url URL] [--missing M] [--yes-no-pairs K]
 
 FORMAT:
   webdataset  stage-1 data exactly as img2dataset writes it: DIR/{00000..}.tar with, per sample,
@@ -11,7 +11,8 @@ FORMAT:
               DIR/{shard}.parquet and DIR/{shard}_stats.json. Short BLIP-style captions.
   align       stage-2 data as the cc_sbu_align folder: DIR/filter_cap.json
               ({"annotations": [{"image_id": "0", "caption": ...}, ...]}) + DIR/image/{id}.jpg,
-              with long, instruction-style descriptions.
+              with long, instruction-style descriptions; --yes-no-pairs K adds K pairs of
+              yes/no questions per image, records with an "instruction" (the demo's prompt).
   mme         the tiny world's yes/no benchmark in MME's release layout: one folder per attribute
               (colour, shape, size, position, background), each with --count images
               NNNNNN.jpg and beside each NNNNNN.txt: two "question<TAB>answer" lines, the first
@@ -43,6 +44,7 @@ import os
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from types import ModuleType
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,8 +125,37 @@ def write_url_list(
     return records
 
 
-def write_align(out: str, seed: int, count: int, image_size: int = 224) -> list[dict]:
-    """Write a cc_sbu_align folder: ``filter_cap.json`` + ``image/{id}.jpg``; return its records."""
+def _demo_prompt() -> Callable[[str], str]:
+    """``minigpt4.tiny_world.text.demo_prompt``: the Chat's prompt needs the package (torch)."""
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    from minigpt4.tiny_world.text import demo_prompt
+
+    return demo_prompt
+
+
+def yes_no_records(seed: int, index: int, scene, image_id: str, pairs: int) -> list[dict]:
+    """``pairs`` MME-style pairs about sample ``index`` (a random attribute each, the true value
+    then another), as cc_sbu_align records whose ``instruction`` is the demo's prompt."""
+    if pairs == 0:
+        return []
+    demo_prompt = _demo_prompt()
+    rng = _world.question_rng(seed, index, "align")
+    records = []
+    for _ in range(pairs):
+        attribute = rng.choice(_world.YES_NO_ATTRIBUTES)
+        for question, answer in _world.question_pair(scene, attribute, rng):
+            prompt = demo_prompt(question + _world.MME_SUFFIX)
+            records.append({"image_id": image_id, "caption": answer, "instruction": prompt})
+    return records
+
+
+def write_align(
+    out: str, seed: int, count: int, image_size: int = 224, yes_no_pairs: int = 0
+) -> list[dict]:
+    """Write a cc_sbu_align folder: ``filter_cap.json`` + ``image/{id}.jpg``; return its records.
+
+    Each image has its description and ``yes_no_pairs`` pairs of yes/no questions."""
     os.makedirs(os.path.join(out, "image"), exist_ok=True)
     annotations = []
     for i in range(count):
@@ -134,6 +165,7 @@ def write_align(out: str, seed: int, count: int, image_size: int = 224) -> list[
             os.path.join(out, "image", f"{image_id}.jpg"), to_jpeg_bytes(sample.image)
         )
         annotations.append({"image_id": image_id, "caption": sample.long_description})
+        annotations.extend(yes_no_records(seed, i, sample.scene, image_id, yes_no_pairs))
     _write_json(os.path.join(out, "filter_cap.json"), {"annotations": annotations})
     return annotations
 
@@ -320,6 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--missing", type=int, default=0, help="urls: add this many records whose images 404"
     )
+    parser.add_argument(
+        "--yes-no-pairs",
+        type=int,
+        default=0,
+        help="align: also this many MME-style pairs of yes/no questions per image (default 0)",
+    )
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
@@ -327,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--image-size must be at least 16")
     if args.missing < 0:
         parser.error("--missing must be >= 0")
+    if args.yes_no_pairs < 0:
+        parser.error("--yes-no-pairs must be >= 0")
     if args.shard_size < 1:
         parser.error("--shard-size must be at least 1")
 
@@ -338,8 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         pattern = f"{args.out}/{{00000..{last:05d}}}.tar"
         print(f"wrote {args.count} samples in {len(tars)} shards: {pattern}")
     elif args.format == "align":
-        write_align(args.out, args.seed, args.count, args.image_size)
-        print(f"wrote {args.count} images and {args.out}/filter_cap.json")
+        records = write_align(args.out, args.seed, args.count, args.image_size, args.yes_no_pairs)
+        print(f"wrote {args.count} images and {len(records)} records in {args.out}/filter_cap.json")
     elif args.format == "mme":
         folders = write_mme(args.out, args.seed, args.count, args.image_size)
         print(f"wrote {len(folders)} MME categories of {args.count} images (2 questions each)")

@@ -11,6 +11,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -442,6 +443,41 @@ def test_align_folder_feeds_the_cc_sbu_align_builder(tmp_path):
     item = dataset[2]
     assert item["image"].shape == (3, 40, 40)
     assert item["text_input"] == annotations[2]["caption"]  # stage 2 captions are used raw
+
+
+def test_align_folder_with_yes_no_pairs_asks_as_the_demo_does(tmp_path):
+    from minigpt4.conversation.chat import Chat
+    from minigpt4.conversation.conversation import CONV_VISION
+
+    records = make_synthetic.write_align(
+        str(tmp_path), seed=6, count=4, image_size=40, yes_no_pairs=2
+    )
+    assert len(records) == 4 * (1 + 4)
+    for i in range(4):
+        scene = make_synthetic.make_sample(6, i, 40).scene
+        own = [r for r in records if r["image_id"] == str(i)]
+        assert own[0] == {
+            "image_id": str(i),
+            "caption": make_synthetic.make_sample(6, i, 40).long_description,
+        }
+        assert [r["caption"] for r in own[1:]] == ["Yes", "No", "Yes", "No"]
+        for record in own[1:]:
+            question = record["instruction"].split("</Img> ", 1)[1].split("###Assistant:")[0]
+            assert question.endswith(" Please answer yes or no.")
+            # the prompt the demo's Chat builds for this question about a new image
+            conv = CONV_VISION.copy()
+            conv.append_message(conv.roles[0], "<Img><ImageHere></Img>")
+            Chat.ask(None, question, conv)
+            conv.append_message(conv.roles[1], None)
+            assert record["instruction"] == conv.get_prompt()
+            values = (scene.colour, scene.shape, scene.size, scene.position, scene.background)
+            true = any(re.search(rf"\b{v}\b", question) for v in values)
+            assert (record["caption"] == "Yes") == true, (question, scene)
+    again = tmp_path / "again"
+    assert (
+        make_synthetic.write_align(str(again), seed=6, count=4, image_size=40, yes_no_pairs=2)
+        == records
+    )
 
 
 def test_url_list_layout_with_missing_images(tmp_path):

@@ -192,6 +192,28 @@ def test_cc_sbu_align_errors(tmp_path):
         builder("cc_sbu_align", str(folder)).build_datasets()
 
 
+def test_cc_sbu_align_records_with_their_own_instruction(tmp_path):
+    folder = write_align_folder(tmp_path / "align", n=3)
+    prompt = "###Human: <Img><ImageHere></Img> Is it red? ###Assistant: "
+    ann = {"annotations": [{"image_id": "2", "caption": "a red square"},
+                           {"image_id": "2", "caption": "Yes", "instruction": prompt}]}  # fmt: skip
+    (folder / "filter_cap.json").write_text(json.dumps(ann))
+    dataset = builder("cc_sbu_align", str(folder)).build_datasets()["train"]
+    batch = dataset.collater([dataset[0], dataset[1]])
+    assert batch["instruction_input"] == ["", prompt]  # "": the model's random prompt
+    assert batch["text_input"] == ["a red square", "Yes"]
+    ann["annotations"][1]["instruction"] = "Is it red?"
+    (folder / "filter_cap.json").write_text(json.dumps(ann))
+    with pytest.raises(ValueError, match=r"Annotation 1 in .*filter_cap.json.*<ImageHere>"):
+        builder("cc_sbu_align", str(folder)).build_datasets()
+
+
+def test_cc_sbu_align_without_instructions_has_no_instruction_input(tmp_path):
+    folder = write_align_folder(tmp_path / "align", n=2)
+    dataset = builder("cc_sbu_align", str(folder)).build_datasets()["train"]
+    assert "instruction_input" not in dataset[0]
+
+
 def test_cc_sbu_align_corrupt_image_replaced_with_warning(tmp_path, caplog):
     folder = write_align_folder(tmp_path / "align", n=3)
     (folder / "image" / "3.jpg").write_bytes(b"garbage")

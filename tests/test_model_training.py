@@ -79,6 +79,37 @@ def test_one_random_prompt_per_batch(stage2_model, ref, monkeypatch):
     assert torch.equal(embeds[0, :1], embeds[1, :1])
 
 
+def test_samples_without_their_own_instruction_get_the_batch_prompt(stage2_model, ref, monkeypatch):
+    """A batch mixing records with an ``instruction`` (cc_sbu_align's optional field) and records
+    without: each row is what it would be alone with its own prompt."""
+    model = stage2_model
+    own = "Q: <Img><ImageHere></Img> Is it red? A:"
+    shared = model.prompt_list[1]
+    monkeypatch.setattr(model, "prompt_list", [shared])
+    texts = ["Yes", "a long description of the image"]
+    mixed = model.prepare_llm_inputs({**samples_of(ref, texts), "instruction_input": [own, ""]})
+    alone = [
+        model.prepare_llm_inputs(
+            {"image": ref["images_eval_processed"][i : i + 1], "text_input": [texts[i]]}, prompt=p
+        )
+        for i, p in enumerate([own, shared])
+    ]
+    none = model.prepare_llm_inputs({**samples_of(ref, texts), "instruction_input": ["", ""]})
+    plain = model.prepare_llm_inputs(samples_of(ref, texts))
+    for row, single in enumerate(alone):
+        keep = mixed["attention_mask"][row].bool()
+        assert keep.sum() == single["attention_mask"][0].sum()
+        assert torch.allclose(
+            mixed["inputs_embeds"][row][keep], single["inputs_embeds"][0], atol=1e-6
+        )
+        assert mixed["labels"][row][keep].tolist() == single["labels"][0].tolist()
+    # all empty: the batch's prompt for every row, as without the key
+    assert all(torch.equal(none[k], plain[k]) for k in plain)
+    monkeypatch.setattr(model, "prompt_list", [])
+    with pytest.raises(ValueError, match="prompt_path"):
+        model.prepare_llm_inputs({**samples_of(ref, texts), "instruction_input": [own, ""]})
+
+
 def test_text_is_truncated_to_max_txt_len_after_adding_end_sym(stage2_model, ref, monkeypatch):
     model = stage2_model
     monkeypatch.setattr(model, "max_txt_len", 5)

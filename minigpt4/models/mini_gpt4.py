@@ -209,11 +209,19 @@ class MiniGPT4(BaseModel):
         )
 
     def _batch_prompts(self, samples: Mapping[str, Any], given: str | None, n: int):
-        if "instruction_input" in samples:  # one prompt per sample (the LLaMA-2 model's data)
-            return list(samples["instruction_input"])
+        own = list(samples.get("instruction_input") or [""] * n)  # one prompt per sample
+        if all(own):
+            return own
         if given is None and self.prompt_list:
             given = random.choice(self.prompt_list)  # one random prompt for the whole batch
-        return [given] * n if given else None
+        if not given:
+            if any(own):
+                raise ValueError(
+                    "some samples have an instruction_input and others none, and the model has "
+                    "no training prompts for them: set model.prompt_path or give every sample one"
+                )
+            return None
+        return [p or given for p in own]
 
     def prepare_llm_inputs(
         self, samples: Mapping[str, Any], prompt: str | None = None
@@ -221,8 +229,9 @@ class MiniGPT4(BaseModel):
         """What ``forward`` feeds the LLM: ``inputs_embeds``, ``attention_mask`` and ``labels``.
 
         ``samples``: ``image`` [B, 3, H, W] and ``text_input`` (or ``answer``) B strings, and
-        optionally ``instruction_input`` (B prompts). ``prompt`` defaults to one random
-        choice from ``prompt_list`` for the whole batch (none in stage 1).
+        optionally ``instruction_input`` (B prompts, "" where a sample has none). The samples
+        without one get ``prompt``, by default one random choice from ``prompt_list`` for the
+        whole batch (none in stage 1).
         """
         image = samples["image"]
         texts = samples["text_input"] if "text_input" in samples else samples.get("answer")

@@ -61,6 +61,14 @@ def alignment_prompts() -> tuple[str, ...]:
     return _ALIGNMENT_PROMPTS_FALLBACK
 
 
+def demo_prompt(question: str) -> str:
+    """The prompt the demo's ``Chat`` builds for ``question`` about a freshly uploaded image."""
+    conv = CONV_VISION.copy()
+    conv.append_message(conv.roles[0], f"{IMAGE_MESSAGE} {question}")
+    conv.append_message(conv.roles[1], None)
+    return conv.get_prompt()
+
+
 def follow_up_answer(template: str, scene: world.Scene) -> str:
     """Fill a follow-up answer template; "a orange" style articles do not occur in them."""
     text = template.format(

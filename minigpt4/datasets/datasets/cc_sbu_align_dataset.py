@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from minigpt4.datasets.datasets.caption_datasets import CaptionDataset
+from minigpt4.models.prompt import IMAGE_PLACEHOLDER
 from minigpt4.processors.image_io import ImageLoadError, load_image
 
 logger = logging.getLogger(__name__)
@@ -17,7 +19,33 @@ MAX_CONSECUTIVE_BAD_IMAGES = 100
 
 class CCSBUAlignDataset(CaptionDataset):
     """Returns ``{"image", "text_input", "image_id"}``; captions are used raw (no processor),
-    as in the original."""
+    as in the original.
+
+    A record may also carry an ``instruction``: the whole prompt the LLM reads before the caption,
+    template included, with ``<ImageHere>`` where the image goes (what the original's LLaMA-2 data
+    passes as ``instruction_input``). When any record has one, every sample carries
+    ``instruction_input`` ("" for the others, which get the model's random training prompt).
+    """
+
+    def __init__(
+        self,
+        vis_processor: Callable | None,
+        text_processor: Callable | None,
+        vis_root: str,
+        ann_paths: Sequence[str],
+    ) -> None:
+        super().__init__(vis_processor, text_processor, vis_root, ann_paths)
+        self.has_instructions = False
+        for index, ann in enumerate(self.annotation):
+            if "instruction" not in ann:
+                continue
+            prompt = ann["instruction"]
+            if not isinstance(prompt, str) or IMAGE_PLACEHOLDER not in prompt:
+                raise ValueError(
+                    f"Annotation {index} in {list(ann_paths)}: 'instruction' must be a string "
+                    f"with {IMAGE_PLACEHOLDER} where the image goes, got {prompt!r}"
+                )
+            self.has_instructions = True
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         for attempt in range(MAX_CONSECUTIVE_BAD_IMAGES):
@@ -28,11 +56,14 @@ class CCSBUAlignDataset(CaptionDataset):
             except ImageLoadError as err:
                 logger.warning("Skipping unreadable image %s", err)
                 continue
-            return {
+            sample = {
                 "image": self.vis_processor(image),
                 "text_input": ann["caption"],
                 "image_id": self.img_ids[ann["image_id"]],
             }
+            if self.has_instructions:
+                sample["instruction_input"] = ann.get("instruction", "")
+            return sample
         raise RuntimeError(
             f"{MAX_CONSECUTIVE_BAD_IMAGES} images in a row under {self.vis_root} could not be "
             "read; check the dataset folder"
