@@ -23,6 +23,7 @@ class BaseDataset(Dataset):
         self.vis_root = vis_root
         self.vis_processor = vis_processor
         self.text_processor = text_processor
+        self.ann_paths = list(ann_paths)
         self.annotation: list[dict[str, Any]] = []
         for ann_path in ann_paths:
             self.annotation.extend(self._read_annotations(ann_path))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from minigpt4.datasets.datasets.caption_datasets import CaptionDataset
@@ -27,14 +26,8 @@ class CCSBUAlignDataset(CaptionDataset):
     ``instruction_input`` ("" for the others, which get the model's random training prompt).
     """
 
-    def __init__(
-        self,
-        vis_processor: Callable | None,
-        text_processor: Callable | None,
-        vis_root: str,
-        ann_paths: Sequence[str],
-    ) -> None:
-        super().__init__(vis_processor, text_processor, vis_root, ann_paths)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.has_instructions = False
         for index, ann in enumerate(self.annotation):
             if "instruction" not in ann:
@@ -42,7 +35,7 @@ class CCSBUAlignDataset(CaptionDataset):
             prompt = ann["instruction"]
             if not isinstance(prompt, str) or IMAGE_PLACEHOLDER not in prompt:
                 raise ValueError(
-                    f"Annotation {index} in {list(ann_paths)}: 'instruction' must be a string "
+                    f"Annotation {index} in {self.ann_paths}: 'instruction' must be a string "
                     f"with {IMAGE_PLACEHOLDER} where the image goes, got {prompt!r}"
                 )
             self.has_instructions = True
