@@ -160,3 +160,17 @@ def test_yes_no_sequences_and_their_decisions():
     # a drill: "value Yes/No" items after the slot, each answer a decision
     drill = tok.decode(seqs[20][0][33:])
     assert int(decisions[20].sum()) == drill.count("Yes") + drill.count("No") == 8
+
+
+def test_train_llm_can_start_from_an_llm_folder():
+    from safetensors.torch import load_file
+
+    from minigpt4.tiny_world import train_llm
+
+    folder = SHIPPED / "llama"
+    args = train_llm.parse_args(["--init", str(folder), "--hidden", "32"])
+    model = train_llm.build_model(AutoTokenizer.from_pretrained(folder), args)
+    saved = load_file(folder / "model.safetensors")
+    assert model.config.hidden_size == 64  # the folder's, not the flag's
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name

@@ -313,7 +313,10 @@ def yes_no_accuracy(
 
 
 def build_model(tok: PreTrainedTokenizerBase, args: argparse.Namespace) -> LlamaForCausalLM:
+    """A fresh LLM of the size flags, or with ``--init`` the one in that folder."""
     torch.manual_seed(args.seed)
+    if args.init:
+        return LlamaForCausalLM.from_pretrained(args.init)
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=args.hidden,
@@ -420,6 +423,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--intermediate", type=int, default=172)
     parser.add_argument("--slot-len", type=int, default=DEFAULT_SLOT_LEN)
+    parser.add_argument(
+        "--init",
+        help="start from the LLM in this folder (e.g. the shipped one) instead of a fresh one "
+        "of the size flags",
+    )
     parser.add_argument(
         "--yes-no-weight",
         type=float,
