@@ -174,3 +174,53 @@ def test_train_llm_can_start_from_an_llm_folder():
     assert model.config.hidden_size == 64  # the folder's, not the flag's
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, saved[name]), name
+
+
+def test_slot_mix_makes_convex_mixtures_of_the_slot_words_only_in_the_slot():
+    from transformers import LlamaForCausalLM
+
+    from minigpt4.tiny_world.train_llm import IGNORE, slot_embeddings
+
+    model = LlamaForCausalLM.from_pretrained(SHIPPED / "llama", local_files_only=True)
+    torch.manual_seed(0)
+    ids = torch.randperm(200)[:50][None] + 3  # distinct tokens: their embeddings are independent
+    labels = torch.full_like(ids, IGNORE)
+    labels[0, 40:] = ids[0, 40:]  # the slot: the 32 positions before the first label
+    words = model.get_input_embeddings()(ids)[0].detach()
+    mixed = slot_embeddings(model, ids, labels, 32, noise=0.0, mix=1.0)[0].detach()
+    assert torch.equal(mixed[:8], words[:8]) and torch.equal(mixed[40:], words[40:])
+    assert not torch.allclose(mixed[8:40], words[8:40])
+    # each slot embedding is sum_j w_j * word_j over the slot's words, w >= 0, sum w = 1
+    weights = torch.linalg.lstsq(words[8:40].T, mixed[8:40].T).solution.T
+    assert torch.allclose(weights @ words[8:40], mixed[8:40], atol=1e-5)
+    assert torch.allclose(weights.sum(1), torch.ones(32), atol=1e-4)
+    assert bool((weights > -1e-4).all())
+    half = slot_embeddings(model, ids, labels, 32, noise=0.0, mix=0.5)[0].detach()
+    assert not torch.allclose(half[8:40], words[8:40])
+
+
+def test_slot_distract_adds_a_word_the_slot_does_not_have():
+    import random
+
+    from transformers import LlamaForCausalLM
+
+    from minigpt4.tiny_world.train_llm import IGNORE, SequenceMaker, slot_embeddings
+
+    tok = AutoTokenizer.from_pretrained(SHIPPED / "llama", local_files_only=True)
+    model = LlamaForCausalLM.from_pretrained(SHIPPED / "llama", local_files_only=True)
+    maker = SequenceMaker(tok, 32)
+    pool = torch.tensor(maker.decision_after[1:])  # every attribute word piece
+    slot = maker.slot(world.Scene("red", "circle", "large", "top left", "gray"), random.Random(0))
+    ids = torch.tensor([[1] * 4 + slot + [5] * 6])
+    labels = torch.full_like(ids, IGNORE)
+    labels[0, 36:] = 5
+    table = model.get_input_embeddings().weight.detach()
+    torch.manual_seed(0)
+    out = slot_embeddings(model, ids, labels, 32, noise=0.0, distract=0.3, pool=pool)[0].detach()
+    assert torch.equal(out[:4], table[ids[0, :4]]) and torch.equal(out[36:], table[ids[0, 36:]])
+    added = (out[4:36] - table[ids[0, 4:36]]) / 0.3
+    # each position got exactly one pool word's embedding, never one of the scene's
+    nearest = torch.cdist(added, table[pool]).argmin(1)
+    assert torch.allclose(added, table[pool][nearest], atol=1e-5)
+    assert not set(pool[nearest].tolist()) & set(slot)
+    assert len(set(nearest.tolist())) > 1

@@ -21,13 +21,15 @@ BOS only at the start):
   image? Please answer yes or no."), each answered "Yes" or "No".
 and a fifth that is no MiniGPT-4 layout, a drill: ``<s> [slot] red Yes, circle No, ...\\n``.
 
-The defaults are the shipped LLM's recipe (stage 1, stage 2 and demo layouts). Yes/no answers
-(``YES_NO_RECIPE``) need a comparison (is the question's word among the slot's?), which the tiny
-LLM did not find in the conversations (chance for 400-2000 steps; tiny_world/README.md). The
-drill warm-up, where the answer follows the word it is about, is what made it find it on word
-slots; a loss term of the answers' own keeps them weighing; noise on the slot's embeddings
-(``--slot-noise``) stands for the projected image embeddings that will be there. Through
-MiniGPT-4's stages that LLM still describes too few images right (README, "Benchmark").
+The defaults are the recipe of the shipped LLM's first step (stage 1, stage 2 and demo layouts).
+Its second step, ``YES_NO_RECIPE`` with ``--init`` that LLM, teaches yes/no answers. They need a
+comparison (is the question's word among the slot's?), which the tiny LLM did not find in the
+conversations (chance for 400-2000 steps; tiny_world/README.md). The drill warm-up, where the
+answer follows the word it is about, is what made it find it on word slots; a loss term of the
+answers' own keeps them weighing. What made it work through MiniGPT-4's stages is a slot that
+looks like what a linear ``llama_proj`` makes of the image: each embedding a random mixture of
+the scene's words (``--slot-mix``), plus a share of an absent word (``--slot-distract``, so that
+a trace of "blue" is not a "Yes") and Gaussian noise (``--slot-noise``).
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ import argparse
 import json
 import logging
 import math
+import os
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,12 +57,12 @@ DEFAULT_SEED = 2000
 DEFAULT_SLOT_LEN = 32  # = num_query_token of the vision side
 IGNORE = -100
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
-# The mix after the warm-ups (none by default). The shipped LLM was trained without "yesno" and
-# "drill"; YES_NO_RECIPE teaches yes/no answers (README, "Benchmark": not enough yet).
+# The mix after the warm-ups (none by default). The shipped LLM is this recipe's LLM taught yes/no
+# answers by YES_NO_RECIPE with --init (README, "Regenerating everything").
 LAYOUT_WEIGHTS = {"stage1": 0.3, "stage2": 0.35, "demo": 0.35, "yesno": 0.0, "drill": 0.0}
 YES_NO_RECIPE = (
     "--steps 2050 --drill-warmup 250 --yes-no-warmup 300 --yes-no-weight 0.5 "
-    "--drill-weight 0.4 --slot-noise 0.5 --mix-decision-loss"
+    "--drill-weight 0.4 --slot-noise 0.5 --mix-decision-loss --slot-mix 1.0 --slot-distract 0.3"
 )
 FOLLOW_UP_PROB = 0.3
 YES_NO_MAX_TURNS = 6  # yes/no questions per "yesno" conversation: 1 to this many
@@ -70,9 +74,15 @@ YES_NO_CHECK_PAIRS = 40  # MME pairs per attribute in the yes/no check
 class SequenceMaker:
     """Builds tokenized training sequences (ids, labels) for random scenes."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, slot_len: int) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        slot_len: int,
+        follow_up_prob: float = FOLLOW_UP_PROB,
+    ) -> None:
         self.tok = tokenizer
         self.slot_len = slot_len
+        self.follow_up_prob = follow_up_prob
         self.bos = tokenizer.bos_token_id
         self.prompts = [text.PROMPT_TEMPLATE.format(p) for p in text.alignment_prompts()]
         self.answer_pieces = [self.ids(a)[0] for a in (world.YES, world.NO)]
@@ -119,7 +129,7 @@ class SequenceMaker:
             head = self.ids(before, bos=True)
             question, answer = self._turn(scene, rng, first=True)
             after += " " + question + text.CONV_SEP + "Assistant:"
-            if rng.random() < FOLLOW_UP_PROB:
+            if rng.random() < self.follow_up_prob:
                 q2, a2 = self._turn(scene, rng, first=False)
                 after += " " + answer + text.CONV_SEP + "Human: " + q2 + text.CONV_SEP
                 after += "Assistant:"
@@ -205,18 +215,39 @@ def pad(seqs: list[tuple[list, list]], pad_id: int) -> tuple[torch.Tensor, ...]:
 
 
 def slot_embeddings(
-    model: LlamaForCausalLM, ids: torch.Tensor, labels: torch.Tensor, slot_len: int, noise: float
+    model: LlamaForCausalLM,
+    ids: torch.Tensor,
+    labels: torch.Tensor,
+    slot_len: int,
+    noise: float,
+    mix: float = 0.0,
+    distract: float = 0.0,
+    pool: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Input embeddings with Gaussian noise on the slot (``noise`` x the embeddings' RMS): the
-    slot will hold projected image embeddings, never exactly a word's embedding."""
-    embeds = model.get_input_embeddings()(ids)
-    if noise <= 0:
+    """Input embeddings with the slot made to look like projected image embeddings, which a
+    linear ``llama_proj`` makes as mixtures, never exactly a word's embedding: each slot
+    embedding moved ``mix`` of the way to a random convex combination of the slot's (all words
+    of the scene), plus ``distract`` x the embedding of a word of ``pool`` (the attribute words)
+    that the slot lacks, plus Gaussian noise (``noise`` x the embeddings' RMS)."""
+    table = model.get_input_embeddings()
+    embeds = table(ids)
+    if noise <= 0 and mix <= 0 and distract <= 0:
         return embeds
     end = (labels != IGNORE).int().argmax(1)  # the first supervised position: after the slot
-    pos = torch.arange(ids.shape[1])
-    in_slot = (pos[None] < end[:, None]) & (pos[None] >= end[:, None] - slot_len)
-    scale = noise * model.get_input_embeddings().weight.detach().pow(2).mean().sqrt()
-    return embeds + in_slot[..., None] * scale * torch.randn_like(embeds)
+    take = (end - slot_len)[:, None] + torch.arange(slot_len)[None]  # [B, slot_len] positions
+    where = take[..., None].expand(-1, -1, embeds.shape[-1])
+    slot = embeds.gather(1, where)
+    if mix > 0:
+        weights = torch.distributions.Dirichlet(torch.ones(slot_len)).sample(take.shape)
+        slot = (1 - mix) * slot + mix * (weights @ slot)
+    if distract > 0:
+        present = (ids.gather(1, take)[..., None] == pool[None, None]).any(1)  # [B, len(pool)]
+        absent = pool[torch.multinomial((~present).float(), slot_len, replacement=True)]
+        slot = slot + distract * table(absent)
+    rms = table.weight.detach().pow(2).mean().sqrt()
+    # drawn for the whole batch, as the shipped LLM's run drew it (same numbers, same LLM)
+    slot = slot + noise * rms * torch.randn_like(embeds).gather(1, where)
+    return embeds.scatter(1, where, slot)
 
 
 def lm_loss(
@@ -364,16 +395,26 @@ def train(args: argparse.Namespace) -> tuple[LlamaForCausalLM, PreTrainedTokeniz
     """Train the LLM as ``args`` (``main``'s flags) say; returns it, its tokenizer and checks."""
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
     model = build_model(tok, args)
-    maker = SequenceMaker(tok, args.slot_len)
+    maker = SequenceMaker(tok, args.slot_len, args.follow_up_prob)
     rng = random.Random(f"tiny-llm:{args.seed}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(args.steps))
+    pool = torch.tensor(maker.decision_after[1:])
     model.train()
     t0 = time.time()
     for step in range(args.steps):
         weights = layout_weights(args, step)
         ids, labels, mask = batch(maker, rng, args.batch_size, tok.eos_token_id, weights)
-        embeds = slot_embeddings(model, ids, labels, args.slot_len, args.slot_noise)
+        embeds = slot_embeddings(
+            model,
+            ids,
+            labels,
+            args.slot_len,
+            args.slot_noise,
+            args.slot_mix,
+            args.slot_distract,
+            pool,
+        )
         logits = model(inputs_embeds=embeds, attention_mask=mask).logits
         in_warmup = step < args.drill_warmup + args.yes_no_warmup
         decisions = (
@@ -458,6 +499,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.0,
         help="Gaussian noise on the slot's embeddings, x their RMS",
     )
+    parser.add_argument(
+        "--slot-mix",
+        type=float,
+        default=0.0,
+        help="move each slot embedding this share of the way to a random mixture of the slot's",
+    )
+    parser.add_argument(
+        "--slot-distract",
+        type=float,
+        default=0.0,
+        help="add this share of an absent attribute word's embedding to each slot embedding",
+    )
+    parser.add_argument(
+        "--follow-up-prob",
+        type=float,
+        default=FOLLOW_UP_PROB,
+        help="share of demo conversations that go on with a follow-up question",
+    )
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument(
         "--check-every",
@@ -473,14 +532,19 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     model, tok, checks = train(args)
     out = Path(args.out)
-    model.save_pretrained(out)
-    # The tokenizer folder's own files (tokenizer.model, as LLaMA ships it), not a re-export.
-    if Path(args.tokenizer).resolve() != out.resolve():
+    out.mkdir(parents=True, exist_ok=True)
+    # Written beside, then moved in file by file: a crash leaves the old folder whole, and
+    # --init may name --out (the weights it was read from stay mapped until replaced).
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        model.save_pretrained(tmp)
+        # The tokenizer folder's own files (tokenizer.model, as LLaMA ships it), not a re-export.
         for name in TOKENIZER_FILES:
-            shutil.copyfile(Path(args.tokenizer) / name, out / name)
-    skip = ("tokenizer", "out", "log_every", "check_every")
-    record = {**{k: v for k, v in vars(args).items() if k not in skip}, **checks}
-    (out / "tiny_world_llm.json").write_text(json.dumps(record, indent=2) + "\n")
+            shutil.copyfile(Path(args.tokenizer) / name, Path(tmp) / name)
+        skip = ("tokenizer", "out", "log_every", "check_every")
+        record = {**{k: v for k, v in vars(args).items() if k not in skip}, **checks}
+        (Path(tmp) / "tiny_world_llm.json").write_text(json.dumps(record, indent=2) + "\n")
+        for path in Path(tmp).iterdir():
+            os.replace(path, out / path.name)
     logger.info("LLM written to %s", out)
     return checks
 
