@@ -224,3 +224,18 @@ def test_slot_distract_adds_a_word_the_slot_does_not_have():
     assert torch.allclose(added, table[pool][nearest], atol=1e-5)
     assert not set(pool[nearest].tolist()) & set(slot)
     assert len(set(nearest.tolist())) > 1
+
+
+def test_follow_up_prob_sets_how_many_demo_conversations_go_on():
+    import random
+
+    from minigpt4.tiny_world.train_llm import SequenceMaker
+
+    tok = AutoTokenizer.from_pretrained(SHIPPED / "llama", local_files_only=True)
+    scene = world.Scene("red", "circle", "large", "top left", "gray")
+    for prob, turns in ((0.0, 1), (1.0, 2)):
+        maker = SequenceMaker(tok, 32, follow_up_prob=prob)
+        rng = random.Random(0)
+        for _ in range(10):
+            ids, _ = maker.make("demo", scene, rng)
+            assert tok.decode(ids[33:]).count("###Assistant:") == turns
