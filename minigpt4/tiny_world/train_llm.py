@@ -21,15 +21,16 @@ BOS only at the start):
   image? Please answer yes or no."), each answered "Yes" or "No".
 and a fifth that is no MiniGPT-4 layout, a drill: ``<s> [slot] red Yes, circle No, ...\\n``.
 
-The defaults are the recipe of the shipped LLM's first step (stage 1, stage 2 and demo layouts).
-Its second step, ``YES_NO_RECIPE`` with ``--init`` that LLM, teaches yes/no answers. They need a
+The defaults are the shipped LLM's recipe (stage 1, stage 2 and demo layouts).
+``YES_NO_RECIPE`` with ``--init`` that LLM teaches yes/no answers as well. They need a
 comparison (is the question's word among the slot's?), which the tiny LLM did not find in the
 conversations (chance for 400-2000 steps; tiny_world/README.md). The drill warm-up, where the
 answer follows the word it is about, is what made it find it on word slots; a loss term of the
 answers' own keeps them weighing. What made it work through MiniGPT-4's stages is a slot that
 looks like what a linear ``llama_proj`` makes of the image: each embedding a random mixture of
 the scene's words (``--slot-mix``), plus a share of an absent word (``--slot-distract``, so that
-a trace of "blue" is not a "Yes") and Gaussian noise (``--slot-noise``).
+a trace of "blue" is not a "Yes") and Gaussian noise (``--slot-noise``). That LLM is not shipped
+yet: it answers the demo's follow-up questions less well (README, "Benchmark").
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ DEFAULT_SEED = 2000
 DEFAULT_SLOT_LEN = 32  # = num_query_token of the vision side
 IGNORE = -100
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
-# The mix after the warm-ups (none by default). The shipped LLM is this recipe's LLM taught yes/no
-# answers by YES_NO_RECIPE with --init (README, "Regenerating everything").
+# The mix after the warm-ups (none by default). The shipped LLM was trained without "yesno" and
+# "drill"; YES_NO_RECIPE, from it with --init, teaches yes/no answers (README, "Benchmark").
 LAYOUT_WEIGHTS = {"stage1": 0.3, "stage2": 0.35, "demo": 0.35, "yesno": 0.0, "drill": 0.0}
 YES_NO_RECIPE = (
     "--steps 2050 --drill-warmup 250 --yes-no-warmup 300 --yes-no-weight 0.5 "
