@@ -209,7 +209,7 @@ def test_slot_distract_adds_a_word_the_slot_does_not_have():
     tok = AutoTokenizer.from_pretrained(SHIPPED / "llama", local_files_only=True)
     model = LlamaForCausalLM.from_pretrained(SHIPPED / "llama", local_files_only=True)
     maker = SequenceMaker(tok, 32)
-    pool = torch.tensor(maker.decision_after[1:])  # every attribute word piece
+    pool = torch.tensor(maker.word_pieces)
     slot = maker.slot(world.Scene("red", "circle", "large", "top left", "gray"), random.Random(0))
     ids = torch.tensor([[1] * 4 + slot + [5] * 6])
     labels = torch.full_like(ids, IGNORE)

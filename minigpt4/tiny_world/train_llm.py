@@ -97,10 +97,12 @@ class SequenceMaker:
             ("background", world.BACKGROUNDS),
         ):
             self.attribute_pieces[name] = {v: self.ids(v) for v in values}
-        # A yes/no decision follows "Assistant:" (conversations) or the value word (drills).
-        self.decision_after = [self.ids("Assistant:")[-1]] + sorted(
+        # Every attribute word piece, once (the distractors of --slot-distract are drawn here).
+        self.word_pieces = sorted(
             {p for pieces in self.attribute_pieces.values() for ids in pieces.values() for p in ids}
         )
+        # A yes/no decision follows "Assistant:" (conversations) or the value word (drills).
+        self.decision_after = [self.ids("Assistant:")[-1]] + self.word_pieces
 
     def ids(self, s: str, bos: bool = False) -> list[int]:
         return self.tok(s, add_special_tokens=bos).input_ids
@@ -400,7 +402,7 @@ def train(args: argparse.Namespace) -> tuple[LlamaForCausalLM, PreTrainedTokeniz
     rng = random.Random(f"tiny-llm:{args.seed}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(args.steps))
-    pool = torch.tensor(maker.decision_after[1:])
+    pool = torch.tensor(maker.word_pieces)
     model.train()
     t0 = time.time()
     for step in range(args.steps):
@@ -534,7 +536,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, tok, checks = train(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    # Written beside, then moved in file by file: a crash leaves the old folder whole, and
+    # Written beside, then moved in file by file: a crash while writing leaves the old folder, and
     # --init may name --out (the weights it was read from stay mapped until replaced).
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         model.save_pretrained(tmp)
