@@ -239,3 +239,47 @@ def test_follow_up_prob_sets_how_many_demo_conversations_go_on():
         for _ in range(10):
             ids, _ = maker.make("demo", scene, rng)
             assert tok.decode(ids[33:]).count("###Assistant:") == turns
+
+
+def test_yes_no_conversation_length_and_described_start():
+    import random
+
+    from minigpt4.tiny_world.train_llm import SequenceMaker, decision_mask, pad
+
+    tok = AutoTokenizer.from_pretrained(SHIPPED / "llama", local_files_only=True)
+    scene = world.Scene("red", "circle", "large", "top left", "gray")
+    start = len(tok(text.CONV_SYSTEM + "###Human: <Img>").input_ids) + 32  # after the slot
+
+    def conversations(**kwargs) -> list[tuple[list, list]]:
+        maker = SequenceMaker(tok, 32, **kwargs)
+        rng = random.Random(0)
+        return [maker.make("yesno", scene, rng) for _ in range(20)]
+
+    default = conversations()
+    # a share of 0 draws nothing: the sequences of runs without the flag stay the same
+    assert conversations(described_prob=0.0) == default
+    assert max(tok.decode(ids[start:]).count("###Assistant:") for ids, _ in default) > 1
+    for ids, _ in conversations(yes_no_turns=1):
+        assert tok.decode(ids[start:]).count("###Assistant:") == 1
+    described = conversations(described_prob=1.0)
+    maker = SequenceMaker(tok, 32)
+    ids, labels, _ = pad(described, tok.eos_token_id)
+    decisions = decision_mask(maker, ids, labels)
+    for row, (i, _) in enumerate(described):
+        tail = tok.decode(i[start:])
+        assert tail.startswith(f"</Img> {text.DEMO_QUESTION}###Assistant: ")
+        first = tail.split("###Assistant: ")[1].split("###")[0]
+        assert world.scene_matches(scene, first) and " Is " in tail.split(first)[1]
+        # the description is no decision: one per yes/no answer
+        assert int(decisions[row].sum()) == tail.count("###Assistant:") - 1
+
+
+@pytest.mark.parametrize(
+    "flags", [["--yes-no-turns", "0"], ["--yes-no-described", "1.5"], ["--yes-no-described", "-1"]]
+)
+def test_train_llm_rejects_bad_yes_no_flags(flags, capsys):
+    from minigpt4.tiny_world import train_llm
+
+    with pytest.raises(SystemExit):
+        train_llm.parse_args(flags)
+    assert flags[0] in capsys.readouterr().err

@@ -17,8 +17,9 @@ BOS only at the start):
 - stage 2: ``<s> ###Human: <Img> [slot] </Img> <instruction> ###Assistant: <description>###``
 - demo:    ``<s> <CONV_VISION system>###Human: <Img> [slot] </Img> <question>###Assistant:``
   ``<answer>###`` (sometimes with a follow-up question and answer).
-- yesno:   the demo's conversation with 1-6 yes/no questions ("Is there a red shape in the
-  image? Please answer yes or no."), each answered "Yes" or "No".
+- yesno:   the demo's conversation with 1-6 yes/no questions (``--yes-no-turns``; "Is there a
+  red shape in the image? Please answer yes or no."), each answered "Yes" or "No", some after
+  "Describe this image." and its answer (``--yes-no-described``).
 and a fifth that is no MiniGPT-4 layout, a drill: ``<s> [slot] red Yes, circle No, ...\\n``.
 
 The defaults are the shipped LLM's recipe (stage 1, stage 2 and demo layouts).
@@ -80,10 +81,14 @@ class SequenceMaker:
         tokenizer: PreTrainedTokenizerBase,
         slot_len: int,
         follow_up_prob: float = FOLLOW_UP_PROB,
+        yes_no_turns: int = YES_NO_MAX_TURNS,
+        described_prob: float = 0.0,
     ) -> None:
         self.tok = tokenizer
         self.slot_len = slot_len
         self.follow_up_prob = follow_up_prob
+        self.yes_no_turns = yes_no_turns
+        self.described_prob = described_prob
         self.bos = tokenizer.bos_token_id
         self.prompts = [text.PROMPT_TEMPLATE.format(p) for p in text.alignment_prompts()]
         self.answer_pieces = [self.ids(a)[0] for a in (world.YES, world.NO)]
@@ -161,7 +166,10 @@ class SequenceMaker:
     def _yes_no_conversation(self, scene: world.Scene, rng: random.Random) -> tuple[list, list]:
         """(head, tail) of a demo conversation of yes/no questions, each answer "Yes" or "No"."""
         before, after = self.demo_split()
-        turns = [yes_no_turn(scene, rng) for _ in range(rng.randint(1, YES_NO_MAX_TURNS))]
+        turns = [yes_no_turn(scene, rng) for _ in range(rng.randint(1, self.yes_no_turns))]
+        # drawn only when asked for, so that runs without it repeat the earlier ones exactly
+        if self.described_prob > 0 and rng.random() < self.described_prob:
+            turns.insert(0, (text.DEMO_QUESTION, world.long_description(scene, rng)))
         after += " " + turns[0][0] + text.CONV_SEP + "Assistant:"
         for (_, answer), (question, _) in zip(turns, turns[1:]):
             after += " " + answer + text.CONV_SEP + "Human: " + question + text.CONV_SEP
@@ -398,7 +406,9 @@ def train(args: argparse.Namespace) -> tuple[LlamaForCausalLM, PreTrainedTokeniz
     """Train the LLM as ``args`` (``main``'s flags) say; returns it, its tokenizer and checks."""
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
     model = build_model(tok, args)
-    maker = SequenceMaker(tok, args.slot_len, args.follow_up_prob)
+    maker = SequenceMaker(
+        tok, args.slot_len, args.follow_up_prob, args.yes_no_turns, args.yes_no_described
+    )
     rng = random.Random(f"tiny-llm:{args.seed}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(args.steps))
@@ -520,6 +530,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=FOLLOW_UP_PROB,
         help="share of demo conversations that go on with a follow-up question",
     )
+    parser.add_argument(
+        "--yes-no-turns",
+        type=int,
+        default=YES_NO_MAX_TURNS,
+        help="yes/no questions per yes/no conversation: 1 to this many",
+    )
+    parser.add_argument(
+        "--yes-no-described",
+        type=float,
+        default=0.0,
+        help="share of yes/no conversations that start with the image's description",
+    )
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument(
         "--check-every",
@@ -527,7 +549,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="also check yes/no answers every N steps (a multiple of --log-every)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.yes_no_turns < 1:
+        parser.error(f"--yes-no-turns must be at least 1, not {args.yes_no_turns}")
+    if not 0 <= args.yes_no_described <= 1:
+        parser.error(f"--yes-no-described is a share: 0 to 1, not {args.yes_no_described}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
