@@ -22,16 +22,17 @@ BOS only at the start):
   "Describe this image." and its answer (``--yes-no-described``).
 and a fifth that is no MiniGPT-4 layout, a drill: ``<s> [slot] red Yes, circle No, ...\\n``.
 
-The defaults are the shipped LLM's recipe (stage 1, stage 2 and demo layouts).
-``YES_NO_RECIPE`` with ``--init`` that LLM teaches yes/no answers as well. They need a
-comparison (is the question's word among the slot's?), which the tiny LLM did not find in the
+The defaults make the description-only LLM (stage 1, stage 2 and demo layouts); the shipped LLM
+is ``YES_NO_RECIPE`` run from it with ``--init``, which teaches yes/no answers as well. They need
+a comparison (is the question's word among the slot's?), which the tiny LLM did not find in the
 conversations (chance for 400-2000 steps; tiny_world/README.md). The drill warm-up, where the
 answer follows the word it is about, is what made it find it on word slots; a loss term of the
 answers' own keeps them weighing. What made it work through MiniGPT-4's stages is a slot that
 looks like what a linear ``llama_proj`` makes of the image: each embedding a random mixture of
 the scene's words (``--slot-mix``), plus a share of an absent word (``--slot-distract``, so that
-a trace of "blue" is not a "Yes") and Gaussian noise (``--slot-noise``). That LLM is not shipped
-yet: it answers the demo's follow-up questions less well (README, "Benchmark").
+a trace of "blue" is not a "Yes") and Gaussian noise (``--slot-noise``). Yes/no conversations
+that start with the image's description (``--yes-no-described``) and 3000 steps keep the demo's
+follow-up answers right (0.91 of them without; README, "Benchmark").
 """
 
 from __future__ import annotations
@@ -59,12 +60,13 @@ DEFAULT_SEED = 2000
 DEFAULT_SLOT_LEN = 32  # = num_query_token of the vision side
 IGNORE = -100
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
-# The mix after the warm-ups (none by default). The shipped LLM was trained without "yesno" and
-# "drill"; YES_NO_RECIPE, from it with --init, teaches yes/no answers (README, "Benchmark").
+# The mix after the warm-ups (none by default). The defaults, without "yesno" and "drill", made the
+# description-only LLM; the shipped one is YES_NO_RECIPE's run from it with --init (README).
 LAYOUT_WEIGHTS = {"stage1": 0.3, "stage2": 0.35, "demo": 0.35, "yesno": 0.0, "drill": 0.0}
 YES_NO_RECIPE = (
-    "--steps 2050 --drill-warmup 250 --yes-no-warmup 300 --yes-no-weight 0.5 "
-    "--drill-weight 0.4 --slot-noise 0.5 --mix-decision-loss --slot-mix 1.0 --slot-distract 0.3"
+    "--steps 3000 --drill-warmup 250 --yes-no-warmup 300 --yes-no-weight 0.5 "
+    "--drill-weight 0.4 --slot-noise 0.5 --mix-decision-loss --slot-mix 1.0 --slot-distract 0.3 "
+    "--yes-no-described 0.5"
 )
 FOLLOW_UP_PROB = 0.3
 YES_NO_MAX_TURNS = 6  # yes/no questions per "yesno" conversation: 1 to this many
