@@ -27,7 +27,7 @@ from PIL import Image  # noqa: E402
 
 from minigpt4.common.logger import setup_logger  # noqa: E402
 from minigpt4.conversation.chat import Chat  # noqa: E402
-from minigpt4.conversation.conversation import Conversation  # noqa: E402
+from minigpt4.conversation.templates import Conversation  # noqa: E402
 from minigpt4.processors.image_io import ImageLoadError, load_image  # noqa: E402
 from minigpt4.serve.server import add_api_arguments  # noqa: E402
 
@@ -215,7 +215,7 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
                 "without its beginning (the image may be out of view). Press Restart to start over."
             )
         history.append({"role": "assistant", "content": ""})
-        for text in chat.stream_answer(
+        for text in chat.stream_text(
             conv=chat_state,
             img_list=img_list,
             num_beams=int(num_beams),

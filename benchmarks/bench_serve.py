@@ -9,8 +9,8 @@ take turns at each level. For each number of concurrent clients, each client sen
 after another (a held-out
 image, "Describe this image.", greedy, up to 60 tokens) until ``--requests`` answers are in.
 Prints answers/s and latency percentiles per level, the speed-up of batching, whether the
-greedy answers are the same both ways, and what ``model.generate`` alone gives in batches of 1,
-8 and 16 (the ceiling the server's own work and the clients eat into).
+greedy answers are the same both ways, and what ``model.generate_from_embeddings`` alone gives
+in batches of 1, 8 and 16 (the ceiling the server's own work and the clients eat into).
 """
 
 from __future__ import annotations
@@ -108,8 +108,9 @@ def run_level(base: str, bodies: list[dict], clients: int, count: int):
 
 
 def generation_only(count: int = 16) -> dict[int, float]:
-    """Answers/s of ``model.generate`` alone (no HTTP, no image work) on ``count`` held-out
-    contexts, in batches of 1, 8 and 16: what the model could give the server."""
+    """Answers/s of ``model.generate_from_embeddings`` alone (no HTTP, no image work) on
+    ``count`` held-out contexts, in batches of 1, 8 and 16: what the model could give the
+    server."""
     import torch
 
     torch.set_num_threads(1)
@@ -128,7 +129,9 @@ def generation_only(count: int = 16) -> dict[int, float]:
         start = time.perf_counter()
         for i in range(0, count, size):
             rows = contexts[i : i + size]
-            chat.model.generate(rows, [settings] * len(rows), [chat.stop_rule] * len(rows))
+            chat.model.generate_from_embeddings(
+                rows, [settings] * len(rows), [chat.stop_rule] * len(rows)
+            )
         rates[size] = count / (time.perf_counter() - start)
     return rates
 
@@ -229,7 +232,7 @@ def main() -> None:
     print(f"rounds whose answers differ from the level's first round: {unstable}")
     rates = generation_only()
     shown = ", ".join(f"batches of {size}: {rate:.0f}" for size, rate in rates.items())
-    print(f"model.generate alone (no HTTP, no images), answers/s: {shown}")
+    print(f"model.generate_from_embeddings alone (no HTTP, no images), answers/s: {shown}")
 
 
 if __name__ == "__main__":

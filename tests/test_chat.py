@@ -68,7 +68,7 @@ def test_greedy_answer_equals_reference(chat, ref):
 
 def test_streamed_answer_grows_to_the_same_text(chat, ref):
     _, conv, img_list = start(chat, ref)
-    pieces = list(chat.stream_answer(conv, img_list, max_new_tokens=12, do_sample=False))
+    pieces = list(chat.stream_text(conv, img_list, max_new_tokens=12, do_sample=False))
     _, conv2, img_list2 = start(chat, ref)
     text, _ = chat.answer(conv2, img_list2, max_new_tokens=12, do_sample=False)
     assert len(pieces) > 3
@@ -123,9 +123,7 @@ def test_seed_makes_sampling_reproducible(chat, ref):
 
 def test_beam_search_and_top_p(chat, ref):
     _, conv, img_list = start(chat, ref)
-    pieces = list(
-        chat.stream_answer(conv, img_list, max_new_tokens=6, num_beams=2, do_sample=False)
-    )
+    pieces = list(chat.stream_text(conv, img_list, max_new_tokens=6, num_beams=2, do_sample=False))
     assert len(pieces) == 1 and conv.messages[-1][1] == pieces[0]
     # top_p close to 0 keeps only the most likely token: sampling becomes greedy.
     _, conv, img_list = start(chat, ref)
@@ -144,14 +142,15 @@ def test_each_row_stops_on_its_own(chat, ref):
     first = ref["chat"]["context_embs"].detach()
     other = torch.randn(first.shape, generator=torch.Generator().manual_seed(0)) * 0.05
     greedy_settings = GenerationSettings(max_new_tokens=12, do_sample=False)
-    (alone,) = chat.model.generate([other], [greedy_settings], [chat.stop_rule])
+    (alone,) = chat.model.generate_from_embeddings([other], [greedy_settings], [chat.stop_rule])
     greedy = ref["chat"]["greedy_raw"][1:].tolist()
     stop = tuple(greedy[1:3])
     rule = StopRule(sequences=(stop,), end_ids=chat.stop_rule.end_ids)
     assert all(tuple(alone.tokens[i : i + 2]) != stop for i in range(len(alone.tokens) - 1))
     short = greedy_settings.replace(max_new_tokens=5)
-    both = chat.model.generate([first, other, other], [greedy_settings, greedy_settings, short],
-                               [rule, rule, rule])  # fmt: skip
+    both = chat.model.generate_from_embeddings(
+        [first, other, other], [greedy_settings, greedy_settings, short], [rule, rule, rule]
+    )
     assert [r.tokens for r in both] == [greedy[:3], alone.tokens, alone.tokens[:5]]
     assert [r.finish_reason for r in both] == ["stop", alone.finish_reason, "length"]
 
@@ -162,9 +161,12 @@ def test_rows_of_different_lengths_equal_their_answers_alone(chat, ref):
     short = long[:, 20:]
     settings = GenerationSettings(max_new_tokens=10, do_sample=False)
     alone = [
-        chat.model.generate([c], [settings], [chat.stop_rule])[0].tokens for c in (long, short)
+        chat.model.generate_from_embeddings([c], [settings], [chat.stop_rule])[0].tokens
+        for c in (long, short)
     ]
-    batched = chat.model.generate([long, short], [settings] * 2, [chat.stop_rule] * 2)
+    batched = chat.model.generate_from_embeddings(
+        [long, short], [settings] * 2, [chat.stop_rule] * 2
+    )
     assert [r.tokens for r in batched] == alone
 
 
@@ -172,8 +174,10 @@ def test_seeded_rows_do_not_depend_on_the_batch(chat, ref):
     first = ref["chat"]["context_embs"].detach()
     sampled = GenerationSettings(max_new_tokens=8, seed=11, temperature=1.5, top_p=1.0)
     greedy = sampled.replace(do_sample=False, seed=None)
-    (alone,) = chat.model.generate([first], [sampled], [chat.stop_rule])
-    mixed = chat.model.generate([first, first], [greedy, sampled], [chat.stop_rule] * 2)
+    (alone,) = chat.model.generate_from_embeddings([first], [sampled], [chat.stop_rule])
+    mixed = chat.model.generate_from_embeddings(
+        [first, first], [greedy, sampled], [chat.stop_rule] * 2
+    )
     assert mixed[1].tokens == alone.tokens
     assert mixed[0].tokens == ref["chat"]["greedy_raw"][1:9].tolist()
 

@@ -50,7 +50,7 @@ def test_chat_on_cuda(tmp_path, overrides):
     conv_stream = conv.copy()
     text, tokens = chat.answer(conv, img_list, max_new_tokens=12, do_sample=False)
     assert isinstance(text, str) and 0 < len(tokens) <= 12
-    pieces = list(chat.stream_answer(conv_stream, img_list, max_new_tokens=12, do_sample=False))
+    pieces = list(chat.stream_text(conv_stream, img_list, max_new_tokens=12, do_sample=False))
     assert pieces[-1] == text
     sampled = [
         chat.answer(conv.copy(), img_list, max_new_tokens=8, seed=0)[1].tolist() for _ in range(2)

@@ -9,6 +9,7 @@ from minigpt4.conversation import (
     CONV_VISION,
     Chat,
     CONV_VISION_LLama2,
+    CONV_VISION_Vicuna0,
     Conversation,
     SeparatorStyle,
     chat_template,
@@ -74,8 +75,24 @@ def test_llama2_template_over_two_turns():
     conv.append_message(conv.roles[0], "Sure?")
     conv.append_message(conv.roles[1], None)
     assert conv.get_prompt().endswith("[/INST] A cat.<s>[INST] Sure? [/INST] ")
-    with pytest.raises(KeyError, match="pretrain_vicuna"):
-        chat_template("pretrain_vicuna0")
+    with pytest.raises(KeyError, match="pretrain_vicuna0"):
+        chat_template("pretrain_vicuna_7b")
+
+
+def test_head_vicuna0_template_over_two_turns():
+    """The original HEAD's CONV_VISION_Vicuna0: roles "Human: " / "Assistant: " written as they
+    are, so the open turn ends with "Assistant: " (v1's CONV_VISION ends "Assistant:")."""
+    assert chat_template("pretrain_vicuna0").conversation is CONV_VISION_Vicuna0
+    conv = CONV_VISION_Vicuna0.copy()
+    conv.append_message(conv.roles[0], "<Img><ImageHere></Img> What is it?")
+    conv.append_message(conv.roles[1], None)
+    assert conv.get_prompt() == (
+        SYSTEM + "###Human: <Img><ImageHere></Img> What is it?###Assistant: "
+    )
+    conv.messages[-1][1] = "A cat."
+    conv.append_message(conv.roles[0], "Sure?")
+    conv.append_message(conv.roles[1], None)
+    assert conv.get_prompt().endswith("###Assistant: A cat.###Human: Sure?###Assistant: ")
 
 
 def test_two_separator_style_alternates():

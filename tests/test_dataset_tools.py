@@ -447,7 +447,7 @@ def test_align_folder_feeds_the_cc_sbu_align_builder(tmp_path):
 
 def test_align_folder_with_yes_no_pairs_asks_as_the_demo_does(tmp_path):
     from minigpt4.conversation.chat import Chat
-    from minigpt4.conversation.conversation import CONV_VISION
+    from minigpt4.conversation.templates import CONV_VISION
 
     records = make_synthetic.write_align(
         str(tmp_path), seed=6, count=4, image_size=40, yes_no_pairs=2

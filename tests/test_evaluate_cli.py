@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from minigpt4.conversation.conversation import CONV_VISION
+from minigpt4.conversation.templates import CONV_VISION
 from minigpt4.evaluate import main
 from minigpt4.evaluation import mme, pope, vqa
 from minigpt4.tiny_world import evaluate as tiny_evaluate

@@ -151,7 +151,7 @@ def test_chat_two_turns(models, ref):
         context = chat.model.get_context_emb(prompt, img_list)
         assert_close(context, turn["context_embs"], "context_embs")
         plain = GenerationSettings(max_new_tokens=12, do_sample=False)
-        (greedy,) = chat.model.generate([context], [plain], [chat.stop_rule])
+        (greedy,) = chat.model.generate_from_embeddings([context], [plain], [chat.stop_rule])
         assert greedy.tokens == turn["greedy_plain_raw"][1:].tolist()
         # As the harness asked: the Chat's defaults with top_p 0.001 (keeps only the arg-max).
         text, tokens = chat.answer(conv, img_list, max_new_tokens=12, top_p=1e-3, seed=0)
@@ -174,5 +174,5 @@ def test_batched_generate_left_pads(models, ref):
     assert_equal(mask, expected["attention_mask"], "attention_mask")
     settings = GenerationSettings(max_new_tokens=12, do_sample=False)
     rule = Chat(model, None, device="cpu").stop_rule
-    results = model.generate(contexts, [settings] * 2, [rule] * 2)
+    results = model.generate_from_embeddings(contexts, [settings] * 2, [rule] * 2)
     assert [r.tokens for r in results] == expected["raw_output"][:, 1:].tolist()

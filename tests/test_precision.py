@@ -136,7 +136,10 @@ def test_bf16_on_cpu_computes_in_bf16(ref):
     context = model.get_context_emb("<s>Hi <ImageHere> ok", [inputs_llama[:1]])
     settings = GenerationSettings(max_new_tokens=3, do_sample=False)
     seen = _dtypes_seen(
-        model, lambda: model.generate([context], [settings], [StopRule((), (), frozenset())])
+        model,
+        lambda: model.generate_from_embeddings(
+            [context], [settings], [StopRule((), (), frozenset())]
+        ),
     )
     assert seen["llm"] == {BF16}
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from minigpt4.conversation.conversation import IMAGE_MESSAGE
+from minigpt4.conversation.templates import IMAGE_MESSAGE
 from minigpt4.models.generation import Generation, StopRule
 from minigpt4.serve.batcher import Batcher, Cancelled
 from minigpt4.tiny_world import evaluate, text
@@ -40,17 +40,17 @@ def contexts(chat):
 
 
 class Calls:
-    """Records the size of each ``model.generate`` call."""
+    """Records the size of each ``model.generate_from_embeddings`` call."""
 
     def __init__(self, model, monkeypatch) -> None:
         self.sizes: list[int] = []
-        generate = model.generate
+        generate = model.generate_from_embeddings
 
-        def counting(contexts, settings, rules, on_token=None):
+        def counting(contexts, settings, rules, on_token=None, extra=()):
             self.sizes.append(len(contexts))
-            return generate(contexts, settings, rules, on_token=on_token)
+            return generate(contexts, settings, rules, on_token=on_token, extra=extra)
 
-        monkeypatch.setattr(model, "generate", counting)
+        monkeypatch.setattr(model, "generate_from_embeddings", counting)
 
 
 def run_all(batcher: Batcher, jobs: list[tuple], rule: StopRule, timeout_s: float = 60) -> list:

@@ -44,27 +44,28 @@ def llama2_chat() -> Chat:
 
 
 class Recorder:
-    """Wraps the model's ``get_context_emb`` and ``generate``: for each answer generated, the
-    prompt last given to ``get_context_emb`` and the context embeddings given to ``generate``."""
+    """Wraps the model's ``get_context_emb`` and ``generate_from_embeddings``: for each answer
+    generated, the prompt last given to ``get_context_emb`` and the context embeddings given to
+    ``generate_from_embeddings``."""
 
     def __init__(self, model, monkeypatch) -> None:
         self.prompts: list[str] = []
         self.contexts: list[torch.Tensor] = []
         self._last_prompt: str | None = None
-        get_context_emb, generate = model.get_context_emb, model.generate
+        get_context_emb, generate = model.get_context_emb, model.generate_from_embeddings
 
         def recording_context(prompt, img_list):
             self._last_prompt = prompt
             return get_context_emb(prompt, img_list)
 
-        def recording_generate(contexts, settings, rules, on_token=None):
+        def recording_generate(contexts, settings, rules, on_token=None, extra=()):
             assert len(contexts) == 1, "one answer at a time here"
             self.prompts.append(self._last_prompt)
             self.contexts.append(contexts[0].detach().clone())
-            return generate(contexts, settings, rules, on_token=on_token)
+            return generate(contexts, settings, rules, on_token=on_token, extra=extra)
 
         monkeypatch.setattr(model, "get_context_emb", recording_context)
-        monkeypatch.setattr(model, "generate", recording_generate)
+        monkeypatch.setattr(model, "generate_from_embeddings", recording_generate)
 
     def take(self) -> tuple[list[str], list[torch.Tensor]]:
         out = (self.prompts, self.contexts)

@@ -14,6 +14,12 @@ and images into embeddings, and generating, are the model's (:meth:`MiniGPT4.get
   many images are answered in one batch (:meth:`Chat.answer_batch`);
 - the over-length warning is logged instead of printed; images are read by the project's one
   image loader (8-bit RGB from any bit depth, size-checked).
+
+Both of the original's Python APIs work on this one class: v1's (``upload_img`` encodes at once,
+``answer`` returns ``(text, token array)``) and HEAD's (``stopping_criteria=`` in the
+constructor, ``encode_img``, ``answer_prepare`` + ``model_generate``, ``stream_answer`` returning
+an iterator of text pieces). :meth:`Chat.stream_text` is the project's own streaming (the whole
+answer so far at each step).
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from transformers import StoppingCriteriaList
 
-from minigpt4.conversation.conversation import (
+from minigpt4.conversation.stopping import criteria_of, split_criteria
+from minigpt4.conversation.templates import (
     IMAGE_MESSAGE,
     STOP_WORD,
     ChatTemplate,
@@ -88,8 +96,9 @@ def truncate(embs: torch.Tensor, max_new_tokens: int, max_length: int) -> torch.
 class Chat:
     """Runs a MiniGPT-4 model in a conversation (the original's ``Chat``).
 
-    ``vis_processor`` turns a PIL image into a [3, H, W] tensor; ``template`` defaults to the one
-    of the model's ``model_type``.
+    ``vis_processor`` turns a PIL image into a [3, H, W] tensor; ``stopping_criteria`` (the
+    original HEAD's argument) replaces the template's stop words; ``template`` defaults to the
+    one of the model's ``model_type``.
     """
 
     def __init__(
@@ -97,17 +106,23 @@ class Chat:
         model: Any,
         vis_processor: Any,
         device: str | torch.device = "cuda:0",
+        stopping_criteria: StoppingCriteriaList | None = None,
         template: ChatTemplate | None = None,
     ) -> None:
         self.device = device
         self.model = model
         self.vis_processor = vis_processor
         self.template = template or chat_template(model.config.model_type)
-        tokenizer = model.llama_tokenizer
-        sequences = [ids for w in self.template.stop_words for ids in stop_word_ids(tokenizer, w)]
-        self.stop_rule = StopRule(
-            sequences=tuple(tuple(s) for s in sequences), end_ids=model.end_token_ids
-        )
+        if stopping_criteria is None:
+            tokenizer = model.llama_tokenizer
+            words = self.template.stop_words
+            sequences = tuple(tuple(ids) for w in words for ids in stop_word_ids(tokenizer, w))
+            self.extra_criteria: tuple = ()
+            self.stopping_criteria = criteria_of(sequences)
+        else:
+            sequences, self.extra_criteria = split_criteria(stopping_criteria)
+            self.stopping_criteria = stopping_criteria
+        self.stop_rule = StopRule(sequences=sequences, end_ids=model.end_token_ids)
 
     # --- conversation ----------------------------------------------------------------------------
 
@@ -146,15 +161,48 @@ class Chat:
             )
         return image.to(self.device)
 
+    def _is_embedding(self, item: Any) -> bool:
+        """Whether an ``img_list`` entry is already encoded: [1, tokens, LLM width]."""
+        width = self.model.llama_proj.out_features
+        return (
+            isinstance(item, torch.Tensor)
+            and item.dim() == 3
+            and item.shape[0] == 1
+            and (item.shape[-1] == width)
+        )
+
     @torch.no_grad()
+    def _encode(self, image: str | Image.Image | torch.Tensor) -> torch.Tensor:
+        image_emb, _ = self.model.encode_img(self.process_image(image))
+        return image_emb
+
     def upload_img(
         self, image: str | Image.Image | torch.Tensor, conv: Conversation, img_list: list
     ) -> str:
         """Encode an image into ``img_list`` and add the image message; returns "Received."."""
-        image_emb, _ = self.model.encode_img(self.process_image(image))
-        img_list.append(image_emb)
+        img_list.append(self._encode(image))
         conv.append_message(conv.roles[0], IMAGE_MESSAGE)
         return "Received."
+
+    def encode_img(self, img_list: list) -> None:
+        """Encode, in place, every entry of ``img_list`` that is still an image (a path, PIL
+        image or image tensor), keeping the order; encoded entries stay as they are.
+
+        The original HEAD's step after ``upload_img`` (which there only stored the image); here
+        ``upload_img`` encodes at once, so after it this has nothing left to do.
+        """
+        for i, item in enumerate(img_list):
+            if not self._is_embedding(item):
+                img_list[i] = self._encode(item)
+
+    def _embedded(self, img_list: Sequence[Any]) -> Sequence[torch.Tensor]:
+        """``img_list`` with every entry encoded (a list is encoded in place, as HEAD did)."""
+        if all(self._is_embedding(item) for item in img_list):
+            return img_list
+        if isinstance(img_list, list):
+            self.encode_img(img_list)
+            return img_list
+        return [item if self._is_embedding(item) else self._encode(item) for item in img_list]
 
     # --- prompt ----------------------------------------------------------------------------------
 
@@ -164,7 +212,13 @@ class Chat:
         left truncation (compare with ``max_length - max_new_tokens``)."""
         conv = conv.copy()
         conv.append_message(conv.roles[1], None)
-        return self.model.get_context_emb(conv.get_prompt(), img_list).shape[1]
+        return self.get_context_emb(conv, img_list).shape[1]
+
+    @torch.no_grad()
+    def get_context_emb(self, conv: Conversation, img_list: Sequence[Any]) -> torch.Tensor:
+        """Context embeddings [1, L, H] of ``conv``'s prompt as it stands (the original v1
+        Chat's method; the model's :meth:`get_context_emb` takes the prompt text)."""
+        return self.model.get_context_emb(conv.get_prompt(), self._embedded(img_list))
 
     def overflow(
         self,
@@ -195,8 +249,9 @@ class Chat:
     def _open_answer(
         self, conv: Conversation, img_list: Sequence[torch.Tensor], settings: GenerationSettings
     ) -> torch.Tensor:
+        img_list = self._embedded(img_list)
         conv.append_message(conv.roles[1], None)
-        embs = self.model.get_context_emb(conv.get_prompt(), img_list)
+        embs = self.get_context_emb(conv, img_list)
         return truncate(embs, settings.max_new_tokens, settings.max_length)
 
     def decode_answer(self, token_ids: torch.Tensor | Sequence[int]) -> str:
@@ -211,33 +266,77 @@ class Chat:
 
     # --- answers ---------------------------------------------------------------------------------
 
+    def _generate(self, embs: torch.Tensor, settings: GenerationSettings, on_token: Any = None):
+        (result,) = self.model.generate_from_embeddings(
+            [embs], [settings], [self.stop_rule], on_token=on_token, extra=self.extra_criteria
+        )
+        return result
+
     def answer(
         self,
         conv: Conversation,
-        img_list: Sequence[torch.Tensor],
+        img_list: Sequence[Any],
         settings: GenerationSettings | None = None,
         **overrides: Any,
     ) -> tuple[str, np.ndarray]:
         """Generate the Assistant's reply, store it in ``conv`` and return (text, token ids).
 
-        ``overrides`` are :class:`GenerationSettings` fields (``max_new_tokens``, ``num_beams``,
-        ``temperature``, ``max_length``, ``do_sample``, ``seed``, ...).
+        ``overrides`` are :class:`GenerationSettings` fields (the original's ``max_new_tokens``,
+        ``num_beams``, ``min_length``, ``top_p``, ``repetition_penalty``, ``length_penalty``,
+        ``temperature``, ``max_length``, and ``do_sample``, ``top_k``, ``seed``).
         """
         settings = self.settings(settings, **overrides)
         embs = self._open_answer(conv, img_list, settings)
-        (result,) = self.model.generate([embs], [settings], [self.stop_rule])
+        result = self._generate(embs, settings)
         text = self.decode_answer(result.tokens)
         conv.messages[-1][1] = text
         return text, np.array(result.tokens, dtype=np.int64)
 
-    def stream_answer(
+    def answer_prepare(
         self,
         conv: Conversation,
-        img_list: Sequence[torch.Tensor],
+        img_list: Sequence[Any],
+        settings: GenerationSettings | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """The original HEAD's first half of ``answer``: open the Assistant's turn and return
+        the keyword arguments of transformers' ``generate`` for it (the context embeddings cut
+        on the left as :meth:`answer` cuts them, the chat's stopping criteria, the settings).
+        Pass them to :meth:`model_generate`."""
+        settings = self.settings(settings, **overrides)
+        if settings.seed is not None:
+            raise ValueError(
+                "answer_prepare cannot carry a seed (transformers' generate samples from the "
+                "global generator): call torch.manual_seed before model_generate, or use answer"
+            )
+        embs = self._open_answer(conv, img_list, settings)
+        return {
+            "inputs_embeds": embs,
+            "max_new_tokens": settings.max_new_tokens,
+            "stopping_criteria": self.stopping_criteria,
+            "num_beams": settings.num_beams,
+            "do_sample": settings.do_sample,
+            "min_length": settings.min_length,
+            "top_p": settings.top_p,
+            "top_k": settings.top_k,
+            "repetition_penalty": settings.repetition_penalty,
+            "length_penalty": settings.length_penalty,
+            "temperature": float(settings.temperature),
+        }
+
+    def model_generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """transformers' ``generate`` on the LLM (the original HEAD's method): new token ids
+        [B, T], which ``model.llama_tokenizer.decode(ids[0], skip_special_tokens=True)`` reads."""
+        return self.model.llm_generate(*args, **kwargs)
+
+    def stream_text(
+        self,
+        conv: Conversation,
+        img_list: Sequence[Any],
         settings: GenerationSettings | None = None,
         **overrides: Any,
     ) -> Iterator[str]:
-        """Like :meth:`answer`, yielding the answer text as it grows.
+        """Like :meth:`answer`, yielding the whole answer text so far each time it grows.
 
         The last value yielded is the final answer, which is also stored in ``conv``. With beam
         search (which cannot be streamed) the answer comes in one piece.
@@ -252,11 +351,7 @@ class Chat:
 
         def run() -> None:
             try:
-                outcome.extend(
-                    self.model.generate(
-                        [embs], [settings], [self.stop_rule], on_token=lambda _, t: tokens.put(t)
-                    )
-                )
+                outcome.append(self._generate(embs, settings, lambda _, t: tokens.put(t)))
             except BaseException as exc:  # handed to the consumer below
                 outcome.append(exc)
             tokens.put(None)
@@ -280,6 +375,25 @@ class Chat:
         conv.messages[-1][1] = text
         if text != shown:
             yield text
+
+    def stream_answer(
+        self,
+        conv: Conversation,
+        img_list: Sequence[Any],
+        settings: GenerationSettings | None = None,
+        **overrides: Any,
+    ) -> Iterator[str]:
+        """The original HEAD's streaming: an iterator of new pieces of text, which joined make
+        the answer (``for piece in chat.stream_answer(...): output += piece``).
+
+        The pieces come from :meth:`stream_text`, so they are post-processed like the answer
+        (no "###", nothing after it); the final answer is stored in ``conv``.
+        """
+        shown = ""
+        for text in self.stream_text(conv, img_list, settings, **overrides):
+            if text.startswith(shown) and text != shown:
+                yield text[len(shown) :]
+                shown = text
 
     def answer_batch(
         self,
@@ -314,5 +428,7 @@ class Chat:
             conv.append_message(conv.roles[0], IMAGE_MESSAGE)
             self.ask(question, conv)
             contexts.append(self._open_answer(conv, [image_emb[None]], row_settings))
-        results = self.model.generate(contexts, settings, [self.stop_rule] * count)
+        results = self.model.generate_from_embeddings(
+            contexts, settings, [self.stop_rule] * count, extra=self.extra_criteria
+        )
         return [self.decode_answer(r.tokens) for r in results]

@@ -279,11 +279,13 @@ def generate(
     decode: Callable[[Sequence[int]], str],
     pad_token_id: int,
     on_token: Callable[[int, int], None] | None = None,
+    extra: Sequence[StoppingCriteria] = (),
 ) -> list[Generation]:
     """Answers for ``contexts`` (one [1, L_i, H] embedding tensor per row), one row each.
 
     ``settings`` and ``rules`` are per row; ``decode`` turns token ids into text (for stop
-    strings); ``on_token(row, token)`` receives tokens as they are generated (not with beams).
+    strings); ``on_token(row, token)`` receives tokens as they are generated (not with beams);
+    ``extra``: a caller's own stopping criteria, applied as transformers applies them.
     """
     embeds, mask = left_pad(contexts)
     num_beams = _batch_setting(settings, "num_beams")
@@ -304,7 +306,7 @@ def generate(
         attention_mask=mask,
         max_new_tokens=max(limits),
         num_beams=num_beams,
-        stopping_criteria=StoppingCriteriaList([stopping]),
+        stopping_criteria=StoppingCriteriaList([stopping, *extra]),
         pad_token_id=pad_token_id,
         **kwargs,
         **_sampling_kwargs(settings, num_beams),

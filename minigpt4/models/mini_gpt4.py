@@ -14,11 +14,12 @@ reads the config and loads every weight file through :mod:`minigpt4.models.weigh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -289,18 +290,27 @@ class MiniGPT4(BaseModel):
             ids |= set(configured) if isinstance(configured, list) else {configured}
         return frozenset(ids)
 
+    @contextlib.contextmanager
+    def _generating(self) -> Iterator[None]:
+        """One generation at a time, under the model's autocast, with a 4-bit LLM in its
+        inference layout."""
+        with _GENERATE_LOCK, self.maybe_autocast():
+            quantized.pack_4bit_for_cpu_inference(self.llama_model)
+            yield
+
     @torch.no_grad()
-    def generate(
+    def generate_from_embeddings(
         self,
         contexts: Sequence[torch.Tensor],
         settings: Sequence[generation.GenerationSettings],
         rules: Sequence[generation.StopRule],
         on_token: Any = None,
+        extra: Sequence[Any] = (),
     ) -> list[generation.Generation]:
         """Answers for context embeddings (one [1, L_i, H] tensor per row), batched; see
-        :func:`minigpt4.models.generation.generate`."""
-        with _GENERATE_LOCK, self.maybe_autocast():
-            quantized.pack_4bit_for_cpu_inference(self.llama_model)
+        :func:`minigpt4.models.generation.generate`. Every answer of the project comes from
+        here."""
+        with self._generating():
             return generation.generate(
                 self.llama_model,
                 contexts,
@@ -309,7 +319,61 @@ class MiniGPT4(BaseModel):
                 decode=self.llama_tokenizer.decode,
                 pad_token_id=self.llama_tokenizer.pad_token_id,
                 on_token=on_token,
+                extra=extra,
             )
+
+    @torch.no_grad()
+    def llm_generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """transformers' ``generate`` on the LLM with the caller's own arguments (what the
+        original's ``Chat.model_generate`` ran); ``pad_token_id`` defaults to the tokenizer's."""
+        kwargs.setdefault("pad_token_id", self.llama_tokenizer.pad_token_id)
+        with self._generating():
+            return self.llama_model.generate(*args, **kwargs)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: torch.Tensor,
+        texts: Sequence[str],
+        num_beams: int = 1,
+        max_new_tokens: int = 20,
+        min_length: int = 1,
+        top_p: float = 0.9,
+        repetition_penalty: float = 1,
+        length_penalty: float = 1,
+        temperature: float = 1,
+        do_sample: bool = False,
+        stop_words_ids: Sequence[int] = (2,),
+    ) -> list[str]:
+        """The original HEAD's batch answer: ``texts[i]`` is a full prompt with one
+        ``<ImageHere>`` for ``images[i]``; returns the answers, decoded and cleaned as the
+        original cleaned them. (The original built a criterion from ``stop_words_ids`` and did
+        not pass it; here each id ends its row, which for the default, end of sequence, is the
+        same.)"""
+        image_embs, _ = self.encode_img(images.to(self.device))
+        contexts = [self.get_context_emb(t, [e[None]]) for t, e in zip(texts, image_embs)]
+        row = generation.GenerationSettings(
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            min_length=min_length,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            length_penalty=length_penalty,
+            temperature=temperature,
+            do_sample=do_sample,
+            max_length=max(generation.GenerationSettings.max_length, max_new_tokens + 1),
+        )
+        rule = generation.StopRule(
+            sequences=tuple((int(i),) for i in stop_words_ids), end_ids=self.end_token_ids
+        )
+        results = self.generate_from_embeddings(
+            contexts, [row] * len(contexts), [rule] * len(contexts)
+        )
+        return [self._clean_batch_answer(r.tokens) for r in results]
+
+    def _clean_batch_answer(self, tokens: Sequence[int]) -> str:
+        text = self.llama_tokenizer.decode(tokens, skip_special_tokens=True)
+        return text.split("</s>")[0].replace("<s>", "").split("[/INST]")[-1].strip()
 
 
 def causal_lm_loss(

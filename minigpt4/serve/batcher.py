@@ -10,13 +10,13 @@ large one from then on. A request that comes to an idle batcher starts at once.
 A job is a prompt (with image placeholders) and its processed images: the images of the whole
 batch go through the vision encoder in one ``model.encode_img`` call, each row's context
 embeddings are ``model.get_context_emb(prompt, its images)`` (as the Chat computes them), and the
-batch runs as one call of
-``model.generate(contexts, settings_per_row, rules_per_row, on_token=...)``, the model's single
-generation path: each row keeps its own stop rule, answer length and sampling settings (and
-seed). Rows generated together must agree on what transformers applies to a whole batch
-(``GenerationSettings.BATCH_FIELDS``: beams, minimum length, repetition and length penalties), so
-a gathered batch is split into groups by those, run one after the other; beam-search rows run
-alone (beams cannot stream, and rows with beams must share their stops).
+batch runs as one call of ``model.generate_from_embeddings(contexts, settings_per_row,
+rules_per_row, on_token=...)``, the model's single generation path: each row keeps its own stop
+rule, answer length and sampling settings (and seed). Rows generated together must agree on what
+transformers applies to a whole batch (``GenerationSettings.BATCH_FIELDS``: beams, minimum
+length, repetition and length penalties), so a gathered batch is split into groups by those, run
+one after the other; beam-search rows run alone (beams cannot stream, and rows with beams must
+share their stops).
 
 A job can be cancelled (its client went away): before it starts it is dropped, while it runs
 its stop rule ends it at its next token, so it stops taking batch time.
@@ -225,7 +225,7 @@ class Batcher:
         streams = any(job.on_token is not None for job in jobs)
         try:
             self._contexts(jobs)
-            results = self.model.generate(
+            results = self.model.generate_from_embeddings(
                 [job.context for job in jobs],
                 [job.settings for job in jobs],
                 [job.rule for job in jobs],

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from minigpt4.conversation.conversation import IMAGE_MESSAGE
+from minigpt4.conversation.templates import IMAGE_MESSAGE
 from minigpt4.serve.errors import bad_request
 from minigpt4.serve.protocol import ImagePart, Message, TextPart
 

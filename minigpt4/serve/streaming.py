@@ -4,7 +4,7 @@ The final text is the Chat's answer (``chat.decode_answer``: the text before the
 after "Assistant:", stripped) cut before the first of the request's ``stop`` strings, which the
 OpenAI API leaves out of the answer. While streaming, the visible text is the same function of
 the tokens so far, holding back what may still change: a trailing "#" (maybe the start of the
-"###" stop word) and half a UTF-8 character, as ``Chat.stream_answer`` does, trailing spaces, and
+"###" stop word) and half a UTF-8 character, as ``Chat.stream_text`` does, trailing spaces, and
 the start of a stop string. The streamed pieces add up to the final text.
 """
 

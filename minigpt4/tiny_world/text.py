@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from minigpt4.conversation.conversation import CONV_VISION, IMAGE_MESSAGE
+from minigpt4.conversation.templates import CONV_VISION, IMAGE_MESSAGE
 from minigpt4.models.prompt import IMAGE_PLACEHOLDER
 from minigpt4.tiny_world import world
 
