@@ -79,7 +79,10 @@ def init_distributed_mode(args: Any) -> None:
         return
 
     args.distributed = True
-    use_cuda = torch.cuda.is_available() and str(args.get("device", "cuda")).startswith("cuda")
+    # getattr, not .get: the original's callers pass argparse namespaces as well as run configs.
+    device = getattr(args, "device", None) or "cuda"
+    use_cuda = torch.cuda.is_available() and str(device).startswith("cuda")
+    args.dist_url = getattr(args, "dist_url", None) or "env://"
     args.dist_backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
         torch.cuda.set_device(args.gpu)

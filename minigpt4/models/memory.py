@@ -226,9 +226,8 @@ def available_cpu_bytes() -> float:
 
 def available_gpu_bytes(config: MiniGPT4Config) -> float:
     """Free memory of the GPU the model goes to (``device_8bit``, the demo's ``--gpu-id``)."""
-    device = config.device_8bit
-    index = torch.device(device).index if isinstance(device, str) else int(device)
-    return float(torch.cuda.mem_get_info(index or 0)[0])
+    device = config.device_8bit  # an index, or "cpu" (then the model goes to the current GPU)
+    return float(torch.cuda.mem_get_info(device if isinstance(device, int) else None)[0])
 
 
 def available(config: MiniGPT4Config, device_kind: str) -> Need:

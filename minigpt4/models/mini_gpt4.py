@@ -32,6 +32,7 @@ from minigpt4.models import prompt as assembly
 from minigpt4.models.base_model import BaseModel, LayerNorm, freeze
 from minigpt4.models.eva_vit import create_eva_vit_g
 from minigpt4.models.model_config import MiniGPT4Config
+from minigpt4.models.model_section import complete_section
 from minigpt4.models.precision import Precision, materialize, run_device_kind
 from minigpt4.models.projection import grouped_patches, image_feature_width, qformer_queries
 from minigpt4.models.prompt import IGNORE_INDEX
@@ -122,10 +123,19 @@ class MiniGPT4(BaseModel):
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> MiniGPT4:
-        """Build from a config's ``model`` section (OmegaConf node or dict) and load its weights."""
+        """Build from a config's ``model`` section (OmegaConf node or dict) and load its weights.
+
+        A section read without ``Config`` gets its missing keys from the default YAML of its
+        model type (:mod:`minigpt4.models.model_section`)."""
         from minigpt4.models.weights import load_model
 
-        return load_model(cls, MiniGPT4Config.from_cfg(cfg, **cls.CONFIG_DEFAULTS))
+        section = complete_section(cls, cfg)
+        return load_model(cls, MiniGPT4Config.from_cfg(section, **cls.CONFIG_DEFAULTS))
+
+    @classmethod
+    def default_model_type(cls, section: Mapping) -> str:
+        """The model type of a section without a known one: this arch's only type."""
+        return next(iter(cls.PRETRAINED_MODEL_CONFIG_DICT))
 
     @classmethod
     def default_config_path(cls, model_type: str) -> str:

@@ -30,6 +30,21 @@ CPU_DTYPE_NAMES = ("bf16", "fp32")
 VIT_PRECISIONS = ("fp16", "fp32")
 
 
+def parse_device_8bit(value: Any) -> int | str:
+    """``device_8bit`` as a GPU index or ``"cpu"``, from what callers set: the original's demo an
+    index (``--gpu-id``), VLMEvalKit ``torch.cuda.current_device()``, others ``"cuda:1"``,
+    ``"cuda"`` or a ``torch.device``."""
+    text = str(value).strip().lower()
+    if text == "cpu":
+        return "cpu"
+    if text == "cuda":
+        return 0
+    index = text.removeprefix("cuda:")
+    if index.isdigit() and not isinstance(value, bool):
+        return int(index)
+    raise ValueError(f"model.device_8bit must be a GPU index (0), 'cuda:N' or 'cpu'; got {value!r}")
+
+
 @dataclass
 class MiniGPT4Config:
     """A MiniGPT-4 model: where its weights are, its sizes, prompts and run-time choices."""
@@ -55,6 +70,7 @@ class MiniGPT4Config:
     llama_model: str = ""
     pad_token: str | None = None  # None: the end-of-sequence token
     low_resource: bool = False
+    # the GPU a quantized LLM is placed on: an index, "cuda:N" or "cpu" (as callers pass it)
     device_8bit: int | str = 0
     llm_quantization: str | None = None
     autocast_dtype: str = "fp16"
@@ -93,6 +109,14 @@ class MiniGPT4Config:
         for key, ok, rule in checks:
             if not ok:
                 raise ValueError(f"model.{key} {rule}; got {getattr(self, key)!r}")
+        self.device_8bit = parse_device_8bit(self.device_8bit)
+        if self.device_8bit == "cpu":
+            if str(self.device or "cpu").startswith("cuda"):
+                raise ValueError(
+                    f"model.device {self.device!r} and model.device_8bit 'cpu' contradict each "
+                    "other: set device_8bit to the GPU index, or device to 'cpu'"
+                )
+            self.device = "cpu"  # the caller's way of saying where the model runs
         if not self.llama_model:
             raise ValueError("model.llama_model is not set: point it at your Vicuna/LLaMA folder")
 
