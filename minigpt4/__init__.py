@@ -22,3 +22,6 @@ import minigpt4.models  # noqa: E402,F401
 import minigpt4.processors  # noqa: E402,F401
 import minigpt4.runners  # noqa: E402,F401
 import minigpt4.tasks  # noqa: E402,F401
+from minigpt4.conversation.loading import load_chat  # noqa: E402
+
+__all__ = ["load_chat"]

@@ -413,3 +413,30 @@ def test_minigptv2_template_is_the_originals():
     conv.append_message(conv.roles[0], "<Img><ImageHere></Img> [vqa] What is it?")
     conv.append_message(conv.roles[1], None)
     assert conv.get_prompt() == "<s>[INST] <Img><ImageHere></Img> [vqa] What is it? [/INST]"
+
+
+def readme_library_examples() -> list[str]:
+    """The Python blocks of the README's "Using it as a library" section."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Using it as a library\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_readme_library_examples_run_as_pasted(index, held_out, tmp_path):
+    blocks = readme_library_examples()
+    assert len(blocks) == 3
+    scene, path = held_out[0][0], held_out[1][0]
+    Image.open(path).save(tmp_path / "photo.png")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", blocks[index]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr
+    if "print(" in blocks[index]:
+        assert world.scene_matches(scene, proc.stdout.strip().splitlines()[-1])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -80,6 +82,18 @@ def build_model_and_processor(cfg: Any, device: str, gpu_id: int = 0) -> tuple[A
     proc_cfg = vis_processor_config(cfg.datasets_cfg)
     vis_processor = registry.get_processor_class(proc_cfg.name).from_config(proc_cfg)
     return model, vis_processor
+
+
+def load_chat(
+    cfg_path: str, device: str | None = None, options: Sequence[str] = (), gpu_id: int = 0
+) -> Any:
+    """A ready :class:`~minigpt4.conversation.chat.Chat` from an eval config path, in one call
+    (``options``: ``--options``-style ``key=value`` overrides; ``device``: None picks CUDA when
+    there is one)."""
+    from minigpt4.common.config import Config
+
+    cfg = Config(argparse.Namespace(cfg_path=cfg_path, options=list(options)))
+    return build_chat(cfg, resolve_device(device, gpu_id), gpu_id)
 
 
 def build_chat(cfg: Any, device: str, gpu_id: int = 0) -> Any:

@@ -51,9 +51,9 @@ class Conversation:
     sep_style: SeparatorStyle = SeparatorStyle.SINGLE
     sep: str = "###"
     sep2: str | None = None
-    role_suffix: str = ": "
     skip_next: bool = False
     conv_id: Any = None
+    role_suffix: str = ": "  # last, so the original's positional arguments keep their places
 
     def get_prompt(self) -> str:
         """The prompt text of the messages so far."""
