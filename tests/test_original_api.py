@@ -183,6 +183,24 @@ def test_vlmevalkit_wrapper_runs_on_its_own_config_layout(held_out, tmp_path):
     assert len(result["answers"]) == 6 and all(isinstance(a, str) for a in result["answers"])
 
 
+def test_head_eval_helpers_answer_a_batch(held_out):
+    """HEAD's eval scripts: eval_parser, init_model, prepare_texts, then model.generate."""
+    from minigpt4.common.eval_utils import eval_parser, init_model, prepare_texts
+
+    scenes, paths = held_out
+    args = eval_parser().parse_args(["--cfg-path", TINY_EVAL, "--device", "cpu"])
+    model, vis_processor = init_model(args)
+    texts = prepare_texts([text.DEMO_QUESTION] * 4, CONV_VISION.copy())
+    assert texts[0] == (
+        CONV_VISION.system + "###Human: <Img><ImageHere></Img> " + text.DEMO_QUESTION
+        + "###Assistant:"
+    )  # fmt: skip
+    images = torch.stack([vis_processor(Image.open(p).convert("RGB")) for p in paths[:4]])
+    answers = model.generate(images, texts, max_new_tokens=60, do_sample=False)
+    # HEAD's cleaning is LLaMA-2's ("</s>", "[/INST]"): a v1 answer runs on after its "###".
+    assert accuracy(scenes[:4], [a.split("###")[0] for a in answers]) == 1.0
+
+
 # --- in-process: the original's imports and calls on the parity sets ----------------------
 
 

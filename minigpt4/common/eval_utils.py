@@ -1,0 +1,52 @@
+"""The original HEAD's evaluation helpers, which its eval scripts and papers' copies of them
+import: ``eval_parser``, ``prepare_texts`` and ``init_model``.
+
+``init_model`` placed the model on ``cuda:0`` unconditionally; here it goes to CUDA when there
+is one and to the CPU otherwise (``--device`` chooses).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from minigpt4.conversation.templates import IMAGE_MESSAGE, Conversation
+
+
+def eval_parser() -> argparse.ArgumentParser:
+    """The original's evaluation arguments (``--cfg-path``, ``--options`` and the rest)."""
+    parser = argparse.ArgumentParser(description="Demo")
+    parser.add_argument("--cfg-path", required=True, help="path to configuration file.")
+    parser.add_argument("--name", type=str, default="A2", help="evaluation name")
+    parser.add_argument("--ckpt", type=str, help="path to configuration file.")
+    parser.add_argument("--eval_opt", type=str, default="all", help="path to configuration file.")
+    parser.add_argument("--max_new_tokens", type=int, default=10, help="max new tokens")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--lora_r", type=int, default=64, help="lora rank of the model")
+    parser.add_argument("--lora_alpha", type=int, default=16, help="lora alpha")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument("--options", nargs="+", help="override settings: key=value ...")
+    return parser
+
+
+def prepare_texts(texts: Sequence[str], conv_temp: Conversation) -> list[str]:
+    """One prompt per question: ``conv_temp`` with the image message and the question, and the
+    Assistant's turn open (what ``model.generate(images, texts)`` takes)."""
+    prompts = []
+    for question in texts:
+        conv = conv_temp.copy()
+        conv.append_message(conv.roles[0], f"{IMAGE_MESSAGE} {question}")
+        conv.append_message(conv.roles[1], None)
+        prompts.append(conv.get_prompt())
+    return prompts
+
+
+def init_model(args: Any) -> tuple[Any, Any]:
+    """(model, image processor) of ``args.cfg_path``: the model on its device in eval mode, and
+    the config's eval image processor."""
+    from minigpt4.common.config import Config
+    from minigpt4.conversation.loading import build_model_and_processor, resolve_device
+
+    cfg = Config(args)
+    return build_model_and_processor(cfg, resolve_device(getattr(args, "device", None)))
