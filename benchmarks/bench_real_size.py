@@ -451,7 +451,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(markdown(rows))
     print("\nThe work each bound divides (FLOPs by the dtype's peak, bytes by the bandwidth):\n")
     print(markdown(work_rows(args.modes, results, roof, args.device)))
-    print("\nThe roofline (best of 3; a dtype's peak is its best row):\n")
+    print(f"\nThe roofline (each product the best of {roofline.REPEATS}; a dtype's peak is its "
+          "best row):\n")  # fmt: skip
     print(roof.table())
     for note in roof.notes:
         print(note)

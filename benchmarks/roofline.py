@@ -40,7 +40,11 @@ LLAMA_7B_KN = ((4096, 4096), (4096, 11008))
 KEY_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8}
 DEVICE_DTYPES = {"cpu": ("fp32", "bf16", "int8"), "cuda": ("fp32", "fp16", "bf16", "int8")}
+REPEATS = 5  # timed calls of each product, after a warm-up one
 MIN_READ_BYTES = 1 << 30
+# A read pass over 1 GiB takes tens of ms, and a neighbour's burst on a shared machine halves it:
+# the best of many passes is cheap and steadier than the best of a few.
+READ_REPEATS = 10
 MAX_WEIGHT_COPIES = 64
 
 
@@ -244,13 +248,13 @@ def format_percent(value: float | None) -> str:
     return f"{value:.0f} %" if value >= 10 else f"{value:.2g} %"
 
 
-def measure(device: str = "cpu", dtypes=None, rows=ROWS, kn=LLAMA_7B_KN, repeats: int = 3,
+def measure(device: str = "cpu", dtypes=None, rows=ROWS, kn=LLAMA_7B_KN, repeats: int = REPEATS,
             read_bytes: int | None = None) -> Roofline:  # fmt: skip
     """Measure this machine (seconds to a minute at 7B shapes, most of it fp32 at M = 512)."""
     dtypes = dtypes or DEVICE_DTYPES[device]
     matmuls, notes = measure_matmuls(dtypes, rows, kn, device, repeats)
     nbytes = read_bytes or max(MIN_READ_BYTES, 4 * last_level_cache_bytes(device))
-    bandwidth, nbytes = read_bandwidth(device, nbytes, repeats)
+    bandwidth, nbytes = read_bandwidth(device, nbytes, READ_REPEATS)
     return Roofline(this_machine(device), matmuls, bandwidth, nbytes, notes)
 
 
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> Roofline:
         metavar="KxN",
         help="weight shapes (default 4096x4096 4096x11008)",
     )
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=REPEATS)
     parser.add_argument("--read-mib", type=int, help="bytes summed (default: max(1 GiB, 4 L3))")
     args = parser.parse_args(argv)
     if args.threads:
@@ -285,7 +289,7 @@ def main(argv: list[str] | None = None) -> Roofline:
     for note in roof.notes:
         print(note)
     print(f"read bandwidth: {roof.read_bytes_per_s / GB:.1f} GB/s "
-          f"(sum of {roof.read_bytes / GB:.2f} GB, best of {args.repeats})")  # fmt: skip
+          f"(sum of {roof.read_bytes / GB:.2f} GB, best of {READ_REPEATS})")  # fmt: skip
     print(roof.summary())
     return roof
 
