@@ -430,6 +430,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def print_report(args: argparse.Namespace, results: list[dict[str, Any]],
+                 roof: roofline.Roofline) -> None:  # fmt: skip
+    """The table, each phase's work, and the roofline its bounds come from."""
+    rows = [header(args.device, args.train_batch)]
+    rows += [row(m, r, roof, args.device) for m, r in zip(args.modes, results)]
+    print(f"\nMiniGPT-4 {args.size}, random weights, on {machine(roof)}\n")
+    print(markdown(rows))
+    print("\nThe work each bound divides (FLOPs by the dtype's peak, bytes by the bandwidth):\n")
+    print(markdown(work_rows(args.modes, results, roof, args.device)))
+    print(f"\nThe roofline (each product the best of {roofline.REPEATS}; a dtype's peak is its "
+          "best row):\n")  # fmt: skip
+    print(roof.table())
+    for note in roof.notes:
+        print(note)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     if args.worker:
@@ -445,17 +461,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for mode in args.modes:
         print(f"--- {args.size} {mode} on {args.device}", file=sys.stderr, flush=True)
         results.append(run_in_subprocess(args, mode))
-    rows = [header(args.device, args.train_batch)]
-    rows += [row(m, r, roof, args.device) for m, r in zip(args.modes, results)]
-    print(f"\nMiniGPT-4 {args.size}, random weights, on {machine(roof)}\n")
-    print(markdown(rows))
-    print("\nThe work each bound divides (FLOPs by the dtype's peak, bytes by the bandwidth):\n")
-    print(markdown(work_rows(args.modes, results, roof, args.device)))
-    print(f"\nThe roofline (each product the best of {roofline.REPEATS}; a dtype's peak is its "
-          "best row):\n")  # fmt: skip
-    print(roof.table())
-    for note in roof.notes:
-        print(note)
+    print_report(args, results, roof)
     return results
 
 
