@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from benchmarks.roofline import this_machine  # noqa: E402
 from minigpt4.models.eva_vit import EvaVitConfig, convert_weights_to_fp16, create_eva_vit_g  # noqa: E402
 from minigpt4.models.mini_gpt4 import MiniGPT4  # noqa: E402
 from tests.model_fixtures import load_reference, tiny_model_config  # noqa: E402
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     ref = load_reference()
+    print(f"on {this_machine(args.device).describe()}")
 
     start = time.perf_counter()
     model = MiniGPT4.from_config(tiny_model_config(stage=2, device=args.device)).to(args.device)

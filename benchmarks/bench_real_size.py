@@ -16,12 +16,18 @@ checkpoint. It prints one table:
   by this): the peak while loading (RSS: VmHWM; anon: sampled every 10 ms) and the steady value
   once loaded; ``run anon``: the anonymous peak over the whole run (answer and training step
   included); on CUDA also torch's allocator peak while loading and over the run;
-- encode s (``chat.upload_img``), 1st token s (prompt to first token), tok/s (decode, after the
-  first token), train s/it;
-- bound: the copy bandwidth (bytes copied per second by a large ``copy_``) divided by the bytes
-  of weights the LLM reads per token (all but its input embedding table), and tok/s as a share
-  of it; ckpt MB: the training checkpoint's ``model`` entry; load avg: the 1-minute load average
-  at the mode's end (the figures are only as quiet as the machine).
+- encode s (``chat.upload_img``), 1st token s (prompt to first token), prefill s (the LLM's
+  first forward call, on the whole prompt), tok/s (decode, after the first token), train s/it;
+- each phase beside its bound on this machine (``roofline.py``, measured first, in this
+  process, with the same threads), as bound / time (at most 100 % when the bound is right):
+  encode and prefill against the matmul peak of the dtype they compute in (FLOPs counted as
+  they run: torch's FLOP counter for the vision side, the LLM's Linear calls for the prefill,
+  ``linear_flops.py``); decode as ``bound tok/s``: the read bandwidth divided by the bytes of
+  weights the LLM reads per token (all but its input embedding table), and ``of bound``;
+- ckpt MB: the training checkpoint's ``model`` entry; load avg: the 1-minute load average at the
+  mode's end (the figures are only as quiet as the machine).
+
+Below the table: each phase's work and dtype, and the roofline's peaks per dtype and shape.
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, HERE]
 
+import roofline  # noqa: E402
 import torch  # noqa: E402
+from linear_flops import LinearFlops  # noqa: E402
 from real_size_weights import SIZES, ensure_weights  # noqa: E402
 
 EVAL_CONFIG = os.path.join(REPO, "eval_configs", "minigpt4_eval.yaml")
@@ -114,20 +122,6 @@ class AnonPeak:
         return self.read()
 
 
-def copy_bandwidth(device: str, nbytes: int = 1 << 30) -> float:
-    """Bytes copied per second by ``copy_`` of a ``nbytes`` buffer (best of 5)."""
-    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
-    dst = torch.empty_like(src)
-    best = float("inf")
-    for _ in range(6):
-        _sync(device)
-        start = time.perf_counter()
-        dst.copy_(src)
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return nbytes / best
-
-
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -163,7 +157,12 @@ def _image(size: int):
     return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
-def encode(chat: Any, device: str, image_size: int) -> tuple[float, Any, list]:
+def encode(chat: Any, device: str, image_size: int) -> tuple[float, int, Any, list]:
+    """``chat.upload_img`` timed, then run again under torch's FLOP counter for its bound (the
+    vision side is plain torch; attention where torch has no formula, as its CPU flash
+    attention, is left out, which only loosens the bound)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     conv, img_list = chat.new_conversation(), []
     image = _image(image_size)
     _sync(device)
@@ -171,15 +170,26 @@ def encode(chat: Any, device: str, image_size: int) -> tuple[float, Any, list]:
     with torch.no_grad():
         chat.upload_img(image, conv, img_list)
     _sync(device)
-    return time.perf_counter() - start, conv, img_list
+    seconds = time.perf_counter() - start
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        chat.upload_img(image, chat.new_conversation(), [])
+    return seconds, counter.get_total_flops(), conv, img_list
 
 
 def answer(chat: Any, conv: Any, img_list: list, new_tokens: int) -> dict[str, float]:
-    """Greedy answer of exactly ``new_tokens`` tokens, timed per LLM forward call."""
-    calls: list[float] = []
-    hook = chat.model.llama_model.register_forward_hook(
-        lambda *_: calls.append(time.perf_counter())
-    )
+    """Greedy answer of exactly ``new_tokens`` tokens, timed per LLM forward call; the first
+    call (the prompt's prefill) is also timed alone, and its Linear FLOPs counted."""
+    llm = chat.model.llama_model
+    starts: list[float] = []
+    ends: list[float] = []
+    prefill = LinearFlops(llm)
+
+    def ended(*_: Any) -> None:
+        ends.append(time.perf_counter())
+        prefill.remove()  # counts the first call only; decoding runs without the hooks
+
+    hooks = [llm.register_forward_pre_hook(lambda *_: starts.append(time.perf_counter())),
+             llm.register_forward_hook(ended)]  # fmt: skip
     chat.ask(QUESTION, conv)
     start = time.perf_counter()
     try:
@@ -187,9 +197,11 @@ def answer(chat: Any, conv: Any, img_list: list, new_tokens: int) -> dict[str, f
             conv, img_list, max_new_tokens=new_tokens, min_length=new_tokens, do_sample=False
         )
     finally:
-        hook.remove()
-    decode = (len(calls) - 1) / (calls[-1] - calls[0]) if len(calls) > 1 else float("nan")
-    return {"first_token_s": calls[0] - start, "tok_s": decode, "tokens": len(tokens)}
+        for hook in hooks:
+            hook.remove()
+    decode = (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 1 else float("nan")
+    return {"first_token_s": ends[0] - start, "prefill_s": ends[0] - starts[0],
+            "prefill_flops": prefill.total, "tok_s": decode, "tokens": len(tokens)}  # fmt: skip
 
 
 def train_step(chat: Any, device: str, batch: int) -> float:
@@ -235,6 +247,17 @@ def llm_bytes_per_token(llm: torch.nn.Module) -> int:
     return total
 
 
+def matmul_dtypes(model: Any) -> dict[str, str]:
+    """The dtypes the image encode's and the prefill's matmuls run in, whose peaks bound them:
+    the vision side's compute dtype; the LLM's, or int8 for bitsandbytes' 8-bit layers."""
+    from minigpt4.models.precision import DTYPE_NAMES
+
+    precision = model.precision
+    llm = DTYPE_NAMES[precision.autocast or precision.llm]
+    return {"encode_dtype": DTYPE_NAMES[precision.autocast or precision.vision],
+            "prefill_dtype": "int8" if precision.quantization == "8bit" else llm}  # fmt: skip
+
+
 def _cuda_peak_and_reset(device: str) -> float | None:
     if device != "cuda":
         return None
@@ -258,7 +281,9 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
     if args.device == "cuda":
         result["cuda_steady"] = torch.cuda.memory_allocated() / GB
     size = SIZES[args.size]
-    result["encode_s"], conv, img_list = encode(chat, args.device, size.image_size)
+    result["encode_s"], result["encode_flops"], conv, img_list = encode(
+        chat, args.device, size.image_size
+    )
     logger.info("benchmark: image encoded in %.2f s", result["encode_s"])
     result.update(answer(chat, conv, img_list, args.new_tokens))
     logger.info("benchmark: answer: first token %.2f s, %.2f tok/s",
@@ -267,6 +292,7 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
     logger.info("benchmark: training step %.1f s", result["train_s"])
     result["ckpt_mb"] = checkpoint_mb(chat.model)
     result["bytes_per_token"] = llm_bytes_per_token(chat.model.llama_model)
+    result.update(matmul_dtypes(chat.model))
     result["run_peak_anon"] = anon.stop()
     result["cuda_run_peak"] = _cuda_peak_and_reset(args.device)
     result["loadavg"] = os.getloadavg()[0]
@@ -306,18 +332,39 @@ def _gb(value: float | None) -> str:
     return "-" if value is None else f"{value / GB:.2f}"
 
 
-def row(mode: str, r: dict[str, Any], bandwidth: float, device: str) -> list[str]:
+def llm_peak_dtype(dtype: str, roof: roofline.Roofline, device: str) -> str:
+    """bitsandbytes' 8-bit layers multiply with ``torch._int_mm`` where the roofline measures
+    it; on a CPU without AVX-512 they use an fp32 matmul (:func:`roofline.int8_note`)."""
+    if dtype == "int8" and device == "cpu" and roof.peak("int8") is None:
+        return "fp32"
+    return dtype
+
+
+def bounds(r: dict[str, Any], roof: roofline.Roofline, device: str) -> dict[str, float | None]:
+    """Each phase's least time on this machine, in seconds: FLOPs / the matmul peak of its
+    dtype for the image encode and the prefill; LLM weight bytes / read bandwidth per token."""
+    prefill_dtype = llm_peak_dtype(r["prefill_dtype"], roof, device)
+    return {"encode": roof.compute_bound_s(r["encode_flops"], r["encode_dtype"]),
+            "prefill": roof.compute_bound_s(r["prefill_flops"], prefill_dtype),
+            "token": roof.memory_bound_s(r["bytes_per_token"])}  # fmt: skip
+
+
+def row(mode: str, r: dict[str, Any], roof: roofline.Roofline, device: str) -> list[str]:
     if "error" in r:
         return [mode, r["error"]]
-    bound = bandwidth / r["bytes_per_token"]
+    bound = bounds(r, roof, device)
+    pct = roofline.format_percent
+    of = roofline.percent_of_bound
     cells = [mode, f"{r['load_s']:.3g}", _gb(r["load_peak_rss"]), _gb(r["load_peak_anon"]),
              _gb(r["steady_rss"]), _gb(r["steady_anon"]), _gb(r["run_peak_anon"])]  # fmt: skip
     if device == "cuda":
         cells += [f"{r['cuda_load_peak']:.2f}", f"{r['cuda_steady']:.2f}",
                   f"{r['cuda_run_peak']:.2f}"]  # fmt: skip
-    cells += [f"{r['encode_s']:.3g}", f"{r['first_token_s']:.3g}", f"{r['tok_s']:.3g}",
-              f"{bound:.3g}", f"{100 * r['tok_s'] / bound:.0f} %", f"{r['train_s']:.3g}",
-              f"{r['ckpt_mb']:.3g}", f"{r['loadavg']:.1f}"]  # fmt: skip
+    cells += [f"{r['encode_s']:.3g}", pct(of(r["encode_s"], bound["encode"])),
+              f"{r['first_token_s']:.3g}", f"{r['prefill_s']:.3g}",
+              pct(of(r["prefill_s"], bound["prefill"])), f"{r['tok_s']:.3g}",
+              f"{1 / bound['token']:.3g}", pct(of(1 / r["tok_s"], bound["token"])),
+              f"{r['train_s']:.3g}", f"{r['ckpt_mb']:.3g}", f"{r['loadavg']:.1f}"]  # fmt: skip
     return cells
 
 
@@ -326,21 +373,29 @@ def header(device: str, train_batch: int) -> list[str]:
             "steady anon GB", "run peak anon GB"]  # fmt: skip
     if device == "cuda":
         cols += ["CUDA load peak GB", "CUDA steady GB", "CUDA run peak GB"]
-    return cols + ["encode s", "1st token s", "tok/s", "bound tok/s", "of bound",
+    return cols + ["encode s", "encode of bound", "1st token s", "prefill s",
+                   "prefill of bound", "tok/s", "bound tok/s", "of bound",
                    f"train s/it (batch {train_batch})", "ckpt MB", "load avg"]  # fmt: skip
 
 
-def machine(device: str, bandwidth: float) -> str:
-    import platform
+def work_rows(modes: list[str], results: list[dict[str, Any]], roof: roofline.Roofline,
+              device: str) -> list[list[str]]:  # fmt: skip
+    """What the bounds divide: each phase's work, and the dtype whose peak it is held to."""
+    rows = [["mode", "encode GFLOP", "encode dtype", "prefill GFLOP", "prefill dtype",
+             "LLM GB read per token"]]  # fmt: skip
+    for mode, r in zip(modes, results):
+        if "error" not in r:
+            rows.append([mode, f"{r['encode_flops'] / GB:.3g}", r["encode_dtype"],
+                         f"{r['prefill_flops'] / GB:.3g}",
+                         llm_peak_dtype(r["prefill_dtype"], roof, device),
+                         f"{r['bytes_per_token'] / GB:.3g}"])  # fmt: skip
+    return rows
 
-    if device == "cuda":
-        what = torch.cuda.get_device_name(0)
-    else:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
-        cpu = platform.processor() or platform.machine()
-        what = f"{cpu}, {os.cpu_count()} CPUs, {total:.0f} GB RAM"
-    return (f"{what}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-            f"copy bandwidth {bandwidth / GB:.1f} GB/s (bytes copied per second)")  # fmt: skip
+
+def machine(roof: roofline.Roofline) -> str:
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+    return (f"{roof.machine.describe()}, {total:.0f} GB RAM; torch {torch.__version__}; "
+            f"{roof.summary()}")  # fmt: skip
 
 
 def markdown(rows: list[list[str]]) -> str:
@@ -375,6 +430,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def print_report(args: argparse.Namespace, results: list[dict[str, Any]],
+                 roof: roofline.Roofline) -> None:  # fmt: skip
+    """The table, each phase's work, and the roofline its bounds come from."""
+    rows = [header(args.device, args.train_batch)]
+    rows += [row(m, r, roof, args.device) for m, r in zip(args.modes, results)]
+    print(f"\nMiniGPT-4 {args.size}, random weights, on {machine(roof)}\n")
+    print(markdown(rows))
+    print("\nThe work each bound divides (FLOPs by the dtype's peak, bytes by the bandwidth):\n")
+    print(markdown(work_rows(args.modes, results, roof, args.device)))
+    print(f"\nThe roofline (each product the best of {roofline.REPEATS}; a dtype's peak is its "
+          "best row):\n")  # fmt: skip
+    print(roof.table())
+    for note in roof.notes:
+        print(note)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     if args.worker:
@@ -383,15 +454,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device")
     ensure_weights(args.size, args.weights, log=lambda m: print(m, file=sys.stderr))
-    bandwidth = copy_bandwidth(args.device)
+    size = SIZES[args.size]
+    print("--- roofline of this machine", file=sys.stderr, flush=True)
+    roof = roofline.measure(args.device, kn=size.llm_matmul_shapes())
     results = []
     for mode in args.modes:
         print(f"--- {args.size} {mode} on {args.device}", file=sys.stderr, flush=True)
         results.append(run_in_subprocess(args, mode))
-    rows = [header(args.device, args.train_batch)]
-    rows += [row(m, r, bandwidth, args.device) for m, r in zip(args.modes, results)]
-    print(f"\nMiniGPT-4 {args.size}, random weights, on {machine(args.device, bandwidth)}\n")
-    print(markdown(rows))
+    print_report(args, results, roof)
     return results
 
 

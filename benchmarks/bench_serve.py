@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import os
 import socket
 import subprocess
@@ -30,6 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.roofline import this_machine  # noqa: E402
 from minigpt4.serve.batcher import DEFAULT_MAX_WAIT_S  # noqa: E402
 from minigpt4.tiny_world import evaluate, text, world  # noqa: E402
 
@@ -184,6 +186,8 @@ def main() -> None:
         for s in samples
     ]
     bodies = [request_body(u) for u in urls]
+    machine = dataclasses.replace(this_machine(), threads=1)  # each server's torch threads
+    print(f"servers on {machine.describe()}")
     print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
     # Both servers run side by side (an idle one costs nothing) and take turns at each level,
     # so a change in the machine's load hits both alike.

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from benchmarks.roofline import this_machine  # noqa: E402
 from minigpt4.tiny_world import evaluate, text  # noqa: E402
 
 EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"
@@ -55,7 +56,7 @@ def main() -> None:
     result = evaluate.evaluate_chat(chat, evaluate.HELD_OUT_SEED, args.count)
     eval_s = time.perf_counter() - t0
 
-    print(f"torch threads        {torch.get_num_threads()}")
+    print(f"machine              {this_machine().describe()}")
     print(f"load model           {load_s:6.2f} s")
     print(f"encode_img (1 image) {encode_ms:6.2f} ms")
     print(

@@ -50,6 +50,10 @@ class Size:
         opts += [f"model.qformer_config.{k}={v}" for k, v in self.qformer_config.items()]
         return opts + [f"datasets.cc_sbu_align.vis_processor.train.image_size={self.image_size}"]
 
+    def llm_matmul_shapes(self) -> tuple[tuple[int, int], ...]:
+        """``(K, N)`` of the LLM's attention and MLP projections: the roofline's shapes."""
+        return (self.hidden_size, self.hidden_size), (self.hidden_size, self.intermediate_size)
+
     def llm_config(self) -> dict[str, Any]:
         """``config.json`` of the LLM (Vicuna v0 / LLaMA-1 settings)."""
         from transformers import LlamaConfig

@@ -3,6 +3,7 @@ through the normal loading path in its own process, one table."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -17,12 +18,14 @@ CPU_MODES = ["fp32", "bf16", "8bit", "4bit"]
 
 
 def run_benchmark(weights, device: str, modes: list[str]) -> tuple[list[dict], str]:
-    """The table's rows as dicts (column -> cell) and the whole output."""
+    """The first table's rows as dicts (column -> cell) and the whole output."""
     cmd = [sys.executable, str(SCRIPT), "--size", "tiny", "--weights", str(weights), "--device",
            device, "--modes", *modes, "--new-tokens", "6", "--threads", "1"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    lines = proc.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[first:]))
     header = [c.strip() for c in table[0].strip("|").split("|")]
     rows = [
         dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in table[2:]
@@ -38,8 +41,24 @@ def _check_rows(rows: list[dict], modes: list[str]) -> None:
         assert float(r["load peak anon GB"]) >= float(r["steady anon GB"]) - 0.01
         assert float(r["run peak anon GB"]) >= float(r["steady anon GB"]) - 0.01
         assert float(r["encode s"]) > 0 and float(r["train s/it (batch 1)"]) > 0
+        assert float(r["prefill s"]) > 0
+        # each phase beside its bound on this machine (a share printed, never asserted)
+        for share in ("encode of bound", "prefill of bound", "of bound"):
+            assert r[share].endswith(" %") and float(r[share][:-2]) > 0
     # every mode's training checkpoint holds llama_proj only: the same size
     assert len({r["ckpt MB"] for r in rows}) == 1
+
+
+def assert_4bit_path_of_this_cpu(output: str) -> None:
+    """The 4-bit mode logs the kernel path this CPU takes, by bitsandbytes' own check."""
+    from bitsandbytes.functional import has_avx512bf16
+
+    if has_avx512bf16():
+        assert "4-bit LLM on CPU: bitsandbytes' packed AVX512-BF16 kernel for" in output
+        assert "4-bit LLM: repacking" in output
+    else:
+        assert "4-bit LLM on CPU: bitsandbytes' generic 4-bit path for all" in output
+        assert "4-bit LLM: repacking" not in output
 
 
 @pytest.mark.slow
@@ -56,8 +75,11 @@ def test_tiny_benchmark_on_cpu(tmp_path):
     # the modes' own log lines (each worker's stderr passes through)
     assert "Running on cpu: ViT and Q-Former fp32, LLM fp32" in output
     assert "low_resource: True on CPU: the LLM is loaded in 8-bit" in output
-    assert "4-bit LLM: repacking" in output
+    assert_4bit_path_of_this_cpu(output)
     assert "pip install kernels" not in output
+    # the roofline the bounds come from: the machine, its peaks and bandwidth
+    assert "torch CPU capability" in output and "read bandwidth" in output
+    assert "| fp32 | 512 | 64 x 256 |" in output
     # a second run reuses the weights
     _, again = run_benchmark(tmp_path / "weights", "cpu", ["bf16"])
     assert "reusing the tiny weights" in again

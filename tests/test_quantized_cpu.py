@@ -93,14 +93,52 @@ def test_quantized_answers_log_nothing_per_token(mode, tmp_path, ref):
     assert long[1] == []
 
 
-def test_four_bit_layers_are_repacked_at_load_time_and_announced(tmp_path, ref, caplog):
+def _load_4bit_logs(tmp_path, caplog) -> tuple[object, list[str]]:
     with caplog.at_level(logging.INFO, logger="minigpt4.models.quantized"):
         chat = _chat(tmp_path, **QUANTIZED["4bit"])
-    messages = [r.getMessage() for r in caplog.records]
+    return chat, [r.getMessage() for r in caplog.records]
+
+
+def _packed_layers(chat) -> list[bool]:
+    """For each 4-bit layer: is it in the packed CPU kernel's layout?"""
+    import bitsandbytes as bnb
+
+    layers = [m for m in chat.model.llama_model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    return [bool(getattr(m.weight.quant_state, "packing_format_for_cpu", False)) for m in layers]
+
+
+def test_packed_4bit_kernel_is_repacked_at_load_time_and_announced(tmp_path, ref, caplog):
+    """Where bitsandbytes' packed CPU kernel applies, the layers it can take are repacked while
+    loading (logged with its time), not silently on the first answer."""
+    from bitsandbytes.functional import has_avx512bf16
+
+    if not has_avx512bf16():
+        pytest.skip(reason="bitsandbytes' packed 4-bit CPU kernel needs AVX512-BF16")
+    chat, messages = _load_4bit_logs(tmp_path, caplog)
+    assert any(m.startswith("4-bit LLM on CPU: bitsandbytes' packed AVX512-BF16") for m in messages)
     assert any(m.startswith("4-bit LLM: repacking") for m in messages)
     assert any(m.startswith("4-bit LLM: repacked in") for m in messages)
+    assert any(_packed_layers(chat))
     logs, _, _ = _answer_records(chat, ref, 4)
     assert not [m for m in logs if "repack" in m]  # nothing left for the first answer
+
+
+def test_without_avx512_bf16_4bit_takes_the_generic_path_and_says_so(
+    tmp_path, ref, caplog, monkeypatch
+):
+    """A CPU without AVX512-BF16 (an AVX2-only EPYC): one line names the generic path and why,
+    nothing is repacked, and the answer works and logs nothing. Simulated on any CPU through
+    bitsandbytes' own check, which its layers consult when they are built."""
+    import bitsandbytes.nn.modules
+
+    monkeypatch.setattr(bitsandbytes.nn.modules, "has_avx512bf16", lambda: False)
+    chat, messages = _load_4bit_logs(tmp_path, caplog)
+    generic = [m for m in messages if m.startswith("4-bit LLM on CPU: bitsandbytes' generic")]
+    assert len(generic) == 1 and "this CPU has no AVX512-BF16" in generic[0]
+    assert not [m for m in messages if m.startswith("4-bit LLM: repack")]
+    logs, caught, tokens = _answer_records(chat, ref, 4)
+    assert tokens == 4 and not [m for m in logs if "repack" in m or m.startswith("bitsandbytes")]
+    assert caught == [] and not any(_packed_layers(chat))
 
 
 def test_the_kernels_install_hint_is_not_shown():

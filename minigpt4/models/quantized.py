@@ -7,12 +7,15 @@
   call ("inputs will be cast ... to float16 during quantization", 3,584 times per 16 tokens of a
   7B answer): there the activations stay bf16 on purpose (:mod:`minigpt4.models.precision`), and
   the load logs that once. Everything else bitsandbytes logs still shows.
-- On a CPU with AVX512-BF16, bitsandbytes repacks each 4-bit weight into the layout of its fused
-  kernel on the layer's first inference call (about 14 s for a 7B LLM, silently). Here it is
-  done once, announced and timed (:func:`pack_4bit_for_cpu_inference`: at load time for
-  inference, and before any answer). The packed layout has no backward pass (gradients through
-  it are silently lost), so a training forward first restores bitsandbytes' own layout
-  (:func:`unpack_4bit_for_training`).
+- Which 4-bit CPU kernel runs depends on the CPU, and bitsandbytes does not say which: the load
+  logs it in one line (:func:`choose_4bit_cpu_kernels`). On a CPU with AVX512-BF16,
+  bitsandbytes repacks each 4-bit weight into the layout of its fused kernel on the layer's
+  first inference call (about 14 s for a 7B LLM, silently). Here it is done once, announced
+  and timed (:func:`pack_4bit_for_cpu_inference`: at load time for inference, and before any
+  answer). The packed layout has no backward pass (gradients through it are silently lost), so
+  a training forward first restores bitsandbytes' own layout (:func:`unpack_4bit_for_training`).
+  Without AVX512-BF16 (e.g. an AVX2-only CPU) every layer takes bitsandbytes' generic path,
+  which dequantizes the weight on each call and needs no repacking.
 """
 
 from __future__ import annotations
@@ -79,12 +82,40 @@ def _is_packed(layer: nn.Module) -> bool:
     return bool(getattr(layer.weight.quant_state, "packing_format_for_cpu", False))
 
 
-def keep_unpackable_layers_generic(llm: nn.Module) -> None:
-    """Send 4-bit layers the packed CPU kernel cannot take through bitsandbytes' generic path."""
-    for layer in _linear4bit_layers(llm):
+def choose_4bit_cpu_kernels(llm: nn.Module) -> None:
+    """Decide once, while loading, which bitsandbytes kernel each 4-bit layer of a CPU LLM runs,
+    and log it in one line, since bitsandbytes does not and the speed differs by CPU.
+
+    bitsandbytes gives each layer its packed AVX512-BF16 kernel when the CPU has that
+    instruction set (its own check, ``has_avx512bf16``, made when the layer is built, is
+    ``support_avx512bf16_for_cpu``). Layers whose shapes that kernel cannot tile are sent to
+    the generic path here (it asserts on them); the generic path dequantizes the weight on each
+    call, then multiplies in the compute dtype, and keeps bitsandbytes' own layout.
+    """
+    layers = _linear4bit_layers(llm)
+    if not layers:
+        return
+    if not any(layer.support_avx512bf16_for_cpu for layer in layers):
+        logger.info(
+            "4-bit LLM on CPU: bitsandbytes' generic 4-bit path for all %d layers (dequantize, "
+            "then a matmul): this CPU has no AVX512-BF16, which its packed kernel needs; the "
+            "weights keep their layout",
+            len(layers),
+        )
+        return
+    for layer in layers:
         blocksize = layer.weight.quant_state.blocksize
         if layer.out_features % _BNB_CPU_PACK_ROWS or layer.in_features % blocksize:
             layer.support_avx512bf16_for_cpu = False
+    packed = sum(layer.support_avx512bf16_for_cpu for layer in layers)
+    logger.info(
+        "4-bit LLM on CPU: bitsandbytes' packed AVX512-BF16 kernel for %d of %d layers (this "
+        "CPU has AVX512-BF16; they are repacked once, at load time), its generic path for the "
+        "%d whose shapes that kernel cannot tile",
+        packed,
+        len(layers),
+        len(layers) - packed,
+    )
 
 
 def pack_4bit_for_cpu_inference(llm: nn.Module | None) -> None:

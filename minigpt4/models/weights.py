@@ -631,7 +631,7 @@ def load_llm(
             describe_keys(sorted(info["unexpected_keys"])),
         )
     if config.quantization == "4bit" and device_kind != "cuda":
-        quantized.keep_unpackable_layers_generic(llm)
+        quantized.choose_4bit_cpu_kernels(llm)
     return llm, LlamaTokenizer.from_folder(path, pad_token=config.pad_token)
 
 
