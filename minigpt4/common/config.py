@@ -16,16 +16,16 @@ a default silently.
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from minigpt4.common.config_error import ConfigError, nearest
 from minigpt4.common.registry import registry
 from minigpt4.common.utils import resolve_path
 
@@ -101,15 +101,6 @@ DATASET_KEYS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
-    """A configuration problem, with the file, key or value and what to do about it."""
-
-
-def _nearest(name: str, candidates: Iterable[str]) -> str:
-    match = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.5)
-    return f" Did you mean '{match[0]}'?" if match else ""
-
-
 def _check_keys(
     block: DictConfig, schema: dict[str, Any], where: str, source: str, options: DictConfig
 ) -> None:
@@ -122,7 +113,7 @@ def _check_keys(
             if OmegaConf.select(options, f"{where}.{key}", default=None) is not None:
                 source = "--options"
             raise ConfigError(
-                f"{source}: unknown key '{where}.{key}'.{_nearest(str(key), schema)} Valid keys "
+                f"{source}: unknown key '{where}.{key}'.{nearest(str(key), schema)} Valid keys "
                 f"there: {', '.join(schema)}. Remove or correct it (unknown keys would silently "
                 "fall back to defaults)."
             )
@@ -200,7 +191,7 @@ class Config:
     def _check_sections(config: DictConfig, source: str) -> None:
         for key in config:
             if key not in TOP_LEVEL_SECTIONS:
-                hint = _nearest(key, TOP_LEVEL_SECTIONS)
+                hint = nearest(key, TOP_LEVEL_SECTIONS)
                 raise ConfigError(
                     f"{source}: unknown top-level section '{key}'.{hint}"
                     f" Valid sections: {', '.join(TOP_LEVEL_SECTIONS)}"
@@ -261,7 +252,7 @@ class Config:
         for key in self.config.run:
             if key not in RUN_KEYS:
                 raise ConfigError(
-                    f"{cfg_path}: unknown key 'run.{key}'.{_nearest(key, RUN_KEYS)} "
+                    f"{cfg_path}: unknown key 'run.{key}'.{nearest(key, RUN_KEYS)} "
                     "Remove or correct it (unknown keys would silently fall back to defaults)."
                 )
 
