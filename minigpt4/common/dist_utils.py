@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 import torch
 import torch.distributed as dist
 
+from minigpt4.common.run_config import RunConfig
+
 logger = logging.getLogger(__name__)
 
 # The original waits (practically) forever at the first barrier: loading a 13B LLM on every
@@ -79,16 +81,17 @@ def init_distributed_mode(args: Any) -> None:
         return
 
     args.distributed = True
-    use_cuda = torch.cuda.is_available() and str(args.get("device", "cuda")).startswith("cuda")
+    run = RunConfig.from_node(args)
+    use_cuda = torch.cuda.is_available() and run.device.startswith("cuda")
     args.dist_backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
         torch.cuda.set_device(args.gpu)
     logger.warning(
-        "| distributed init (rank %d, world %d): %s", args.rank, args.world_size, args.dist_url
+        "| distributed init (rank %d, world %d): %s", args.rank, args.world_size, run.dist_url
     )
     dist.init_process_group(
         backend=args.dist_backend,
-        init_method=args.dist_url,
+        init_method=run.dist_url,
         world_size=args.world_size,
         rank=args.rank,
         timeout=PROCESS_GROUP_TIMEOUT,
