@@ -130,7 +130,7 @@ class Config:
         dataset_config = self.build_dataset_config(config)
         self.config = OmegaConf.merge(runner_config, model_config, dataset_config, user_config)
         self._resolve(cfg_path)
-        self.cfg_path = cfg_path
+        self._cfg_path = cfg_path
         self._run_options = frozenset(user_config.get("run") or ())
         RunConfig.from_node(self.config.run, self._run_source)  # every value, before any model
         for name in self.config.get("datasets") or {}:
@@ -203,7 +203,7 @@ class Config:
 
     def _run_source(self, key: str) -> str:
         """Where ``run.<key>`` came from: ``--options`` or the YAML file."""
-        return "--options" if key in self._run_options else self.cfg_path
+        return "--options" if key in self._run_options else self._cfg_path
 
     # --- accessors --------------------------------------------------------------------------
 

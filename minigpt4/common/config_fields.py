@@ -90,7 +90,7 @@ def describe(kind: type, rule: Rule) -> str:
     bounds += [f"> {rule.above}"] if rule.above is not None else []
     bounds += [f"< {rule.below}"] if rule.below is not None else []
     if rule.non_empty:
-        noun = f"a non-empty {noun[2:]}"
+        noun = "a non-empty " + noun.removeprefix("a ")
     return " ".join([noun, *bounds])
 
 
