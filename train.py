@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 import torch.backends.cudnn as cudnn
 
 from minigpt4.common import dist_utils
-from minigpt4.common.config import Config
+from minigpt4.common.config import Config, ConfigError
 from minigpt4.common.logger import setup_logger
 from minigpt4.common.registry import registry
 from minigpt4.common.utils import now
@@ -38,7 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def setup_seeds(config: Config) -> None:
     """Seed every RNG with ``run.seed + rank``: ranks differ, runs repeat."""
-    seed = int(config.run_cfg.seed) + dist_utils.get_rank()
+    seed = config.run_config.seed + dist_utils.get_rank()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -52,16 +53,17 @@ def main(argv: Sequence[str] | None = None) -> RunnerBase:
     job_id = now()
     args = parse_args(argv)
     cfg = Config(args)
+    run = cfg.training_run_config()  # every run key training needs, before anything heavy
     dist_utils.init_distributed_mode(cfg.run_cfg)
     try:
         setup_seeds(cfg)
         setup_logger()
         cfg.pretty_print()
-        preflight_resume(cfg.run_cfg)  # before the (slow) model build
+        preflight_resume(run)  # before the (slow) model build
         task = setup_task(cfg)
         datasets = task.build_datasets(cfg)
         model = task.build_model(cfg)
-        runner_cls = registry.get_runner_class(cfg.run_cfg.get("runner", "runner_base"))
+        runner_cls = registry.get_runner_class(run.runner)
         runner = runner_cls(cfg=cfg, job_id=job_id, task=task, model=model, datasets=datasets)
         runner.train()
     finally:
@@ -71,4 +73,7 @@ def main(argv: Sequence[str] | None = None) -> RunnerBase:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ConfigError as err:  # the user's config is wrong: the message, not a traceback
+        sys.exit(f"train.py: {err}")

@@ -9,6 +9,7 @@ from torch import nn
 
 import minigpt4  # noqa: F401  (registers the schedulers)
 from minigpt4.common.registry import registry
+from minigpt4.common.run_config import RunConfig
 from minigpt4.runners.runner_base import build_optimizer
 
 
@@ -102,7 +103,7 @@ class Toy(nn.Module):
 
 def test_optimizer_groups_follow_the_original():
     model = Toy()
-    run = OmegaConf.create({"init_lr": 3e-5, "weight_decay": 0.05})
+    run = RunConfig.from_node(OmegaConf.create({"init_lr": 3e-5, "weight_decay": 0.05}))
     opt = build_optimizer(model, run)
     assert isinstance(opt, torch.optim.AdamW)
     decay, no_decay = opt.param_groups
@@ -122,8 +123,11 @@ def test_optimizer_groups_follow_the_original():
 
 def test_optimizer_beta2_and_no_trainable_error():
     model = Toy()
-    opt = build_optimizer(model, OmegaConf.create({"init_lr": 1, "weight_decay": 0, "beta2": 0.98}))
+    run = RunConfig.from_node(OmegaConf.create({"init_lr": 1, "weight_decay": 0, "beta2": 0.98}))
+    opt = build_optimizer(model, run)
     assert opt.param_groups[0]["betas"] == (0.9, 0.98)
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
-        build_optimizer(model, OmegaConf.create({"init_lr": 1, "weight_decay": 0}))
+        build_optimizer(
+            model, RunConfig.from_node(OmegaConf.create({"init_lr": 1, "weight_decay": 0}))
+        )

@@ -11,78 +11,29 @@ and finally ``--options key=value ...`` override anything. OmegaConf interpolati
 ``${oc.env:MINIGPT4_DATASET}`` are resolved once, here, so a missing variable is reported before
 anything heavy starts. Unknown sections, misspelt ``run`` keys and unknown keys anywhere in a
 ``datasets.<name>`` block are errors naming the nearest valid key: a typo must not fall back to
-a default silently.
+a default silently. Every ``run`` value is checked against its declaration in
+:class:`~minigpt4.common.run_config.RunConfig` here too.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from minigpt4.common.config_error import ConfigError, nearest
 from minigpt4.common.registry import registry
+from minigpt4.common.run_config import RunConfig
 from minigpt4.common.utils import resolve_path
 
 logger = logging.getLogger(__name__)
 
 TOP_LEVEL_SECTIONS = ("model", "datasets", "run", "preprocess")
-
-# Every ``run`` key the framework reads. Keys set at run time by init_distributed_mode
-# (rank, gpu, dist_backend) are included so a saved, resolved config loads again.
-RUN_KEYS = frozenset(
-    {
-        # task / runner
-        "task",
-        "runner",
-        "evaluate",
-        "train_splits",
-        "valid_splits",
-        "test_splits",
-        "use_dist_eval_sampler",
-        # optimisation
-        "lr_sched",
-        "init_lr",
-        "min_lr",
-        "warmup_lr",
-        "warmup_steps",
-        "lr_decay_rate",
-        "weight_decay",
-        "beta2",
-        "max_epoch",
-        "iters_per_epoch",
-        "accum_grad_iters",
-        "amp",
-        "amp_dtype",
-        # data
-        "batch_size_train",
-        "batch_size_eval",
-        "num_workers",
-        # bookkeeping
-        "seed",
-        "output_dir",
-        "resume_ckpt_path",
-        "save_freq_iters",
-        "log_freq",
-        # the original's LLaMA-2 configs: wandb logging (not part of this project, warned about)
-        "wandb_log",
-        "job_name",
-        # placement / distributed
-        "device",
-        "world_size",
-        "dist_url",
-        "distributed",
-        "rank",
-        "gpu",
-        "dist_backend",
-    }
-)
-
 
 # Every key a ``datasets.<name>`` block may hold (nested: a dict is the schema of a sub-block,
 # None a value). ``batch_size`` is the per-dataset batch size of the original's later configs.
@@ -101,15 +52,6 @@ DATASET_KEYS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
-    """A configuration problem, with the file, key or value and what to do about it."""
-
-
-def _nearest(name: str, candidates: Iterable[str]) -> str:
-    match = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.5)
-    return f" Did you mean '{match[0]}'?" if match else ""
-
-
 def _check_keys(
     block: DictConfig, schema: dict[str, Any], where: str, source: str, options: DictConfig
 ) -> None:
@@ -122,7 +64,7 @@ def _check_keys(
             if OmegaConf.select(options, f"{where}.{key}", default=None) is not None:
                 source = "--options"
             raise ConfigError(
-                f"{source}: unknown key '{where}.{key}'.{_nearest(str(key), schema)} Valid keys "
+                f"{source}: unknown key '{where}.{key}'.{nearest(str(key), schema)} Valid keys "
                 f"there: {', '.join(schema)}. Remove or correct it (unknown keys would silently "
                 "fall back to defaults)."
             )
@@ -188,7 +130,9 @@ class Config:
         dataset_config = self.build_dataset_config(config)
         self.config = OmegaConf.merge(runner_config, model_config, dataset_config, user_config)
         self._resolve(cfg_path)
-        self._check_run_keys(cfg_path)
+        self._cfg_path = cfg_path
+        self._run_options = frozenset(user_config.get("run") or ())
+        RunConfig.from_node(self.config.run, self._run_source)  # every value, before any model
         for name in self.config.get("datasets") or {}:
             block = self.config.datasets[name]
             if block is not None:
@@ -200,7 +144,7 @@ class Config:
     def _check_sections(config: DictConfig, source: str) -> None:
         for key in config:
             if key not in TOP_LEVEL_SECTIONS:
-                hint = _nearest(key, TOP_LEVEL_SECTIONS)
+                hint = nearest(key, TOP_LEVEL_SECTIONS)
                 raise ConfigError(
                     f"{source}: unknown top-level section '{key}'.{hint}"
                     f" Valid sections: {', '.join(TOP_LEVEL_SECTIONS)}"
@@ -257,19 +201,25 @@ class Config:
                 "with --options."
             ) from err
 
-    def _check_run_keys(self, cfg_path: str) -> None:
-        for key in self.config.run:
-            if key not in RUN_KEYS:
-                raise ConfigError(
-                    f"{cfg_path}: unknown key 'run.{key}'.{_nearest(key, RUN_KEYS)} "
-                    "Remove or correct it (unknown keys would silently fall back to defaults)."
-                )
+    def _run_source(self, key: str) -> str:
+        """Where ``run.<key>`` came from: ``--options`` or the YAML file."""
+        return "--options" if key in self._run_options else self._cfg_path
 
     # --- accessors --------------------------------------------------------------------------
 
     @property
     def run_cfg(self) -> DictConfig:
         return self.config.run
+
+    @property
+    def run_config(self) -> RunConfig:
+        """``run`` typed and checked. Read anew each time: start-up writes rank, gpu ... to it."""
+        return RunConfig.from_node(self.config.run, self._run_source)
+
+    def training_run_config(self) -> RunConfig:
+        """:attr:`run_config`, also requiring every key training needs (train.py checks it
+        before the model loads)."""
+        return RunConfig.from_node(self.config.run, self._run_source, training=True)
 
     @property
     def datasets_cfg(self) -> DictConfig:

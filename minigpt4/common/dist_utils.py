@@ -10,12 +10,14 @@ import datetime
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
 import torch.distributed as dist
+
+from minigpt4.common.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,15 @@ def main_process(func: Callable) -> Callable:
     return wrapper
 
 
+def _placement(args: Any) -> tuple[str, str]:
+    """(device, dist_url) of a run config node, checked; or of the argparse namespace the
+    original's scripts pass (read as they are, ``env://`` when unset)."""
+    if isinstance(args, Mapping):
+        run = RunConfig.from_node(args)
+        return run.device, run.dist_url
+    return str(getattr(args, "device", None) or "cuda"), getattr(args, "dist_url", "env://")
+
+
 def init_distributed_mode(args: Any) -> None:
     """Initialise the default process group from torchrun's (or SLURM's) environment.
 
@@ -79,19 +90,17 @@ def init_distributed_mode(args: Any) -> None:
         return
 
     args.distributed = True
-    # getattr, not .get: the original's callers pass argparse namespaces as well as run configs.
-    device = getattr(args, "device", None) or "cuda"
-    use_cuda = torch.cuda.is_available() and str(device).startswith("cuda")
-    args.dist_url = getattr(args, "dist_url", None) or "env://"
+    device, dist_url = _placement(args)
+    use_cuda = torch.cuda.is_available() and device.startswith("cuda")
     args.dist_backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
         torch.cuda.set_device(args.gpu)
     logger.warning(
-        "| distributed init (rank %d, world %d): %s", args.rank, args.world_size, args.dist_url
+        "| distributed init (rank %d, world %d): %s", args.rank, args.world_size, dist_url
     )
     dist.init_process_group(
         backend=args.dist_backend,
-        init_method=args.dist_url,
+        init_method=dist_url,
         world_size=args.world_size,
         rank=args.rank,
         timeout=PROCESS_GROUP_TIMEOUT,

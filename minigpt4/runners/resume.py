@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from minigpt4.common.checkpoint_files import read_checkpoint
+from minigpt4.common.run_config import RunConfig
 from minigpt4.common.utils import resolve_path
 
 RESUME_KEY = "run.resume_ckpt_path"
@@ -41,12 +42,11 @@ def check_not_finished(path: str, next_epoch: int, max_epoch: int) -> None:
     )
 
 
-def preflight_resume(run_cfg: Any) -> None:
+def preflight_resume(run: RunConfig) -> None:
     """Fail now, not after the model has loaded, if ``run.resume_ckpt_path`` cannot be used."""
-    path = run_cfg.get("resume_ckpt_path", None)
-    if not path or run_cfg.get("evaluate", False):
+    if not run.resume_ckpt_path:
         return
-    path = resolve_path(str(path))
+    path = resolve_path(run.resume_ckpt_path)
     checkpoint = read_checkpoint(path, RESUME_KEY, RESUME_REQUIRED)
     next_epoch, _ = resume_position(checkpoint)
-    check_not_finished(path, next_epoch, int(run_cfg.max_epoch))
+    check_not_finished(path, next_epoch, run.max_epoch)

@@ -39,6 +39,7 @@ from minigpt4.common.checkpoint_files import (
     remove_stale_temp_files,
 )
 from minigpt4.common.registry import registry
+from minigpt4.common.run_config import AMP_DTYPES, RunConfig
 from minigpt4.common.utils import resolve_path
 from minigpt4.datasets.datasets.dataloader_utils import (
     IterLoader,
@@ -58,9 +59,6 @@ from minigpt4.runners.resume import (
 
 logger = logging.getLogger(__name__)
 
-# Defaults of run keys the shipped configs leave out (the original's values).
-DEFAULT_LOG_FREQ = 50
-DEFAULT_BETA2 = 0.999
 # The original's iters_per_epoch when neither the config nor the loader gives one.
 FALLBACK_ITERS_PER_EPOCH = 10000
 ITER_CHECKPOINT_NAME = "checkpoint_latest.pth"
@@ -120,13 +118,17 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 @registry.register_runner("runner_base")
 class RunnerBase:
-    """Trains ``model`` on ``datasets`` as ``cfg.run_cfg`` says (see the module docstring)."""
+    """Trains ``model`` on ``datasets`` as ``cfg.run_cfg`` says (see the module docstring).
+
+    ``cfg.run_cfg`` is read once, typed, into ``run_config``: after init_distributed_mode has
+    written rank, gpu and distributed into it.
+    """
 
     def __init__(
         self, cfg: Any, task: Any, model: nn.Module, datasets: dict[str, Any], job_id: str
     ) -> None:
         self.config = cfg
-        self.run_cfg = cfg.run_cfg
+        self.run_config = RunConfig.from_node(cfg.run_cfg, training=True)
         self.job_id = job_id
         self.task = task
         self.datasets = datasets
@@ -143,7 +145,7 @@ class RunnerBase:
         self.device = self._pick_device()
         self.amp_dtype = self._pick_amp_dtype()
         self.setup_output_dir()
-        if self.run_cfg.get("wandb_log"):
+        if self.run_config.wandb_log:
             logger.warning(
                 "run.wandb_log is set: this project does not log to wandb; the statistics go to "
                 "log.txt and the console as usual"
@@ -152,33 +154,25 @@ class RunnerBase:
     # --- placement --------------------------------------------------------------------------
 
     def _pick_device(self) -> torch.device:
-        wanted = str(self.run_cfg.get("device", "cuda"))
+        wanted = self.run_config.device
         if wanted.startswith("cuda") and not torch.cuda.is_available():
             logger.warning("run.device is '%s' but CUDA is not available: training on CPU", wanted)
             return torch.device("cpu")
         if wanted == "cuda" and self.use_distributed:
-            return torch.device("cuda", int(self.run_cfg.get("gpu", 0)))
+            return torch.device("cuda", self.run_config.gpu)
         return torch.device(wanted)
 
     def _pick_amp_dtype(self) -> torch.dtype | None:
-        if not self.run_cfg.get("amp", False):
+        if not self.run_config.amp:
             return None
         if self.device.type != "cuda":
             logger.info("run.amp is ignored on %s: training in the weights' dtype", self.device)
             return None
-        name = str(self.run_cfg.get("amp_dtype", "fp16")).lower()
-        dtypes = {"fp16": torch.float16, "float16": torch.float16}
-        dtypes.update({"bf16": torch.bfloat16, "bfloat16": torch.bfloat16})
-        if name not in dtypes:
-            raise ValueError(f"run.amp_dtype must be fp16 or bf16, got '{name}'")
-        return dtypes[name]
+        return AMP_DTYPES[self.run_config.amp_dtype]
 
     @property
     def use_distributed(self) -> bool:
-        return (
-            bool(self.run_cfg.get("distributed", False))
-            and dist_utils.is_dist_avail_and_initialized()
-        )
+        return self.run_config.distributed and dist_utils.is_dist_avail_and_initialized()
 
     @property
     def cuda_enabled(self) -> bool:
@@ -213,7 +207,7 @@ class RunnerBase:
     def optimizer(self) -> torch.optim.Optimizer:
         """AdamW; no weight decay on 1-D params and names containing bias/ln/bn."""
         if self._optimizer is None:
-            self._optimizer = build_optimizer(self.model, self.run_cfg)
+            self._optimizer = build_optimizer(self.model, self.run_config)
         return self._optimizer
 
     @property
@@ -225,28 +219,28 @@ class RunnerBase:
     @property
     def lr_scheduler(self) -> Any:
         if self._lr_sched is None:
-            lr_sched_cls = registry.get_lr_scheduler_class(self.run_cfg.lr_sched)
+            run = self.run_config
+            lr_sched_cls = registry.get_lr_scheduler_class(run.lr_sched)
             self._lr_sched = lr_sched_cls(
                 optimizer=self.optimizer,
                 max_epoch=self.max_epoch,
                 iters_per_epoch=self.iters_per_epoch,
-                min_lr=self.run_cfg.min_lr,
-                init_lr=self.run_cfg.init_lr,
-                decay_rate=self.run_cfg.get("lr_decay_rate", None),
-                warmup_start_lr=self.run_cfg.get("warmup_lr", -1),
-                warmup_steps=self.run_cfg.get("warmup_steps", 0),
+                min_lr=run.min_lr,
+                init_lr=run.init_lr,
+                decay_rate=run.lr_decay_rate,
+                warmup_start_lr=run.warmup_lr,
+                warmup_steps=run.warmup_steps,
             )
         return self._lr_sched
 
     @property
     def max_epoch(self) -> int:
-        return int(self.run_cfg.max_epoch)
+        return self.run_config.max_epoch
 
     @property
     def iters_per_epoch(self) -> int:
-        value = self.run_cfg.get("iters_per_epoch", None)
-        if value is not None:
-            return int(value)
+        if self.run_config.iters_per_epoch is not None:
+            return self.run_config.iters_per_epoch
         try:
             return len(self.dataloaders["train"])
         except (AttributeError, TypeError):
@@ -258,30 +252,23 @@ class RunnerBase:
 
     @property
     def accum_grad_iters(self) -> int:
-        return int(self.run_cfg.get("accum_grad_iters", 1))
+        return self.run_config.accum_grad_iters
 
     @property
     def log_freq(self) -> int:
-        return int(self.run_cfg.get("log_freq", DEFAULT_LOG_FREQ))
+        return self.run_config.log_freq
 
     @property
     def save_freq_iters(self) -> int:
-        return int(self.run_cfg.get("save_freq_iters", 0) or 0)
-
-    @property
-    def evaluate_only(self) -> bool:
-        return bool(self.run_cfg.get("evaluate", False))
+        return self.run_config.save_freq_iters
 
     @property
     def resume_ckpt_path(self) -> str | None:
-        return self.run_cfg.get("resume_ckpt_path", None)
+        return self.run_config.resume_ckpt_path
 
     @property
     def train_splits(self) -> list[str]:
-        splits = list(self.run_cfg.get("train_splits", []))
-        if not splits:
-            logger.info("Empty train splits.")
-        return splits
+        return list(self.run_config.train_splits)
 
     # --- data -------------------------------------------------------------------------------
 
@@ -318,18 +305,17 @@ class RunnerBase:
         block = self.config.datasets_cfg.get(name) if name else None
         if block is not None and block.get("batch_size") is not None:
             return int(block.batch_size), f"datasets.{name}.batch_size"
-        if self.run_cfg.get("batch_size_train") is None:
+        if self.run_config.batch_size_train is None:
             raise ValueError(
                 f"no batch size: set run.batch_size_train or datasets.{name}.batch_size"
             )
-        return int(self.run_cfg.batch_size_train), "run.batch_size_train"
+        return self.run_config.batch_size_train, "run.batch_size_train"
 
     def _create_loader(self, dataset: Any) -> Any:
         """An endless training loader: webdataset streams as they are, map-style datasets
         through a resumable sampler, reshuffled each pass."""
         bsz, bsz_key = self._batch_size(dataset)
-        num_workers = int(self.run_cfg.get("num_workers", 0))
-        seed = int(self.run_cfg.get("seed", 0))
+        num_workers, seed = self.run_config.num_workers, self.run_config.seed
         rank = dist_utils.get_rank()
         # A private generator: creating loader iterators must not draw from the global RNG,
         # or a resumed run would diverge from an uninterrupted one.
@@ -387,7 +373,7 @@ class RunnerBase:
         The job id has 10-minute resolution, so a second run started soon after the first
         would overwrite its checkpoints; it gets ``<job_id>_1`` (``_2``, ...) instead.
         """
-        base = os.path.abspath(os.path.expanduser(str(self.run_cfg.output_dir)))
+        base = os.path.abspath(os.path.expanduser(self.run_config.output_dir))
         job_id = self.job_id
         if dist_utils.is_main_process():
             suffix = 0
@@ -413,7 +399,7 @@ class RunnerBase:
         """Temporary files of saves that a kill interrupted, in this output dir's runs."""
         folders = [os.path.join(base, name) for name in sorted(os.listdir(base))]
         if self.resume_ckpt_path:
-            folders.append(os.path.dirname(resolve_path(str(self.resume_ckpt_path))))
+            folders.append(os.path.dirname(resolve_path(self.resume_ckpt_path)))
         remove_stale_temp_files(folders)
 
     @dist_utils.main_process
@@ -436,17 +422,12 @@ class RunnerBase:
     def train(self) -> None:
         """Train from ``start_epoch`` (0, or after the resumed checkpoint) to ``max_epoch - 1``,
         saving ``checkpoint_{epoch}.pth`` after every epoch."""
-        if self.run_cfg.get("valid_splits"):
-            raise ValueError(
-                "run.valid_splits is not supported: the image_text_pretrain task has no "
-                "evaluation (as in the original); remove run.valid_splits"
-            )
         start_time = time.time()
         self.log_config()
         logger.info("Start training")
         # Build everything first so that restoring RNG states is the last thing before step 1.
         _ = (self.model, self.train_loader, self.optimizer, self.lr_scheduler)
-        if self.resume_ckpt_path and not self.evaluate_only:
+        if self.resume_ckpt_path:
             self._load_checkpoint(self.resume_ckpt_path)
 
         if self.iters_per_epoch % self.accum_grad_iters:
@@ -457,8 +438,6 @@ class RunnerBase:
                 self.accum_grad_iters,
             )
         for cur_epoch in range(self.start_epoch, self.max_epoch):
-            if self.evaluate_only:
-                break
             if cur_epoch != self.start_epoch:
                 logger.info("Start training")
             self._train_epoch(cur_epoch, resumed=cur_epoch == self.start_epoch)
@@ -665,12 +644,11 @@ def optimizer_param_groups(model: nn.Module, weight_decay: float) -> list[dict[s
     ]
 
 
-def build_optimizer(model: nn.Module, run_cfg: Any) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, run: RunConfig) -> torch.optim.AdamW:
     """AdamW(lr=init_lr, betas=(0.9, beta2)) over :func:`optimizer_param_groups`."""
-    weight_decay = float(run_cfg.weight_decay)
     return torch.optim.AdamW(
-        optimizer_param_groups(model, weight_decay),
-        lr=float(run_cfg.init_lr),
-        weight_decay=weight_decay,
-        betas=(0.9, float(run_cfg.get("beta2", DEFAULT_BETA2))),
+        optimizer_param_groups(model, run.weight_decay),
+        lr=run.init_lr,
+        weight_decay=run.weight_decay,
+        betas=(0.9, run.beta2),
     )
