@@ -166,17 +166,31 @@ def test_a_cancelled_row_stops_and_the_others_go_on(chat, contexts, monkeypatch)
     assert batcher.stats.cancelled == 2
 
 
-def test_a_failing_batch_reaches_its_rows_and_the_worker_goes_on(chat, contexts):
+def test_a_failing_row_fails_alone_and_the_worker_goes_on(chat, contexts):
     settings = chat.settings(do_sample=False, max_new_tokens=10)
     prompt, images = contexts[0]
     wrong = (prompt + IMAGE_MESSAGE, images)  # two image placeholders, one image
     (failed,) = run_all(Batcher(chat.model), [(wrong, settings)], chat.stop_rule)
     assert isinstance(failed, ValueError) and "placeholders" in str(failed)
-    batcher = Batcher(chat.model)
-    failed, ok = run_all(batcher, [(wrong, settings), (contexts[0], settings)], chat.stop_rule)
-    assert isinstance(failed, ValueError) and isinstance(ok, ValueError)  # one batch
-    (ok,) = run_all(Batcher(chat.model), [(contexts[0], settings)], chat.stop_rule)
-    assert isinstance(ok, Generation) and ok.tokens
+    (alone,) = run_all(Batcher(chat.model), [(contexts[0], settings)], chat.stop_rule)
+    assert isinstance(alone, Generation) and alone.tokens
+    jobs = [(wrong, settings), (contexts[0], settings), (contexts[1], settings)]
+    failed, ok, other = run_all(Batcher(chat.model), jobs, chat.stop_rule)
+    assert isinstance(failed, ValueError)
+    assert ok == alone and isinstance(other, Generation)
+
+
+def test_a_row_that_fails_generation_is_retried_apart_from_the_others(chat, contexts):
+    """A row whose settings break sampling (here a NaN-making temperature that validation
+    would refuse) fails alone; its batch-mates are generated again without it."""
+    greedy = chat.settings(do_sample=False, max_new_tokens=10)
+    broken = chat.settings(max_new_tokens=10).replace(temperature=1e-300)
+    (alone,) = run_all(Batcher(chat.model), [(contexts[1], greedy)], chat.stop_rule)
+    tokens: list[int] = []
+    jobs = [(contexts[0], broken), (contexts[1], greedy, tokens.append)]
+    failed, ok = run_all(Batcher(chat.model), jobs, chat.stop_rule)
+    assert isinstance(failed, RuntimeError)
+    assert ok == alone and tokens == alone.tokens  # streamed once, not twice
 
 
 def submit_and_note(batcher, chat, context, settings) -> threading.Event:

@@ -280,12 +280,15 @@ def generate(
     pad_token_id: int,
     on_token: Callable[[int, int], None] | None = None,
     extra: Sequence[StoppingCriteria] = (),
+    vocab_size: int | None = None,
 ) -> list[Generation]:
     """Answers for ``contexts`` (one [1, L_i, H] embedding tensor per row), one row each.
 
     ``settings`` and ``rules`` are per row; ``decode`` turns token ids into text (for stop
     strings); ``on_token(row, token)`` receives tokens as they are generated (not with beams);
     ``extra``: a caller's own stopping criteria, applied as transformers applies them.
+    ``vocab_size``: the tokenizer's; ids at or above it (an embedding with more rows than the
+    tokenizer has pieces, as Vicuna-13B v1.1's 32,001 for 32,000) are never generated.
     """
     embeds, mask = left_pad(contexts)
     num_beams = _batch_setting(settings, "num_beams")
@@ -301,6 +304,9 @@ def generate(
         stopping = row_stops
         if on_token is not None:
             kwargs["streamer"] = _RowStreamer(row_stops, on_token)
+    rows = llm.get_output_embeddings().weight.shape[0]
+    if vocab_size is not None and rows > vocab_size:
+        kwargs["suppress_tokens"] = list(range(vocab_size, rows))
     out = llm.generate(
         inputs_embeds=embeds,
         attention_mask=mask,

@@ -330,6 +330,7 @@ class MiniGPT4(BaseModel):
                 pad_token_id=self.llama_tokenizer.pad_token_id,
                 on_token=on_token,
                 extra=extra,
+                vocab_size=len(self.llama_tokenizer),
             )
 
     @torch.no_grad()

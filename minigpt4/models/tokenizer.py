@@ -94,6 +94,8 @@ class LlamaTokenizer:
         """Text of ``ids``: special pieces verbatim (or dropped), the rest through SentencePiece."""
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
+        # An id past the last piece (an LLM embedding with spare rows) is no text.
+        ids = [i for i in ids if 0 <= i < len(self)]
         if skip_special_tokens:
             ids = [i for i in ids if i not in self.special_ids]
         pieces = [self.sp.id_to_piece(int(i)) for i in ids]

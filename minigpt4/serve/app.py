@@ -50,6 +50,9 @@ CLIENT_CLOSED = 499  # nginx's status for a client that left before its answer
 CREATED = int(time.time())
 BLANK_SIDE = 32  # a blank image, resized by the processor, to count the tokens of an image
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# A temperature this close to 0 samples the arg-max anyway, and dividing the logits by it would
+# overflow to inf (then NaN probabilities): it is answered greedily, as 0 is.
+GREEDY_BELOW_TEMPERATURE = 1e-4
 
 
 @dataclass
@@ -154,7 +157,7 @@ def settings_for(
 ) -> GenerationSettings:
     """The request's generation settings over the Chat's defaults ``base``."""
     changes: dict[str, Any] = {}
-    if req.temperature == 0:
+    if req.temperature is not None and req.temperature < GREEDY_BELOW_TEMPERATURE:
         changes["do_sample"] = False  # greedy
     elif req.temperature is not None:
         changes["temperature"] = req.temperature
@@ -207,6 +210,10 @@ async def read_json(request: Request) -> Any:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise bad_request(f"the request body is not valid JSON ({err})") from None
+    except ValueError as err:  # an integer of more digits than Python converts
+        raise bad_request(f"the request body holds a number out of range ({err})") from None
+    except RecursionError:
+        raise bad_request("the request body is nested too deeply to be a request") from None
 
 
 class _Answer:

@@ -72,6 +72,7 @@ class Job:
     on_done: Callable[[Generation | BaseException], None]
     on_token: Callable[[int], None] | None = None
     context: torch.Tensor | None = None
+    streamed: bool = False  # a token reached the client: the row cannot be generated again
 
     def cancel(self) -> None:
         self.rule.cancelled.set()
@@ -212,8 +213,37 @@ class Batcher:
         return live
 
     def _run(self, jobs: list[Job]) -> None:
+        """Generate ``jobs`` together; if that fails, each row that has not streamed anything
+        yet is tried again alone, so one bad row fails alone (a row that has streamed tokens
+        cannot be replayed and gets the error)."""
+        ready = self._contexts(jobs)
+        results = self._generate(ready) if ready else []
+        if isinstance(results, BaseException):
+            results = self._one_by_one(ready, results)
+        self.stats.batches += 1
+        self.stats.rows += len(jobs)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
+        self.stats.cancelled += sum(job.cancelled for job in jobs)
+        for job, result in zip(ready, results):
+            _deliver(job, result)
+
+    def _one_by_one(self, jobs: list[Job], error: BaseException) -> list[Any]:
+        """After ``jobs`` failed together: each row that streamed nothing yet, alone."""
+        if len(jobs) == 1:
+            return [error]
+        logger.warning("a batch of %d failed; its rows are tried one by one", len(jobs))
+        results: list[Any] = []
+        for job in jobs:
+            alone = error if job.streamed else self._generate([job])
+            results.append(alone if isinstance(alone, BaseException) else alone[0])
+        return results
+
+    def _generate(self, jobs: list[Job]) -> list[Generation] | BaseException:
+        """One ``generate_from_embeddings`` call for ``jobs``, or the exception it raised."""
+
         def on_token(row: int, token: int) -> None:
             job = jobs[row]
+            job.streamed = True
             if job.on_token is None or job.cancelled:
                 return
             try:
@@ -224,34 +254,47 @@ class Batcher:
 
         streams = any(job.on_token is not None for job in jobs)
         try:
-            self._contexts(jobs)
-            results = self.model.generate_from_embeddings(
+            return self.model.generate_from_embeddings(
                 [job.context for job in jobs],
                 [job.settings for job in jobs],
                 [job.rule for job in jobs],
                 on_token=on_token if streams else None,
             )
-        except Exception as exc:  # handed to every waiting request; the worker goes on
-            logger.exception("generation of a batch of %d failed", len(jobs))
-            results = [exc] * len(jobs)
-        self.stats.batches += 1
-        self.stats.rows += len(jobs)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
-        self.stats.cancelled += sum(job.cancelled for job in jobs)
-        for job, result in zip(jobs, results):
-            _deliver(job, result)
+        except Exception as exc:  # handed to the waiting requests; the worker goes on
+            logger.exception("generation of %d row(s) failed", len(jobs))
+            return exc
 
     @torch.no_grad()
-    def _contexts(self, jobs: list[Job]) -> None:
-        """Every row's context embeddings, the images of all rows encoded together."""
-        pixels = [image for job in jobs for image in job.images]
-        embeds = self.model.encode_img(torch.cat(pixels))[0] if pixels else None
-        start = 0
+    def _contexts(self, jobs: list[Job]) -> list[Job]:
+        """Every row's context embeddings, the images of all rows encoded together; a row whose
+        context cannot be built gets its error now. Returns the rows that are ready."""
+        try:
+            pixels = [image for job in jobs for image in job.images]
+            embeds = self.model.encode_img(torch.cat(pixels))[0] if pixels else None
+        except Exception:
+            if len(jobs) == 1:
+                raise
+            logger.exception("encoding the images of %d rows failed; each row alone", len(jobs))
+            return [job for one in jobs for job in self._contexts_alone(one)]
+        ready, start = [], 0
         for job in jobs:
-            count = len(job.images)
-            own = [embeds[i : i + 1] for i in range(start, start + count)]
-            job.context = self.model.get_context_emb(job.prompt, own)
-            start += count
+            own = [embeds[i : i + 1] for i in range(start, start + len(job.images))]
+            start += len(job.images)
+            try:
+                job.context = self.model.get_context_emb(job.prompt, own)
+                ready.append(job)
+            except Exception as exc:
+                logger.exception("the context of a row could not be built")
+                _deliver(job, exc)
+        return ready
+
+    def _contexts_alone(self, job: Job) -> list[Job]:
+        try:
+            return self._contexts([job])
+        except Exception as exc:
+            logger.exception("encoding a row's images failed")
+            _deliver(job, exc)
+            return []
 
 
 def _deliver(job: Job, result: Generation | BaseException) -> None:

@@ -15,7 +15,10 @@ Rules, each refused with a 400 naming the message:
 - user and assistant messages alternate, starting with a user message and ending with one (the
   question to answer); every user message has text;
 - ``system`` (or ``developer``) messages, only before the first user message, replace the
-  template's system text (joined by newlines); without one the template's own is kept.
+  template's system text (joined by newlines); without one the template's own is kept;
+- no text may hold ``<ImageHere>``, the placeholder the prompt puts each image in: in a
+  message it would ask for an image that was never sent (and fail the batch it joined), so it
+  is refused rather than silently changed; images come as ``image_url`` parts.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from PIL import Image
 
 from minigpt4.conversation.templates import IMAGE_MESSAGE
+from minigpt4.models.prompt import IMAGE_PLACEHOLDER
 from minigpt4.serve.errors import bad_request
 from minigpt4.serve.protocol import ImagePart, Message, TextPart
 
@@ -73,6 +77,13 @@ def plan_conversation(messages: list[Message]) -> Plan:
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         text, images = _text_and_images(message, where)
+        if IMAGE_PLACEHOLDER in text:
+            raise bad_request(
+                f"'{where}': the text holds {IMAGE_PLACEHOLDER}, the placeholder the server puts "
+                "images in; send images as image_url parts",
+                param=f"{where}.content",
+                code="placeholder_in_text",
+            )
         if message.role in SYSTEM_ROLES:
             if turns:
                 raise bad_request(

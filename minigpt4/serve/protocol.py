@@ -14,11 +14,13 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
+    Strict,
     Tag,
     ValidationError,
     field_validator,
@@ -28,6 +30,31 @@ from minigpt4.serve.errors import bad_request
 
 MAX_STOP_STRINGS = 4  # the OpenAI API's limit
 ROLES = ("system", "developer", "user", "assistant")
+# Bounds on values that only this server takes, so that none can make the batch it joins fail
+# or take the machine's memory: a seed torch accepts, beams the demo offers, penalties far
+# beyond any useful value.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+MAX_BEAMS = 10
+MAX_TOP_K = 2**31 - 1
+MAX_PENALTY = 100.0
+
+
+def _valid_unicode(text: str) -> str:
+    """Text the tokenizer can encode: no unpaired surrogate (JSON can carry ``"\\ud800"``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = text[err.start : err.end].encode("unicode_escape").decode()
+        raise ValueError(
+            f"the text holds an unpaired surrogate ({bad}) at character {err.start}: send valid "
+            "Unicode"
+        ) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+# JSON true is not 1 here, nor 2.0 an integer count.
+StrictInt = Annotated[int, Strict()]
 
 
 class ImageURL(BaseModel):
@@ -37,7 +64,7 @@ class ImageURL(BaseModel):
 
 class TextPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ImagePart(BaseModel):
@@ -56,7 +83,7 @@ def _content_kind(value: Any) -> str | None:
 
 
 Content = Annotated[
-    Annotated[str, Tag("text")] | Annotated[list[Part], Tag("parts")],
+    Annotated[Text, Tag("text")] | Annotated[list[Part], Tag("parts")],
     Discriminator(
         _content_kind,
         custom_error_type="content_type",
@@ -85,22 +112,22 @@ class ChatCompletionRequest(BaseModel):
 
     messages: list[Message] = Field(min_length=1)
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    n: int = 1
-    seed: int | None = None
-    stop: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_stop_list)] = Field(
-        default_factory=list, max_length=MAX_STOP_STRINGS
+    n: StrictInt = 1
+    seed: StrictInt | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    stop: Annotated[list[Annotated[Text, Field(min_length=1)]], BeforeValidator(_stop_list)] = (
+        Field(default_factory=list, max_length=MAX_STOP_STRINGS)
     )
     stream: bool = False
     stream_options: StreamOptions | None = None
     # not in the OpenAI API (see the module docstring)
-    top_k: int | None = Field(None, ge=0)
-    num_beams: int | None = Field(None, ge=1)
-    repetition_penalty: float | None = Field(None, gt=0)
-    length_penalty: float | None = None
+    top_k: StrictInt | None = Field(None, ge=0, le=MAX_TOP_K)
+    num_beams: StrictInt | None = Field(None, ge=1, le=MAX_BEAMS)
+    repetition_penalty: float | None = Field(None, gt=0, le=MAX_PENALTY)
+    length_penalty: float | None = Field(None, ge=-MAX_PENALTY, le=MAX_PENALTY)
 
     @field_validator("n")
     @classmethod
