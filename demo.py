@@ -29,7 +29,7 @@ from minigpt4.common.logger import setup_logger  # noqa: E402
 from minigpt4.conversation.chat import Chat  # noqa: E402
 from minigpt4.conversation.templates import Conversation  # noqa: E402
 from minigpt4.processors.image_io import ImageLoadError, load_image  # noqa: E402
-from minigpt4.serve.server import add_api_arguments  # noqa: E402
+from minigpt4.serve.server import add_api_arguments, check_api_arguments  # noqa: E402
 
 logger = logging.getLogger("minigpt4.demo")
 
@@ -111,6 +111,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.api and args.share:
         parser.error("--api serves through its own server: it cannot be used with --share")
+    if args.api:
+        check_api_arguments(parser, args)
     return args
 
 

@@ -7,6 +7,10 @@ import io
 
 from PIL import Image
 
+# In-process clients reach the app as a local one would: a server without an API key answers
+# only requests whose Host is a loopback name.
+LOCAL = "http://127.0.0.1"
+
 
 def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()

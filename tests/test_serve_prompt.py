@@ -20,7 +20,7 @@ from PIL import Image
 from minigpt4.conversation import Chat
 from minigpt4.serve import create_app
 from tests.model_fixtures import llama2_config, tiny_model_config
-from tests.serve_helpers import conversation, data_url, user_with_image
+from tests.serve_helpers import LOCAL, conversation, data_url, user_with_image
 
 QUESTIONS = ["What is in the picture?", "What colour is it?", "Where is it?"]
 MAX_TOKENS = 6
@@ -104,7 +104,7 @@ def test_conversation_equals_the_chats(chat, image, turns, monkeypatch):
     assert len(chat_prompts) == len(chat_contexts) == turns
 
     url = data_url(image)
-    with TestClient(create_app(chat, "tiny")) as client:
+    with TestClient(create_app(chat, "tiny"), base_url=LOCAL) as client:
         for n in range(1, turns + 1):
             messages = conversation(url, QUESTIONS[:n], answers[: n - 1])
             body = {"messages": messages, "temperature": 0, "max_tokens": MAX_TOKENS}
@@ -126,7 +126,7 @@ def test_system_message_replaces_the_system_text(chat, image, monkeypatch):
     recorder = Recorder(chat.model, monkeypatch)
     system = "You are a careful observer."
     messages = [{"role": "system", "content": system}, user_with_image(data_url(image), "Hi?")]
-    with TestClient(create_app(chat, "tiny")) as client:
+    with TestClient(create_app(chat, "tiny"), base_url=LOCAL) as client:
         resp = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 2})
     assert resp.status_code == 200, resp.text
     (prompt,) = recorder.take()[0]
@@ -152,7 +152,7 @@ def test_image_in_a_later_turn_is_uploaded_as_the_chat_does(chat, image, monkeyp
         {"role": "assistant", "content": first_answer},
         user_with_image(data_url(second), QUESTIONS[1]),
     ]
-    with TestClient(create_app(chat, "tiny")) as client:
+    with TestClient(create_app(chat, "tiny"), base_url=LOCAL) as client:
         body = {"messages": messages, "temperature": 0, "max_tokens": MAX_TOKENS}
         assert client.post("/v1/chat/completions", json=body).status_code == 200
     prompts, contexts = recorder.take()

@@ -19,7 +19,7 @@ from minigpt4.serve.messages import plan_conversation
 from minigpt4.serve.protocol import parse_request
 from minigpt4.serve.streaming import AnswerStream, final_text
 from minigpt4.tiny_world import evaluate
-from tests.serve_helpers import data_url, image_part, png_bytes, user_with_image
+from tests.serve_helpers import LOCAL, data_url, image_part, png_bytes, user_with_image
 
 URL = data_url(Image.new("RGB", (8, 8), (200, 30, 30)))
 
@@ -254,7 +254,7 @@ def test_a_body_over_the_limit_is_refused_with_413(chat, monkeypatch):
     from minigpt4.serve import app as app_module
 
     monkeypatch.setattr(app_module, "MAX_BODY_BYTES", 1000)
-    with TestClient(app_module.create_app(chat, "tiny")) as client:
+    with TestClient(app_module.create_app(chat, "tiny"), base_url=LOCAL) as client:
         resp = client.post("/v1/chat/completions", content=b"x" * 2000)
     assert resp.status_code == 413
     assert resp.json()["error"]["code"] == "request_too_large"

@@ -8,16 +8,24 @@ parameter (``messages[0].content[1].image_url``).
 More than :data:`MAX_IMAGE_BYTES` of encoded data is refused before decoding; decoding is the
 project's image loader (:func:`minigpt4.processors.image_io.load_image`: any bit depth and mode
 as 8-bit RGB, and images over its pixel limit, decompression bombs, refused before their pixels
-are decoded).
+are decoded). A request's images together may decode to at most :data:`MAX_REQUEST_PIXELS`
+pixels and :data:`MAX_REQUEST_DECODED_BYTES` bytes (:class:`ImageBudget`, read from each
+header before anything is decoded): a small, highly compressed image can decode to gigabytes,
+and the model sees every image at 224 pixels anyway.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import http.client
+import io
 import re
-import urllib.error
-import urllib.request
+import socket
+import threading
+import time
+import urllib.parse
 
 from PIL import Image
 
@@ -25,7 +33,13 @@ from minigpt4.processors.image_io import MAX_IMAGE_PIXELS, ImageLoadError, load_
 from minigpt4.serve.errors import bad_request
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # encoded, per image (the OpenAI API's limit)
-FETCH_TIMEOUT_S = 20
+MAX_REQUEST_PIXELS = 40_000_000  # decoded, all images of a request (e.g. five 8-MP photos)
+MAX_REQUEST_DECODED_BYTES = 256 * 1024 * 1024
+# Bytes per pixel of a decoded image by PIL mode (modes not listed: 4).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "I;16": 2, "RGB": 3, "YCbCr": 3}
+FETCH_TIMEOUT_S = 20  # per network read
+FETCH_DEADLINE_S = 30  # the whole fetch, redirects included
+MAX_REDIRECTS = 3
 TOO_LARGE = "the image is too large"  # how the image loader's size refusals begin
 _DATA_URL = re.compile(r"data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*),(?P<data>.*)", re.DOTALL)
 
@@ -70,15 +84,69 @@ def _data_url_bytes(url: str, param: str) -> bytes:
 
 
 def fetch(url: str, param: str) -> bytes:
-    """The bytes at an http(s) ``url``, at most :data:`MAX_IMAGE_BYTES`."""
+    """The bytes at an http(s) ``url``: at most :data:`MAX_IMAGE_BYTES`, within
+    :data:`FETCH_DEADLINE_S` in all (a host that sends a byte now and then is cut off; a
+    per-read timeout alone would wait for it indefinitely), following up to
+    :data:`MAX_REDIRECTS` redirects."""
+    deadline = time.monotonic() + FETCH_DEADLINE_S
     try:
-        with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as resp:
-            data = resp.read(MAX_IMAGE_BYTES + 1)
-    except (urllib.error.URLError, OSError, ValueError) as err:
+        for _ in range(MAX_REDIRECTS + 1):
+            status, location, data = _fetch_once(url, deadline)
+            if location is None:
+                break
+            url = urllib.parse.urljoin(url, location)
+        else:
+            raise OSError(f"more than {MAX_REDIRECTS} redirects")
+    except TimeoutError:
+        raise bad_request(
+            f"'{param}': fetching {url} took longer than {FETCH_DEADLINE_S} s; send the image "
+            "as a data:image/...;base64, URL",
+            param=param,
+        ) from None
+    except (OSError, ValueError, http.client.HTTPException) as err:
         raise bad_request(f"'{param}': could not fetch {url}: {err}", param=param) from None
+    if status != 200:
+        raise bad_request(f"'{param}': could not fetch {url}: HTTP {status}", param=param)
     if len(data) > MAX_IMAGE_BYTES:
         raise _too_large(param, f"more than {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
     return data
+
+
+def _fetch_once(url: str, deadline: float) -> tuple[int, str | None, bytes]:
+    """(status, redirect location or None, body up to MAX_IMAGE_BYTES + 1) of one GET; the
+    connection is shut at ``deadline`` whatever it is waiting for (TimeoutError)."""
+    parts = urllib.parse.urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    conn = kind(parts.hostname, parts.port, timeout=min(left, FETCH_TIMEOUT_S))
+    expired = threading.Event()
+
+    def cut_off() -> None:
+        expired.set()
+        with contextlib.suppress(OSError, AttributeError):
+            conn.sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(left, cut_off)
+    timer.start()
+    try:
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request("GET", target)
+        resp = conn.getresponse()
+        if resp.status in (301, 302, 303, 307, 308) and resp.getheader("location"):
+            return resp.status, resp.getheader("location"), b""
+        body = bytearray()
+        while len(body) <= MAX_IMAGE_BYTES and (piece := resp.read1(65536)):
+            body += piece
+        return resp.status, None, bytes(body)
+    except (OSError, http.client.HTTPException):
+        if expired.is_set():
+            raise TimeoutError from None
+        raise
+    finally:
+        timer.cancel()
+        conn.close()
 
 
 def _too_large(param: str, size: str) -> Exception:
@@ -98,3 +166,32 @@ def decode_image(data: bytes, param: str) -> Image.Image:
     except ImageLoadError as err:
         too_large = err.reason.startswith(TOO_LARGE)
         raise bad_request(str(err), param, "image_too_large" if too_large else None) from None
+
+
+class ImageBudget:
+    """What one request's images may decode to, spent image by image from their headers."""
+
+    def __init__(self) -> None:
+        self.pixels = 0
+        self.bytes = 0
+
+    def spend(self, data: bytes, param: str) -> None:
+        """Count the image in ``data``; a 400 once the request's images are over the limits.
+        An image whose header cannot be read is left to the decoder to refuse."""
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height, mode = image.width, image.height, image.mode
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return
+        self.pixels += width * height
+        self.bytes += width * height * max(_MODE_BYTES.get(mode, 4), 3)  # and its RGB copy
+        if self.pixels > MAX_REQUEST_PIXELS or self.bytes > MAX_REQUEST_DECODED_BYTES:
+            raise bad_request(
+                f"'{param}': the request's images are too large together ({width}x{height} "
+                f"{mode} brings them to {self.pixels / 1e6:.1f} megapixels, "
+                f"{self.bytes / 2**20:.0f} MiB decoded; at most "
+                f"{MAX_REQUEST_PIXELS // 1_000_000} megapixels and "
+                f"{MAX_REQUEST_DECODED_BYTES // 2**20} MiB per request): downscale them first",
+                param=param,
+                code="image_too_large",
+            )

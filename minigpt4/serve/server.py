@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from minigpt4.serve.batcher import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S
+from minigpt4.serve.hosts import default_allowed_hosts
 
 logger = logging.getLogger("minigpt4.serve")
 
@@ -60,6 +61,23 @@ def add_api_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_MAX_WAIT_S * 1000:g} ms; a request to an idle server does not wait)",
     )
     parser.add_argument("--model-name", default=None, help="served model name (default: derived)")
+    parser.add_argument(
+        "--allowed-hosts",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="without an API key, also answer requests whose Host header names these "
+        "(default: only localhost, 127.0.0.1, ::1 and the --host address; * allows any)",
+    )
+
+
+def check_api_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse an empty API key: no client can send one, so every request would be refused."""
+    if args.api_key is not None and not args.api_key.strip():
+        parser.error(
+            f"the API key is empty (--api-key or ${API_KEY_ENV}): set a key, or unset "
+            f"{API_KEY_ENV} to serve without one"
+        )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -79,11 +97,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.max_batch_size < 1 or args.batch_wait_ms < 0:
         parser.error("--max-batch-size must be >= 1 and --batch-wait-ms >= 0")
+    check_api_arguments(parser, args)
     return args
 
 
-def api_app(chat: Any, args: argparse.Namespace) -> Any:
-    """The API app over ``chat`` with the options of :func:`add_api_arguments`."""
+def api_app(chat: Any, args: argparse.Namespace, host: str) -> Any:
+    """The API app over ``chat`` with the options of :func:`add_api_arguments`, bound to
+    ``host``."""
     from minigpt4.serve.app import create_app
 
     name = args.model_name or model_name(chat.model.config)
@@ -101,6 +121,7 @@ def api_app(chat: Any, args: argparse.Namespace) -> Any:
         allow_remote_images=args.allow_remote_images,
         max_batch_size=args.max_batch_size,
         max_wait_s=args.batch_wait_ms / 1000,
+        allowed_hosts=default_allowed_hosts(host, args.allowed_hosts),
     )
 
 
@@ -155,7 +176,7 @@ def run_with_demo(chat: Any, demo: Any, args: argparse.Namespace, host: str, por
     on one loaded model (``demo.py --api``)."""
     import gradio as gr
 
-    app = api_app(chat, args)
+    app = api_app(chat, args, host)
     gr.mount_gradio_app(app, demo, path="/", server_name=host, server_port=port)
     logger.info("Running on local URL:  http://%s:%d (OpenAI API under /v1)", host, port)
     run(app, host, port)
@@ -173,4 +194,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     device = loading.resolve_device(args.device, args.gpu_id)
     chat = loading.build_chat(Config(args), device, args.gpu_id)
-    run(api_app(chat, args), args.host, args.port, sock)
+    run(api_app(chat, args, args.host), args.host, args.port, sock)
