@@ -42,6 +42,7 @@ from minigpt4.serve.batcher import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S, B
 from minigpt4.serve.errors import APIError, bad_request, install_handlers
 from minigpt4.serve.hosts import LOOPBACK_NAMES, HostAllowList
 from minigpt4.serve.messages import Plan, build_prompt, plan_conversation
+from minigpt4.serve.slow_clients import DEFAULT_READ_TIMEOUT_S, read_body
 from minigpt4.serve.streaming import AnswerStream, final_text
 
 logger = logging.getLogger(__name__)
@@ -137,12 +138,15 @@ class Server:
         """Fetch and decode the images; the Chat's prompt, the processed images and the context
         length (text tokens and image embeddings)."""
         budget = images.ImageBudget()
-        for turn in plan.turns:
-            if turn.image_url is not None:
-                param = turn.image_param
-                data = images.image_bytes(turn.image_url, param, self.allow_remote_images)
-                budget.spend(data, param)
-                turn.image = images.decode_image(data, param)
+        encoded = [
+            (turn, images.image_bytes(turn.image_url, turn.image_param, self.allow_remote_images))
+            for turn in plan.turns
+            if turn.image_url is not None
+        ]
+        for turn, data in encoded:  # every header before any image is decoded
+            budget.spend(data, turn.image_param)
+        for turn, data in encoded:
+            turn.image = images.decode_image(data, turn.image_param)
         prompt, pixels = build_prompt(self.chat, plan)
         for turn in plan.turns:
             turn.image = None  # processed: the decoded pixels can go
@@ -202,8 +206,9 @@ def settings_for(
         raise bad_request(str(err)) from None
 
 
-async def read_json(request: Request) -> Any:
-    """The request body as JSON: at most :data:`MAX_BODY_BYTES`, else a 413; bad JSON a 400."""
+async def read_json(request: Request, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> Any:
+    """The request body as JSON: at most :data:`MAX_BODY_BYTES`, else a 413; within
+    ``timeout_s``, else a 408; bad JSON a 400."""
     declared = request.headers.get("content-length", "")
     too_large = APIError(
         HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -214,7 +219,7 @@ async def read_json(request: Request) -> Any:
         raise too_large
     body = bytearray()
     try:
-        async for piece in request.stream():
+        async for piece in read_body(request.stream(), timeout_s):
             body += piece
             if len(body) > MAX_BODY_BYTES:
                 raise too_large
@@ -335,11 +340,13 @@ def create_app(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     max_wait_s: float = DEFAULT_MAX_WAIT_S,
     allowed_hosts: list[str] | None = None,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
 ) -> FastAPI:
     """The API over ``chat`` (see the module docstring); the batcher runs while the app does.
 
     Without ``api_key`` the Host header must name one of ``allowed_hosts`` (default: the
-    loopback names; :mod:`minigpt4.serve.hosts`)."""
+    loopback names; :mod:`minigpt4.serve.hosts`); a body must arrive within
+    ``read_timeout_s``."""
     batcher = Batcher(chat.model, max_batch_size, max_wait_s)
     server = Server(chat, model_name, api_key, allow_remote_images, batcher)
 
@@ -385,7 +392,7 @@ def create_app(
 
     @v1.post("/chat/completions")
     async def chat_completions(request: Request) -> Any:
-        req = protocol.parse_request(await read_json(request))
+        req = protocol.parse_request(await read_json(request, read_timeout_s))
         return await (stream(server, req) if req.stream else complete(server, req, request))
 
     app.include_router(v1)

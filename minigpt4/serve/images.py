@@ -121,14 +121,16 @@ def _fetch_once(url: str, deadline: float) -> tuple[int, str | None, bytes]:
     if left <= 0:
         raise TimeoutError
     conn = kind(parts.hostname, parts.port, timeout=min(left, FETCH_TIMEOUT_S))
+    conn.connect()  # bounded by the per-read timeout, which is within the deadline
+    sock = conn.sock  # kept: a response that closes the connection takes it from conn
     expired = threading.Event()
 
     def cut_off() -> None:
         expired.set()
-        with contextlib.suppress(OSError, AttributeError):
-            conn.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
-    timer = threading.Timer(left, cut_off)
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), cut_off)
     timer.start()
     try:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -139,6 +141,8 @@ def _fetch_once(url: str, deadline: float) -> tuple[int, str | None, bytes]:
         body = bytearray()
         while len(body) <= MAX_IMAGE_BYTES and (piece := resp.read1(65536)):
             body += piece
+        if expired.is_set():  # the shut socket reads as the end of the body
+            raise TimeoutError
         return resp.status, None, bytes(body)
     except (OSError, http.client.HTTPException):
         if expired.is_set():
@@ -188,7 +192,7 @@ class ImageBudget:
         if self.pixels > MAX_REQUEST_PIXELS or self.bytes > MAX_REQUEST_DECODED_BYTES:
             raise bad_request(
                 f"'{param}': the request's images are too large together ({width}x{height} "
-                f"{mode} brings them to {self.pixels / 1e6:.1f} megapixels, "
+                f"{mode} brings them to {self.pixels / 1e6:.0f} megapixels, "
                 f"{self.bytes / 2**20:.0f} MiB decoded; at most "
                 f"{MAX_REQUEST_PIXELS // 1_000_000} megapixels and "
                 f"{MAX_REQUEST_DECODED_BYTES // 2**20} MiB per request): downscale them first",

@@ -17,6 +17,7 @@ from typing import Any
 
 from minigpt4.serve.batcher import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S
 from minigpt4.serve.hosts import default_allowed_hosts
+from minigpt4.serve.slow_clients import DEFAULT_READ_TIMEOUT_S, header_timeout_protocol
 
 logger = logging.getLogger("minigpt4.serve")
 
@@ -70,9 +71,21 @@ def add_api_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: only localhost, 127.0.0.1, ::1 and the --host address; * allows any)",
     )
 
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=DEFAULT_READ_TIMEOUT_S,
+        metavar="SECONDS",
+        help="a request's headers, and then its body, must arrive within this many seconds "
+        f"(default {DEFAULT_READ_TIMEOUT_S:g}); slower clients are cut off",
+    )
+
 
 def check_api_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse an empty API key: no client can send one, so every request would be refused."""
+    """Refuse an empty API key (no client can send one, so every request would be refused) and
+    a read timeout that is not positive."""
+    if not args.read_timeout > 0:
+        parser.error(f"--read-timeout must be > 0 seconds, not {args.read_timeout}")
     if args.api_key is not None and not args.api_key.strip():
         parser.error(
             f"the API key is empty (--api-key or ${API_KEY_ENV}): set a key, or unset "
@@ -122,6 +135,7 @@ def api_app(chat: Any, args: argparse.Namespace, host: str) -> Any:
         max_batch_size=args.max_batch_size,
         max_wait_s=args.batch_wait_ms / 1000,
         allowed_hosts=default_allowed_hosts(host, args.allowed_hosts),
+        read_timeout_s=args.read_timeout,
     )
 
 
@@ -144,7 +158,13 @@ def bind(host: str, port: int) -> socket.socket:
         ) from err
 
 
-def run(app: Any, host: str, port: int, sock: socket.socket | None = None) -> None:
+def run(
+    app: Any,
+    host: str,
+    port: int,
+    sock: socket.socket | None = None,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+) -> None:
     """Serve ``app`` with uvicorn until interrupted (on ``sock`` if given, from :func:`bind`).
 
     A mounted gradio app keeps a heartbeat stream open per browser tab until its ``stop_event``
@@ -164,7 +184,12 @@ def run(app: Any, host: str, port: int, sock: socket.socket | None = None) -> No
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        http=header_timeout_protocol(read_timeout_s),
     )
     if sock is not None:  # uvicorn announces only the sockets it binds itself
         logger.info("Running on http://%s:%d (OpenAI API under /v1)", host, port)
@@ -179,7 +204,7 @@ def run_with_demo(chat: Any, demo: Any, args: argparse.Namespace, host: str, por
     app = api_app(chat, args, host)
     gr.mount_gradio_app(app, demo, path="/", server_name=host, server_port=port)
     logger.info("Running on local URL:  http://%s:%d (OpenAI API under /v1)", host, port)
-    run(app, host, port)
+    run(app, host, port, read_timeout_s=args.read_timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -194,4 +219,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     device = loading.resolve_device(args.device, args.gpu_id)
     chat = loading.build_chat(Config(args), device, args.gpu_id)
-    run(api_app(chat, args, args.host), args.host, args.port, sock)
+    run(api_app(chat, args, args.host), args.host, args.port, sock, args.read_timeout)
