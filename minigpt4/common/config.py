@@ -142,12 +142,26 @@ class Config:
 
     @staticmethod
     def _check_sections(config: DictConfig, source: str) -> None:
+        """Known section names, each a mapping of keys; the model's names are strings."""
         for key in config:
             if key not in TOP_LEVEL_SECTIONS:
                 hint = nearest(key, TOP_LEVEL_SECTIONS)
                 raise ConfigError(
                     f"{source}: unknown top-level section '{key}'.{hint}"
                     f" Valid sections: {', '.join(TOP_LEVEL_SECTIONS)}"
+                )
+            value = config[key]
+            if value is not None and not isinstance(value, DictConfig):
+                raise ConfigError(
+                    f"{source}: '{key}' = {value!r}: a section must be a mapping of keys (for "
+                    f"example {key}.KEY=VALUE with --options), not a single value"
+                )
+        for name in ("arch", "model_type"):
+            value = OmegaConf.select(config, f"model.{name}", default=None)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(
+                    f"{source}: model.{name} must be a name (a string such as mini_gpt4), not "
+                    f"{OmegaConf.to_container(value) if isinstance(value, DictConfig) else value!r}"
                 )
 
     @staticmethod

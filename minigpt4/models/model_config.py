@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import difflib
 import logging
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from minigpt4.common.config_fields import BadValue, Rule, base_kind, parse_value, plain
 from minigpt4.models.base_model import AUTOCAST_DTYPES
 from minigpt4.models.eva_vit import EvaVitConfig
 from minigpt4.models.qformer import QFormerConfig
@@ -28,6 +30,37 @@ BLIP2_FLANT5XXL_URL = LAVIS_URL + "blip2_pretrained_flant5xxl.pth"
 LLM_QUANTIZATIONS = (None, "8bit", "4bit")
 CPU_DTYPE_NAMES = ("bf16", "fp32")
 VIT_PRECISIONS = ("fp16", "fp32")
+
+
+# Bounds beyond the type, for the keys where a wrong number builds a broken model.
+FIELD_RULES = {
+    "image_size": Rule(minimum=1),
+    "drop_path_rate": Rule(minimum=0, below=1),
+    "num_query_token": Rule(minimum=1),
+    "max_txt_len": Rule(minimum=1),
+    "max_context_len": Rule(minimum=1),
+}
+_CHECKED_KINDS = (bool, int, float, str)
+
+
+def typed_values(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` converted to their fields' types (``"true"`` -> True, ``"8"`` -> 8) and checked
+    against :data:`FIELD_RULES`; every wrong one is reported at once, naming key and value
+    (``model.freeze_vit = 'maybe'``: a bool given as a word no longer counts as true)."""
+    hints = typing.get_type_hints(cls)
+    out, problems = dict(values), []
+    for key, value in values.items():
+        kinds = [a for a in typing.get_args(hints[key]) if a is not type(None)]
+        kind = base_kind(hints[key])
+        if kind not in _CHECKED_KINDS or len(kinds) > 1:
+            continue  # mappings, unions of kinds: checked by their own parsers
+        try:
+            out[key] = parse_value(value, hints[key], FIELD_RULES.get(key, Rule()))
+        except BadValue as err:
+            problems.append(f"model.{key} = {plain(value)!r}: {err}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return out
 
 
 def parse_device_8bit(value: Any) -> int | str:
@@ -138,7 +171,7 @@ class MiniGPT4Config:
             hint = f" (did you mean model.{close[0]}?)" if close else ""
             logger.warning("model.%s is not a MiniGPT-4 model key and is ignored%s", key, hint)
         given = {k: v for k, v in values.items() if k in known and v is not None}
-        merged = {**defaults, **given}
+        merged = {**defaults, **typed_values(cls, given)}
         merged["vit_config"] = EvaVitConfig.from_dict(
             merged.get("vit_config"), img_size=merged.get("image_size", cls.image_size)
         )
