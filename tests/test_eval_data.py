@@ -87,6 +87,9 @@ def test_mme_errors_name_the_file(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="neither category folders"):
         read_mme(tmp_path / "empty")
+    (tmp_path / "count" / "1.txt").write_bytes("Is it caf\xe9?\tYes\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"1\.txt:1: not UTF-8 text \(byte 0xe9 .*save the file"):
+        read_mme(tmp_path)
 
 
 def test_pope_lines(tmp_path):
@@ -110,6 +113,14 @@ def test_pope_lines(tmp_path):
     (data / "broken.jsonl").write_text('{"image": "x.jpg", "text": "?"}\n')
     with pytest.raises(ValueError, match=r"broken\.jsonl:1: .*missing \['label'\]"):
         read_pope(data, image_dir=tmp_path / "val2014")
+    for line, words in [
+        ("[1, 2]", "this one is an array"),
+        ("7", "this one is a number"),
+        ('{"image": 1, "text": "?", "label": "no"}', "image must be text"),
+    ]:
+        (data / "broken.jsonl").write_text(line + "\n")
+        with pytest.raises(ValueError, match=rf"broken\.jsonl:1: .*{words}"):
+            read_pope(data, image_dir=tmp_path / "val2014")
 
 
 def test_vqa_files(tmp_path):

@@ -37,3 +37,17 @@ def find_image(name: str, roots: list[Path], what: str) -> Path:
         f"{what}: image {name!r} not found (looked at {looked}); pass --image-dir with the folder "
         "that holds the benchmark's images"
     )
+
+
+def read_text(path: Path) -> str:
+    """The UTF-8 text of a benchmark file; a file in another encoding (a Latin-1 MME ``.txt``)
+    is an error naming the file and the first bad byte, not a bare UnicodeDecodeError."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+            f"{err.start}); save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None

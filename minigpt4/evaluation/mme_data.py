@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minigpt4.evaluation.items import Item, find_image
+from minigpt4.evaluation.items import Item, find_image, read_text
 from minigpt4.evaluation.mme import COGNITION, PERCEPTION
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -56,7 +56,7 @@ def _release_category(folder: Path, limit: int | None) -> list[Item]:
             raise FileNotFoundError(
                 f"{txt}: no image {txt.stem}{{{','.join(IMAGE_SUFFIXES)}}} in {image_dir}"
             )
-        lines = [ln for ln in txt.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        lines = [ln for ln in read_text(txt).splitlines() if ln.strip()]
         for k, line in enumerate(lines):
             question, answer = _split(line, txt, k + 1, 2)[:2]
             items.append(
@@ -78,7 +78,7 @@ def _eval_tool_category(txt: Path, image_dir: Path, limit: int | None) -> list[I
     items: list[Item] = []
     images: list[str] = []
     counts: dict[str, int] = {}
-    for number, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(txt).splitlines(), 1):
         if not line.strip():
             continue
         name, question, answer = _split(line, txt, number, 3)[:3]

@@ -12,15 +12,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from minigpt4.evaluation.items import Item, find_image
+from minigpt4.evaluation.items import Item, find_image, read_text
 
 SUFFIXES = (".json", ".jsonl")
 REQUIRED = ("image", "text", "label")
+JSON_KINDS = {list: "an array", int: "a number", float: "a number", str: "a string"}
+JSON_KINDS.update({bool: "true or false", type(None): "null"})
 
 
 def _read_file(path: Path, roots: list[Path], limit: int | None) -> list[Item]:
     items: list[Item] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         if limit is not None and len(items) >= limit:
@@ -29,9 +31,17 @@ def _read_file(path: Path, roots: list[Path], limit: int | None) -> list[Item]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{number}: not a JSON line ({err})") from err
+        if not isinstance(record, dict):
+            raise ValueError(
+                f"{path}:{number}: a POPE line is a JSON object with {', '.join(REQUIRED)}; "
+                f"this one is {JSON_KINDS.get(type(record), 'something else')}"
+            )
         missing = [k for k in REQUIRED if k not in record]
         if missing:
             raise ValueError(f"{path}:{number}: POPE lines need {REQUIRED}; missing {missing}")
+        wrong = [k for k in REQUIRED if not isinstance(record[k], str)]
+        if wrong:
+            raise ValueError(f"{path}:{number}: {', '.join(wrong)} must be text")
         qid = record.get("question_id", number)
         where = f"{path}:{number}"
         items.append(

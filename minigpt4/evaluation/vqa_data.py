@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from minigpt4.evaluation.items import Item, find_image
+from minigpt4.evaluation.items import Item, find_image, read_text
 
 
 def _one(data: Path, pattern: str) -> Path:
@@ -29,7 +29,7 @@ def _one(data: Path, pattern: str) -> Path:
 
 def _load(path: Path, key: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
