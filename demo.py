@@ -25,6 +25,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from minigpt4.common.cli import run_command  # noqa: E402
 from minigpt4.common.logger import setup_logger  # noqa: E402
 from minigpt4.conversation.chat import Chat  # noqa: E402
 from minigpt4.conversation.templates import Conversation  # noqa: E402
@@ -394,4 +395,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, "demo.py")

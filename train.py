@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,7 +15,8 @@ import torch
 import torch.backends.cudnn as cudnn
 
 from minigpt4.common import dist_utils
-from minigpt4.common.config import Config, ConfigError
+from minigpt4.common.cli import run_command
+from minigpt4.common.config import Config
 from minigpt4.common.logger import setup_logger
 from minigpt4.common.registry import registry
 from minigpt4.common.utils import now
@@ -73,7 +73,4 @@ def main(argv: Sequence[str] | None = None) -> RunnerBase:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ConfigError as err:  # the user's config is wrong: the message, not a traceback
-        sys.exit(f"train.py: {err}")
+    run_command(main, "train.py")

@@ -17,6 +17,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from minigpt4.common.cli import run_command
 from minigpt4.evaluation.benchmarks import BENCHMARKS
 
 DEFAULT_MAX_NEW_TOKENS = 64  # enough for the parsers, which read the first words only
@@ -80,4 +81,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, "python -m minigpt4.evaluate")

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from minigpt4.common.cli import run_command
 from minigpt4.common.logger import setup_logger
 from minigpt4.conversation.chat import Chat
 from minigpt4.models.generation import GenerationSettings
@@ -287,4 +288,4 @@ def _answer_all(
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, "python -m minigpt4.inference")

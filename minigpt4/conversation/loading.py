@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from minigpt4.common.cli import choose_threads
 from minigpt4.common.registry import registry
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ def build_model_and_processor(cfg: Any, device: str, gpu_id: int = 0) -> tuple[A
     model = model.to(device)
     model.eval()
     quantized.pack_4bit_for_cpu_inference(model.llama_model)
+    if device == "cpu":
+        choose_threads(sum(p.numel() for p in model.parameters()))
 
     proc_cfg = vis_processor_config(cfg.datasets_cfg)
     vis_processor = registry.get_processor_class(proc_cfg.name).from_config(proc_cfg)

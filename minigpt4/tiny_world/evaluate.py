@@ -132,4 +132,6 @@ def main(argv: Sequence[str] | None = None) -> Result:
 
 
 if __name__ == "__main__":
-    main()
+    from minigpt4.common.cli import run_command
+
+    run_command(main, "python -m minigpt4.tiny_world.evaluate")
