@@ -94,11 +94,7 @@ class HFTokenizer(Tokenizer):
         return bool(self.hf.chat_template)
 
     def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
-        if not self.has_chat_template:
-            raise ValueError(
-                f"model.chat_template is 'tokenizer' but the tokenizer in {self.folder} has no "
-                "chat template; name a known template instead"
-            )
+        # load_tokenizer has checked that there is a template when the config asks for it
         return self.hf.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=add_generation_prompt
         )

@@ -133,7 +133,7 @@ class MiniGPT4Config:
                 )
             self.device = "cpu"  # the caller's way of saying where the model runs
         if not self.llama_model:
-            raise ValueError("model.llama_model is not set: point it at your Vicuna/LLaMA folder")
+            raise ValueError("model.llama_model is not set: point it at your LLM folder")
 
     def _check_llm_keys(self) -> None:
         """Validate (and make tuples of) the tokenizer and chat keys."""

@@ -104,7 +104,7 @@ class WeightSource:
         if self.holds_tokenizer and not self.is_llm_folder:
             return (
                 f"set {self.config_key} to a folder with the LLM's tokenizer ({TOKENIZER_FILE} "
-                "or tokenizer.json), or leave it empty to use model.llama_model's"
+                f"or {HF_TOKENIZER_FILE}), or leave it empty to use model.llama_model's"
             )
         if self.is_llm_folder:
             return (
@@ -704,11 +704,9 @@ def load_tokenizer(config: MiniGPT4Config) -> Tokenizer:
     return tokenizer
 
 
-def load_llm(
-    config: MiniGPT4Config, device_kind: str, dtype: torch.dtype
-) -> tuple[nn.Module, Tokenizer]:
-    """The causal LM of ``model.llama_model`` (every weight must fit its config.json) and its
-    tokenizer (:func:`load_tokenizer`)."""
+def load_llm(config: MiniGPT4Config, device_kind: str, dtype: torch.dtype) -> nn.Module:
+    """The causal LM of ``model.llama_model`` (every weight must fit its config.json); its
+    tokenizer is :func:`load_tokenizer`'s."""
     quantized.quiet_bitsandbytes(cpu_int8=config.quantization == "8bit" and device_kind != "cuda")
     from transformers import AutoModelForCausalLM
 
@@ -732,7 +730,7 @@ def load_llm(
         )
     if config.quantization == "4bit" and device_kind != "cuda":
         quantized.choose_4bit_cpu_kernels(llm)
-    return llm, load_tokenizer(config)
+    return llm
 
 
 # --- a whole model ----------------------------------------------------------------------------
@@ -779,6 +777,8 @@ def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
 
     allow = downloads_allowed(config.allow_download)
     preflight(config_sources(config), allow)
+    # A tokenizer that does not fit the config fails here, before any weights are read.
+    tokenizer = load_tokenizer(config)
     folder = resolve_path(config.llama_model)
     hidden = llm_hidden_size(folder)
     memory.check_fits(model_cls, config, run_device_kind(config), hidden, folder)
@@ -789,7 +789,7 @@ def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
 
     logger.info("Loading LLAMA")
     with _timed("LLM"):
-        model.attach_llm(*load_llm(config, model.device_kind, model.precision.llm))
+        model.attach_llm(load_llm(config, model.device_kind, model.precision.llm), tokenizer)
     logger.info("Loading LLAMA Done")
 
     if config.prompt_path:
