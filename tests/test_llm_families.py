@@ -285,3 +285,20 @@ def test_chat_template_tokenizer_needs_a_template_in_the_folder(folders, tmp_pat
     config_path.write_text(json.dumps(tokenizer_config))
     with pytest.raises(ValueError, match="has no chat template"):
         MiniGPT4.from_config(family_model_section("gpt_neox", folder))
+
+
+def test_a_family_can_use_a_known_template(folders, image):
+    """``chat_template: pretrain_vicuna`` on a Qwen tokenizer: v1's ``###`` conversation, its
+    stop word encoded by the BPE vocabulary."""
+    section = family_model_section("qwen2_5", folders["qwen2_5"], chat_template="pretrain_vicuna")
+    model = MiniGPT4.from_config(section).eval()
+    processor_cls = registry.get_processor_class("blip2_image_eval")
+    chat = Chat(model, processor_cls.from_config(OmegaConf.create({"image_size": 224})), "cpu")
+    assert chat.template.stop_words == ("###", "<|im_end|>")
+    assert chat.stop_rule.sequences
+    conv, img_list = chat.new_conversation(), []
+    chat.upload_img(image, conv, img_list)
+    chat.ask(QUESTION, conv)
+    text, _ = chat.answer(conv, img_list, max_new_tokens=4, do_sample=False)
+    assert conv.get_prompt().startswith(chat.template.conversation.system + "###Human: <Img>")
+    assert "###" not in text
