@@ -82,7 +82,10 @@ class HFTokenizer(Tokenizer):
     def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = False) -> str:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
-        return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        # An id past the last token (real embedding tables have spare rows, e.g. Qwen2.5's
+        # 152064 for 151665 tokens) is no text.
+        ids = [i for i in ids if 0 <= i < len(self)]
+        return self.hf.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def piece_to_id(self, piece: str) -> int | None:
         return self._vocab.get(piece, self.unk_token_id)
