@@ -112,3 +112,56 @@ def test_entry_point_help(script):
     )
     assert result.returncode == 0, result.stderr
     assert "--cfg-path" in result.stdout and "--options" in result.stdout
+
+
+# The LLM families shipped as configs, with their real transformers config sizes (Hugging Face
+# model cards): llama_proj must map into each one's hidden size.
+FAMILY_LLMS = {
+    "llama3": ("LlamaConfig", dict(hidden_size=4096, intermediate_size=14336,
+               num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+               vocab_size=128256)),
+    "qwen2_5": ("Qwen2Config", dict(hidden_size=3584, intermediate_size=18944,
+                num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                vocab_size=152064)),
+    "mistral": ("MistralConfig", dict(hidden_size=4096, intermediate_size=14336,
+                num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                vocab_size=32768)),
+}  # fmt: skip
+FAMILY_CONFIGS = [
+    (name, f"{kind}/minigpt4_{name}_{stage}.yaml")
+    for name in FAMILY_LLMS
+    for kind, stage in (
+        ("train_configs", "stage1_pretrain"),
+        ("train_configs", "stage2_finetune"),
+        ("eval_configs", "eval"),
+    )
+]
+
+
+@pytest.mark.parametrize(("name", "cfg_path"), FAMILY_CONFIGS)
+def test_family_config_builds_a_model_of_the_llms_width(name, cfg_path, monkeypatch):
+    """Each shipped family config is a valid MiniGPT4Config naming the tokenizer's own chat
+    template, and a model built from it (on the meta device) projects into that LLM's width."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    from minigpt4.common.registry import registry
+    from minigpt4.models.model_config import MiniGPT4Config
+    from minigpt4.models.model_section import complete_section
+
+    monkeypatch.chdir(REPO)
+    cfg = load(cfg_path)
+    model_cls = registry.get_model_class(cfg.model_cfg.arch)
+    config = MiniGPT4Config.from_cfg(complete_section(model_cls, cfg.model_cfg))
+    assert (config.tokenizer, config.chat_template) == ("auto", "tokenizer")
+    assert "/path/to/" in config.llama_model
+    if "stage2" in cfg_path or "eval" in cfg_path:
+        assert config.end_sym in config.stop_words or name == "mistral"
+        assert "{}" in config.prompt_template and config.max_txt_len == 160
+    class_name, sizes = FAMILY_LLMS[name]
+    with torch.device("meta"):
+        llm = AutoModelForCausalLM.from_config(getattr(transformers, class_name)(**sizes))
+        model = model_cls(config, llm.config.hidden_size)
+    assert model.llama_proj.out_features == sizes["hidden_size"]
+    assert model.llama_proj.in_features == config.qformer_config.hidden_size

@@ -35,16 +35,11 @@ import torch
 from PIL import Image
 from transformers import StoppingCriteriaList
 
+from minigpt4.conversation.model_template import template_for
 from minigpt4.conversation.stopping import criteria_of, split_criteria
-from minigpt4.conversation.templates import (
-    IMAGE_MESSAGE,
-    STOP_WORD,
-    ChatTemplate,
-    Conversation,
-    chat_template,
-)
+from minigpt4.conversation.templates import IMAGE_MESSAGE, ChatTemplate, Conversation
 from minigpt4.models.generation import GenerationSettings, StopRule
-from minigpt4.models.tokenizer import LlamaTokenizer
+from minigpt4.models.tokenizer_base import Tokenizer
 from minigpt4.processors.image_io import load_image
 
 logger = logging.getLogger(__name__)
@@ -55,13 +50,14 @@ TRUNCATION_WARNING = (
 )
 
 
-def stop_word_ids(tokenizer: LlamaTokenizer, word: str) -> list[list[int]]:
+def stop_word_ids(tokenizer: Tokenizer, word: str) -> list[list[int]]:
     """Every token-id sequence by which the LLM can write ``word``.
 
     The original listed two encodings of "###" for the LLaMA vocabulary: one piece ("###") and
     "##" + "#". Those are looked up as pieces; the encodings the tokenizer itself produces, for the
     word after other text and on its own (with SentencePiece's leading "▁"), are added. Sequences
-    containing the unknown token (a piece missing from the vocabulary) are left out.
+    containing the unknown token (a piece missing from the vocabulary; None for a vocabulary
+    without one) are left out.
     """
     candidates = [
         [tokenizer.piece_to_id(word)],
@@ -74,7 +70,8 @@ def stop_word_ids(tokenizer: LlamaTokenizer, word: str) -> list[list[int]]:
     candidates.append(tokenizer.encode(word))
     result: list[list[int]] = []
     for ids in candidates:
-        if ids and tokenizer.unk_token_id not in ids and ids not in result:
+        known = all(i is not None and i != tokenizer.unk_token_id for i in ids)
+        if ids and known and ids not in result:
             result.append(ids)
     if not result:
         raise ValueError(f"the tokenizer cannot encode the stop word {word!r}")
@@ -98,7 +95,8 @@ class Chat:
 
     ``vis_processor`` turns a PIL image into a [3, H, W] tensor; ``stopping_criteria`` (the
     original HEAD's argument) replaces the template's stop words; ``template`` defaults to the
-    one of the model's ``model_type``.
+    model's (:func:`~minigpt4.conversation.model_template.template_for`: ``model.chat_template``,
+    else the one of ``model_type``).
     """
 
     def __init__(
@@ -112,7 +110,7 @@ class Chat:
         self.device = device
         self.model = model
         self.vis_processor = vis_processor
-        self.template = template or chat_template(model.config.model_type)
+        self.template = template or template_for(model)
         if stopping_criteria is None:
             tokenizer = model.llama_tokenizer
             words = self.template.stop_words
@@ -255,14 +253,19 @@ class Chat:
         return truncate(embs, settings.max_new_tokens, settings.max_length)
 
     def decode_answer(self, token_ids: torch.Tensor | Sequence[int]) -> str:
-        """The original's post-processing: text before the first "###", after "Assistant:"."""
+        """The original's post-processing: text before the first stop word ("###"), after the
+        last "Assistant:" (the template's ``stop_words`` and ``answer_after``)."""
         ids = token_ids.tolist() if isinstance(token_ids, torch.Tensor) else list(token_ids)
         tokenizer = self.model.llama_tokenizer
         end_ids = set(self.stop_rule.end_ids) | {tokenizer.pad_token_id}
         while ids and ids[-1] in end_ids:  # end of sequence / padding of rows that ended early
             ids.pop()
         text = tokenizer.decode(ids, skip_special_tokens=self.template.skip_special_tokens)
-        return text.split(STOP_WORD)[0].split("Assistant:")[-1].strip()
+        for word in self.template.stop_words:
+            text = text.split(word)[0]
+        if self.template.answer_after:
+            text = text.split(self.template.answer_after)[-1]
+        return text.strip()
 
     # --- answers ---------------------------------------------------------------------------------
 

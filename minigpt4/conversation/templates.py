@@ -147,13 +147,16 @@ class ChatTemplate:
     """Everything model-type specific about chatting with a model.
 
     ``settings``: the original ``Chat.answer``'s defaults for this model; ``stop_words``: text
-    that ends an answer; ``skip_special_tokens``: how answers are decoded.
+    that ends an answer (and where its decoded text is cut); ``skip_special_tokens``: how
+    answers are decoded; ``answer_after``: the original's post-processing keeps the text after
+    the last occurrence of this string (None: the whole answer).
     """
 
     conversation: Conversation
     settings: GenerationSettings = GenerationSettings()
     stop_words: tuple[str, ...] = (STOP_WORD,)
     skip_special_tokens: bool = False
+    answer_after: str | None = "Assistant:"
 
 
 # The original HEAD's Chat: repetition penalty 1.05, special tokens skipped when decoding.

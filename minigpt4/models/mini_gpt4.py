@@ -1,4 +1,4 @@
-"""MiniGPT-4: frozen EVA ViT-g (+ Q-Former), one trainable Linear, a frozen LLaMA-family LLM.
+"""MiniGPT-4: frozen EVA ViT-g (+ Q-Former), one trainable Linear, a frozen causal LLM.
 
 The model owns the math: it turns images into LLM input tokens (:meth:`MiniGPT4.encode_img`),
 a prompt with image placeholders plus image embeddings into LLM inputs (training:
@@ -37,7 +37,7 @@ from minigpt4.models.precision import Precision, materialize, run_device_kind
 from minigpt4.models.projection import grouped_patches, image_feature_width, qformer_queries
 from minigpt4.models.prompt import IGNORE_INDEX
 from minigpt4.models.qformer import build_qformer
-from minigpt4.models.tokenizer import LlamaTokenizer
+from minigpt4.models.tokenizer_base import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class MiniGPT4(BaseModel):
                 freeze(self.Qformer)
                 self.query_tokens.requires_grad = False
         self.register_module("llama_model", None)  # keeps the original's module order
-        self.llama_tokenizer: LlamaTokenizer | None = None
+        self.llama_tokenizer: Tokenizer | None = None
         width = image_feature_width(
             config.has_qformer, vit.embed_dim, config.qformer_config.hidden_size
         )
@@ -110,7 +110,7 @@ class MiniGPT4(BaseModel):
             part.reset_parameters()
         return model
 
-    def attach_llm(self, llm: nn.Module, tokenizer: LlamaTokenizer) -> None:
+    def attach_llm(self, llm: nn.Module, tokenizer: Tokenizer) -> None:
         """Set the (frozen) LLM and its tokenizer."""
         if llm.config.hidden_size != self.llama_proj.out_features:
             raise ValueError(
@@ -293,8 +293,9 @@ class MiniGPT4(BaseModel):
 
     @property
     def end_token_ids(self) -> frozenset[int]:
-        """Token ids that end an answer: the tokenizer's and the LLM's end-of-sequence ids."""
-        ids = {self.llama_tokenizer.eos_token_id}
+        """Token ids that end an answer: the tokenizer's and the LLM's end-of-sequence ids and
+        the config's ``stop_token_ids`` (e.g. Llama-3's ``<|eot_id|>``)."""
+        ids = {self.llama_tokenizer.eos_token_id, *self.config.stop_token_ids}
         configured = getattr(self.llama_model.generation_config, "eos_token_id", None)
         if configured is not None:
             ids |= set(configured) if isinstance(configured, list) else {configured}

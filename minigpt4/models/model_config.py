@@ -30,6 +30,12 @@ BLIP2_FLANT5XXL_URL = LAVIS_URL + "blip2_pretrained_flant5xxl.pth"
 LLM_QUANTIZATIONS = (None, "8bit", "4bit")
 CPU_DTYPE_NAMES = ("bf16", "fp32")
 VIT_PRECISIONS = ("fp16", "fp32")
+# How the LLM folder's tokenizer is read: the original's exact SentencePiece LLaMA tokenizer, or
+# transformers' AutoTokenizer (any other family); unset: SentencePiece when there is a
+# tokenizer.model (LLaMA/Vicuna), AutoTokenizer otherwise.
+TOKENIZER_KINDS = (None, "sentencepiece", "auto")
+# model.chat_template value meaning "the tokenizer's own chat template".
+TOKENIZER_CHAT_TEMPLATE = "tokenizer"
 
 
 # Bounds beyond the type, for the keys where a wrong number builds a broken model.
@@ -101,7 +107,15 @@ class MiniGPT4Config:
     qformer_config: QFormerConfig = field(default_factory=QFormerConfig)
     # LLM
     llama_model: str = ""
-    pad_token: str | None = None  # None: the end-of-sequence token
+    pad_token: str | None = None  # None: the tokenizer's, else the end-of-sequence token
+    # the LLM's tokenizer and chat (README "Adding an LLM"); unset: the LLaMA/Vicuna behaviour
+    tokenizer: str | None = None  # TOKENIZER_KINDS
+    tokenizer_path: str = ""  # a folder holding the tokenizer; "": the llama_model folder
+    bos_token: str | None = None  # None: the tokenizer's; "": no BOS (auto tokenizers)
+    eos_token: str | None = None  # None: the tokenizer's (auto tokenizers)
+    chat_template: str | None = None  # a known template name, "tokenizer", None: by model_type
+    stop_words: tuple[str, ...] = ()  # text that also ends an answer
+    stop_token_ids: tuple[int, ...] = ()  # token ids that also end an answer
     low_resource: bool = False
     # the GPU a quantized LLM is placed on: an index, "cuda:N" or "cpu" (as callers pass it)
     device_8bit: int | str = 0
@@ -142,6 +156,7 @@ class MiniGPT4Config:
         for key, ok, rule in checks:
             if not ok:
                 raise ValueError(f"model.{key} {rule}; got {getattr(self, key)!r}")
+        self._check_llm_keys()
         self.device_8bit = parse_device_8bit(self.device_8bit)
         if self.device_8bit == "cpu":
             if str(self.device or "cpu").startswith("cuda"):
@@ -151,7 +166,32 @@ class MiniGPT4Config:
                 )
             self.device = "cpu"  # the caller's way of saying where the model runs
         if not self.llama_model:
-            raise ValueError("model.llama_model is not set: point it at your Vicuna/LLaMA folder")
+            raise ValueError("model.llama_model is not set: point it at your LLM folder")
+
+    def _check_llm_keys(self) -> None:
+        """Validate (and make tuples of) the tokenizer and chat keys."""
+        from minigpt4.conversation.templates import CHAT_TEMPLATES
+
+        if self.tokenizer not in TOKENIZER_KINDS:
+            raise ValueError(
+                f"model.tokenizer must be null, 'sentencepiece' or 'auto'; got {self.tokenizer!r}"
+            )
+        known = sorted(CHAT_TEMPLATES) + [TOKENIZER_CHAT_TEMPLATE]
+        if self.chat_template is not None and self.chat_template not in known:
+            raise ValueError(
+                f"model.chat_template must be null (chosen by model_type), one of {known}; got "
+                f"{self.chat_template!r}"
+            )
+        words = self.stop_words
+        if isinstance(words, str) or not all(isinstance(w, str) and w for w in words):
+            raise ValueError(f"model.stop_words must be a list of non-empty strings; got {words!r}")
+        ids = self.stop_token_ids
+        if isinstance(ids, (str, int)) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids
+        ):
+            raise ValueError(f"model.stop_token_ids must be a list of token ids; got {ids!r}")
+        self.stop_words = tuple(words)
+        self.stop_token_ids = tuple(ids)
 
     @property
     def quantization(self) -> str | None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from minigpt4.common.utils import resolve_path
-from minigpt4.models.tokenizer import LlamaTokenizer
+from minigpt4.models.tokenizer_base import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ IGNORE_INDEX = -100
 Embed = Callable[[torch.Tensor], torch.Tensor]  # token ids [..., T] -> embeddings [..., T, H]
 
 
-def segment_ids(tokenizer: LlamaTokenizer, prompt: str) -> list[list[int]]:
-    """Token ids of the text around each image placeholder; BOS starts the first segment only."""
+def segment_ids(tokenizer: Tokenizer, prompt: str) -> list[list[int]]:
+    """Token ids of the text around each image placeholder; BOS (if the tokenizer has one)
+    starts the first segment only."""
     segments = prompt.split(IMAGE_PLACEHOLDER)
     return [tokenizer.encode(seg, add_bos=(i == 0)) for i, seg in enumerate(segments)]
 
@@ -43,7 +44,7 @@ def _embed_ids(embed: Embed, ids: Sequence[int], device: torch.device) -> torch.
 
 
 def context_embeddings(
-    tokenizer: LlamaTokenizer, embed: Embed, prompt: str, images: Sequence[torch.Tensor]
+    tokenizer: Tokenizer, embed: Embed, prompt: str, images: Sequence[torch.Tensor]
 ) -> torch.Tensor:
     """Embeddings [1, L, H] of ``prompt`` with ``images[i]`` ([1, Q, H]) at placeholder i."""
     seg_ids = segment_ids(tokenizer, prompt)
@@ -69,7 +70,7 @@ def _split_once(prompt: str) -> tuple[str, str]:
 
 
 def wrap_prompts(
-    tokenizer: LlamaTokenizer,
+    tokenizer: Tokenizer,
     embed: Embed,
     img_embeds: torch.Tensor,
     prompts: Sequence[str],
@@ -112,26 +113,28 @@ def training_inputs(
     answer_ids: torch.Tensor,
     answer_mask: torch.Tensor,
     embed: Embed,
-    bos_id: int,
+    bos_id: int | None,
     pad_id: int,
 ) -> dict[str, torch.Tensor]:
     """``inputs_embeds``, ``attention_mask`` and ``labels`` of the training forward.
 
     Per row: [BOS][prompt (cond_mask ones)][answer ids, right-padded][prompt padding]; labels are
-    the answer ids except pad ids, -100 everywhere else.
+    the answer ids except pad ids, -100 everywhere else. ``bos_id`` None (a tokenizer without
+    BOS, e.g. Qwen): the row starts with the prompt.
     """
     device = cond.device
     answer_embeds = embed(answer_ids)
     targets = answer_ids.masked_fill(answer_ids == pad_id, IGNORE_INDEX)
-    bos_embed = _embed_ids(embed, [bos_id], device)[0]
-    one = torch.ones(1, dtype=cond_mask.dtype, device=device)
+    bos = [] if bos_id is None else [bos_id]
+    bos_embed = _embed_ids(embed, bos, device)[0]
+    one = torch.ones(len(bos), dtype=cond_mask.dtype, device=device)
     embeds, masks, labels = [], [], []
     for i in range(cond.shape[0]):
         n = int(cond_mask[i].sum())
         rest = cond.shape[1] - n
         embeds.append(torch.cat([bos_embed, cond[i, :n], answer_embeds[i], cond[i, n:]]))
         masks.append(torch.cat([one, cond_mask[i, :n], answer_mask[i], cond_mask[i, n:]]))
-        ignored = torch.full((1 + n,), IGNORE_INDEX, dtype=torch.long, device=device)
+        ignored = torch.full((len(bos) + n,), IGNORE_INDEX, dtype=torch.long, device=device)
         tail = torch.full((rest,), IGNORE_INDEX, dtype=torch.long, device=device)
         labels.append(torch.cat([ignored, targets[i], tail]))
     return {

@@ -19,10 +19,12 @@ from collections.abc import Sequence
 import sentencepiece as spm
 import torch
 
+from minigpt4.models.tokenizer_base import Tokenizer
+
 TOKENIZER_FILE = "tokenizer.model"
 
 
-class LlamaTokenizer:
+class LlamaTokenizer(Tokenizer):
     """SentencePiece LLaMA tokenizer with the slow transformers tokenizer's behaviour.
 
     ``pad_token`` is a piece of the vocabulary (``None``: the end-of-sequence token, as in
@@ -75,20 +77,6 @@ class LlamaTokenizer:
     def piece_to_id(self, piece: str) -> int:
         """Id of one vocabulary piece (the unknown id when it is not in the vocabulary)."""
         return self.sp.piece_to_id(piece)
-
-    def pad_batch(
-        self, texts: Sequence[str], max_length: int, device: torch.device | str = "cpu"
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ids [B, T] and mask [B, T] of ``texts``: no BOS, each cut to ``max_length`` tokens,
-        right-padded with the pad id to the longest row (``padding="longest"``)."""
-        rows = [self.encode(t)[:max_length] for t in texts]
-        width = max((len(r) for r in rows), default=0)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
-        return ids.to(device), mask.to(device)
 
     def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = False) -> str:
         """Text of ``ids``: special pieces verbatim (or dropped), the rest through SentencePiece."""

@@ -36,7 +36,8 @@ from torch import nn
 from minigpt4.common.checkpoint_files import CheckpointError, atomic_torch_save, torch_load_safely
 from minigpt4.common.utils import is_url, resolve_path
 from minigpt4.models import memory, quantized
-from minigpt4.models.model_config import MiniGPT4Config
+from minigpt4.models.hf_tokenizer import HFTokenizer
+from minigpt4.models.model_config import TOKENIZER_CHAT_TEMPLATE, MiniGPT4Config
 from minigpt4.models.precision import run_device_kind
 from minigpt4.models.qformer import (
     BERT_BASE_MAX_POSITIONS,
@@ -45,6 +46,7 @@ from minigpt4.models.qformer import (
     ours_to_lavis,
 )
 from minigpt4.models.tokenizer import TOKENIZER_FILE, LlamaTokenizer
+from minigpt4.models.tokenizer_base import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ BLIP2_PARTS = ("query_tokens", "ln_vision.", "Qformer.")
 LLAMA_PROJ_KEYS = ("llama_proj.weight", "llama_proj.bias")
 # Known LLaMA widths, to say "13B" rather than "5120" when a checkpoint does not fit.
 LLM_SIZE_BY_HIDDEN = {2560: "3B", 4096: "7B", 5120: "13B", 6656: "33B", 8192: "65B/70B"}
+
+HF_TOKENIZER_FILE = "tokenizer.json"
+HF_TOKENIZER_CONFIG = "tokenizer_config.json"
 
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
@@ -79,11 +84,16 @@ class WeightSource:
     path: str
     url: str | None = None
     is_llm_folder: bool = False
+    # a folder that must hold a tokenizer of this kind (model.tokenizer; None: not a tokenizer)
+    tokenizer: str | None = None
+    holds_tokenizer: bool = False
 
     def problem(self) -> str | None:
         """Why this source cannot be used right now, or None when it is in place."""
-        if self.is_llm_folder:
-            return _llm_folder_problem(self.path)
+        if self.is_llm_folder or self.holds_tokenizer:
+            return _folder_problem(
+                self.path, self.is_llm_folder, self.holds_tokenizer, self.tokenizer
+            )
         if os.path.isfile(self.path):
             return None
         if os.path.isdir(self.path):
@@ -91,10 +101,16 @@ class WeightSource:
         return "not found"
 
     def describe_fix(self) -> str:
+        if self.holds_tokenizer and not self.is_llm_folder:
+            return (
+                f"set {self.config_key} to a folder with the LLM's tokenizer ({TOKENIZER_FILE} "
+                f"or {HF_TOKENIZER_FILE}), or leave it empty to use model.llama_model's"
+            )
         if self.is_llm_folder:
             return (
-                f"set {self.config_key} to a Hugging Face LLaMA/Vicuna folder (config.json, "
-                f"weights and {TOKENIZER_FILE}), e.g. with --options "
+                f"set {self.config_key} to a Hugging Face causal-LM folder (config.json, "
+                f"weights and a tokenizer: {TOKENIZER_FILE} for LLaMA/Vicuna, tokenizer.json "
+                "for other families), e.g. with --options "
                 f"{self.config_key}=/path/to/vicuna (Meta's original checkpoints must first be "
                 "converted with transformers' convert_llama_weights_to_hf.py, and Vicuna v0 "
                 "deltas applied with FastChat's apply_delta)"
@@ -124,12 +140,36 @@ def weight_source(config_key: str, value: str, is_llm_folder: bool = False) -> W
     return WeightSource(config_key, value, resolve_path(value), is_llm_folder=is_llm_folder)
 
 
+def llm_sources(config: MiniGPT4Config) -> list[WeightSource]:
+    """The LLM folder and, where the tokenizer is elsewhere (``model.tokenizer_path``), that
+    folder; whichever holds the tokenizer is checked for one of ``model.tokenizer``'s kind."""
+    llm = WeightSource(
+        "model.llama_model",
+        config.llama_model,
+        resolve_path(config.llama_model),
+        is_llm_folder=True,
+        tokenizer=config.tokenizer,
+        holds_tokenizer=not config.tokenizer_path,
+    )
+    if not config.tokenizer_path:
+        return [llm]
+    path = resolve_path(config.tokenizer_path)
+    own = WeightSource(
+        "model.tokenizer_path",
+        config.tokenizer_path,
+        path,
+        tokenizer=config.tokenizer,
+        holds_tokenizer=True,
+    )
+    return [llm, own]
+
+
 def config_sources(config: MiniGPT4Config) -> list[WeightSource]:
     """Every file the config needs: ViT, Q-Former (if used), LLM folder, checkpoint, prompts."""
     sources = [weight_source("model.vit_model_path", config.vit_model_path)]
     if config.has_qformer:
         sources.append(weight_source("model.q_former_model", config.q_former_model))
-    sources.append(weight_source("model.llama_model", config.llama_model, is_llm_folder=True))
+    sources += llm_sources(config)
     if config.ckpt:
         sources.append(weight_source("model.ckpt", config.ckpt))
     if config.prompt_path:
@@ -176,19 +216,42 @@ def fetch(source: WeightSource, allow_download: bool = False) -> str:
     raise AssertionError("preflight raises for a source with a problem")
 
 
-def _llm_folder_problem(path: str) -> str | None:
+def tokenizer_kind(folder: str, configured: str | None) -> str | None:
+    """``model.tokenizer`` or, unset, what the folder holds: ``sentencepiece`` for a
+    ``tokenizer.model`` (LLaMA/Vicuna: the original's exact tokenizer), ``auto`` for a
+    ``tokenizer.json``; None when it holds neither."""
+    if configured is not None:
+        return configured
+    if os.path.isfile(os.path.join(folder, TOKENIZER_FILE)):
+        return "sentencepiece"
+    if os.path.isfile(os.path.join(folder, HF_TOKENIZER_FILE)):
+        return "auto"
+    return None
+
+
+def _tokenizer_lack(names: set[str], kind: str | None) -> str | None:
+    if kind == "sentencepiece" and TOKENIZER_FILE not in names:
+        return f"the SentencePiece tokenizer ({TOKENIZER_FILE}; model.tokenizer: sentencepiece)"
+    if kind == "auto" and not names & {HF_TOKENIZER_FILE, HF_TOKENIZER_CONFIG, TOKENIZER_FILE}:
+        return f"a tokenizer ({HF_TOKENIZER_FILE} or {HF_TOKENIZER_CONFIG}; model.tokenizer: auto)"
+    if kind is None and not names & {HF_TOKENIZER_FILE, TOKENIZER_FILE}:
+        return f"a tokenizer ({TOKENIZER_FILE} for LLaMA/Vicuna, or {HF_TOKENIZER_FILE})"
+    return None
+
+
+def _folder_problem(path: str, llm: bool, tokenizer: bool, kind: str | None) -> str | None:
     if not os.path.isdir(path):
         return "not found" if not os.path.exists(path) else "not a folder"
     names = set(os.listdir(path))
     lacking = []
-    if "config.json" not in names:
+    if llm and "config.json" not in names:
         lacking.append("config.json")
-    if not any(
+    if llm and not any(
         n.endswith((".safetensors", ".bin")) and ("model" in n or "pytorch" in n) for n in names
     ):
         lacking.append("model weights (*.safetensors or pytorch_model*.bin)")
-    if TOKENIZER_FILE not in names:
-        lacking.append(f"the SentencePiece tokenizer ({TOKENIZER_FILE})")
+    if tokenizer and (lack := _tokenizer_lack(names, kind)):
+        lacking.append(lack)
     return f"folder lacks {', '.join(lacking)}" if lacking else None
 
 
@@ -568,12 +631,20 @@ def _write_json(path: str, content: Any) -> None:
 
 
 def llm_hidden_size(folder: str) -> int:
-    """``hidden_size`` from the LLM folder's ``config.json`` (read before the weights load)."""
+    """The LLM's hidden size from its folder's ``config.json`` (read before the weights load):
+    ``hidden_size``, or for a family that names it otherwise (GPT-2's ``n_embd``) what
+    transformers' config class maps ``hidden_size`` to."""
     path = os.path.join(folder, "config.json")
     try:
         with open(path, encoding="utf-8") as f:
-            return int(json.load(f)["hidden_size"])
-    except (OSError, ValueError, KeyError) as err:
+            values = json.load(f)
+        if "hidden_size" in values:
+            return int(values["hidden_size"])
+        from transformers import AutoConfig
+
+        llm_config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        return int(llm_config.get_text_config().hidden_size)
+    except (OSError, ValueError, KeyError, AttributeError) as err:
         raise CheckpointError(
             f"{path} (model.llama_model): no readable hidden_size: {err}"
         ) from err
@@ -604,11 +675,38 @@ def _llm_kwargs(config: MiniGPT4Config, device_kind: str, dtype: torch.dtype) ->
     return kwargs
 
 
-def load_llm(
-    config: MiniGPT4Config, device_kind: str, dtype: torch.dtype
-) -> tuple[nn.Module, LlamaTokenizer]:
-    """The causal LM of ``model.llama_model`` (every weight must fit its config.json) and its
-    tokenizer (the original's slow-tokenizer ids; pad token as the variant says)."""
+def load_tokenizer(config: MiniGPT4Config) -> Tokenizer:
+    """The LLM's tokenizer: the original's exact SentencePiece LLaMA tokenizer for a
+    ``tokenizer.model`` folder (pad token as the variant says), else transformers'
+    AutoTokenizer with the config's special tokens (:func:`tokenizer_kind`)."""
+    folder = resolve_path(config.tokenizer_path or config.llama_model)
+    kind = tokenizer_kind(folder, config.tokenizer)
+    if kind == "sentencepiece":
+        for key in ("bos_token", "eos_token"):
+            if getattr(config, key) is not None:
+                raise ValueError(
+                    f"model.{key} applies to model.tokenizer: auto; the SentencePiece LLaMA "
+                    f"tokenizer of {folder} keeps its own (set model.tokenizer: auto to use it)"
+                )
+        if config.chat_template == TOKENIZER_CHAT_TEMPLATE:
+            raise ValueError(
+                f"model.chat_template: tokenizer needs model.tokenizer: auto ({folder} is read "
+                "as a SentencePiece LLaMA tokenizer, which has no chat template)"
+            )
+        return LlamaTokenizer.from_folder(folder, pad_token=config.pad_token)
+    tokenizer = HFTokenizer(folder, config.pad_token, config.bos_token, config.eos_token)
+    if config.chat_template == TOKENIZER_CHAT_TEMPLATE and not tokenizer.has_chat_template:
+        raise ValueError(
+            f"model.chat_template is 'tokenizer' but the tokenizer in {folder} has no chat "
+            "template (tokenizer_config.json 'chat_template' or chat_template.jinja); name a "
+            "known template instead"
+        )
+    return tokenizer
+
+
+def load_llm(config: MiniGPT4Config, device_kind: str, dtype: torch.dtype) -> nn.Module:
+    """The causal LM of ``model.llama_model`` (every weight must fit its config.json); its
+    tokenizer is :func:`load_tokenizer`'s."""
     quantized.quiet_bitsandbytes(cpu_int8=config.quantization == "8bit" and device_kind != "cuda")
     from transformers import AutoModelForCausalLM
 
@@ -632,7 +730,7 @@ def load_llm(
         )
     if config.quantization == "4bit" and device_kind != "cuda":
         quantized.choose_4bit_cpu_kernels(llm)
-    return llm, LlamaTokenizer.from_folder(path, pad_token=config.pad_token)
+    return llm
 
 
 # --- a whole model ----------------------------------------------------------------------------
@@ -679,6 +777,8 @@ def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
 
     allow = downloads_allowed(config.allow_download)
     preflight(config_sources(config), allow)
+    # A tokenizer that does not fit the config fails here, before any weights are read.
+    tokenizer = load_tokenizer(config)
     folder = resolve_path(config.llama_model)
     hidden = llm_hidden_size(folder)
     memory.check_fits(model_cls, config, run_device_kind(config), hidden, folder)
@@ -689,7 +789,7 @@ def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
 
     logger.info("Loading LLAMA")
     with _timed("LLM"):
-        model.attach_llm(*load_llm(config, model.device_kind, model.precision.llm))
+        model.attach_llm(load_llm(config, model.device_kind, model.precision.llm), tokenizer)
     logger.info("Loading LLAMA Done")
 
     if config.prompt_path:
