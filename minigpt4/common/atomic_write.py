@@ -5,7 +5,13 @@ weights) goes through :func:`atomic_write`: the content goes to ``<path>.tmp.<pi
 target, which is then renamed over it (``os.replace`` is atomic within a file system). A crash
 or ``kill -9`` can leave only that temporary file; :func:`remove_stale_temp_files` recognises
 the one name convention and deletes those whose writer no longer runs (the runner calls it at
-start). Standard library only, so data-preparation scripts can use it without torch.
+start). Standard library only, so data-preparation scripts load it without torch.
+
+Two kinds of file are not temporaries and keep their own names: the ``<out>.partial`` answer
+files of ``minigpt4/inference.py`` and ``minigpt4/evaluate.py`` are results so far, kept after a
+failure to inspect or resume from (the cleaner must never delete them) and renamed when
+complete; and ``dataset/convert_captions.py``, a standalone script users copy, writes the same
+``<path>.tmp.<pid>`` name without importing this module.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterable, Iterator
 
 logger = logging.getLogger(__name__)
@@ -46,6 +53,24 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
         f.write(text)
 
 
+@contextlib.contextmanager
+def atomic_write_files(folder: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary folder beside ``folder`` for files written by a library that saves a
+    whole folder (``save_pretrained``). When the block ends without an error, each file moves
+    into ``folder`` by an atomic rename (files it did not write stay); the temporary folder is
+    removed either way."""
+    target = os.fspath(folder)
+    tmp = temp_path(target)
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        os.makedirs(target, exist_ok=True)
+        for name in sorted(os.listdir(tmp)):
+            os.replace(os.path.join(tmp, name), os.path.join(target, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _process_runs(pid: int) -> bool:
     if pid == os.getpid():
         return False  # this process has not started writing: a file of its pid is older
@@ -59,7 +84,8 @@ def _process_runs(pid: int) -> bool:
 
 
 def remove_stale_temp_files(folders: Iterable[str]) -> list[str]:
-    """Delete ``*.tmp.<pid>`` files in ``folders`` whose process is gone; returns their paths.
+    """Delete ``*.tmp.<pid>`` files (and folders) in ``folders`` whose process is gone; returns
+    their paths.
 
     A file whose process still runs is kept: it may be a save in progress of another run
     writing into the same output folder.
@@ -71,9 +97,12 @@ def remove_stale_temp_files(folders: Iterable[str]) -> list[str]:
         for name in sorted(os.listdir(folder)):
             match = _TMP_NAME.match(name)
             path = os.path.join(folder, name)
-            if match is None or not os.path.isfile(path) or _process_runs(int(match["pid"])):
+            if match is None or _process_runs(int(match["pid"])):
                 continue
-            os.remove(path)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
             removed.append(path)
             logger.warning(
                 "Removed %s: a temporary file left by process %s, which was killed while "
