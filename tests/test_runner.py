@@ -19,8 +19,10 @@ from torch import nn
 
 import minigpt4  # noqa: F401  (registers task, runner, schedulers)
 from minigpt4.common.checkpoint_files import CheckpointError
+from minigpt4.common.config_error import ConfigError
 from minigpt4.common.registry import registry
 from minigpt4.runners.runner_base import RunnerBase
+from minigpt4.runners.strategy import build_strategy
 from minigpt4.tasks.image_text_pretrain import ImageTextPretrainTask
 
 
@@ -366,3 +368,14 @@ def test_second_run_in_the_same_job_id_does_not_overwrite(tmp_path, caplog):
     second.train()
     assert (tmp_path / "20261128121" / "checkpoint_0.pth").exists()
     assert (tmp_path / "20261128121_1" / "checkpoint_0.pth").exists()
+
+
+def test_strategy_follows_the_launch_unless_the_config_names_one(tmp_path):
+    assert make_runner(tmp_path / "a").strategy.name == "single"  # no process group
+    assert build_strategy(None, distributed=True, world_size=2).name == "ddp"
+    with pytest.raises(ValueError, match="run.strategy is 'ddp' but this process is not part"):
+        make_runner(tmp_path / "b", strategy="ddp")
+    with pytest.raises(ValueError, match="run.strategy is 'single' but 2 processes"):
+        build_strategy("single", distributed=True, world_size=2)
+    with pytest.raises(ConfigError, match="run.strategy"):
+        make_runner(tmp_path / "c", strategy="fsdp")
