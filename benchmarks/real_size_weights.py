@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from minigpt4.common.atomic_write import atomic_write_text
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_WORLD_TOKENIZER = os.path.join(REPO, "minigpt4/tiny_world/checkpoint/llama/tokenizer.model")
 MARKER = "bench_weights.json"
@@ -190,6 +192,5 @@ def ensure_weights(size_name: str, folder: str, log=print) -> dict[str, str]:
     log(f"writing random {size_name} weights to {folder} ...")
     write_vision(size, folder)
     write_llm(size, folder)
-    with open(marker, "w", encoding="utf-8") as f:
-        json.dump(wanted, f, indent=2)
+    atomic_write_text(json.dumps(wanted, indent=2), marker)
     return paths(folder)

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterator
 
 # Script name -> (default input, default output): the original scripts' fixed file names.
@@ -243,13 +242,15 @@ def convert(
     header, rows, stats = iter_rows(input_path, limit)
     out_dir = os.path.dirname(os.path.abspath(output_path))
     os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".convert-", suffix="." + fmt, dir=out_dir)
-    os.close(fd)
+    # The project's temporary name (minigpt4/common/atomic_write.py), written out here because
+    # this script stands alone: a killed run's leftover is recognised and cleaned like others.
+    tmp = f"{output_path}.tmp.{os.getpid()}"
     try:
         (_write_parquet if fmt == "parquet" else _write_tsv)(header, rows, tmp)
         os.replace(tmp, output_path)
     except BaseException:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
     stats["columns"] = header
     stats["format"] = fmt

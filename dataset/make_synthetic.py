@@ -50,24 +50,25 @@ from types import ModuleType
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load_world() -> ModuleType:
-    """``minigpt4.tiny_world.world``, without importing the whole package when it is not loaded.
+def _load_module(name: str) -> ModuleType:
+    """The package module ``name``, without importing the whole package when it is not loaded.
 
     ``import minigpt4`` registers every model and pulls torch and transformers (seconds); the
-    world module needs only PIL, so a plain run of this script loads that one file.
+    modules used here need only PIL or the standard library, so a plain run of this script
+    loads those files alone.
     """
-    name = "minigpt4.tiny_world.world"
     if name in sys.modules or "minigpt4" in sys.modules:
         return importlib.import_module(name)
-    path = os.path.join(REPO_ROOT, "minigpt4", "tiny_world", "world.py")
-    spec = importlib.util.spec_from_file_location("_shapes_world", path)
+    path = os.path.join(REPO_ROOT, *name.split(".")) + ".py"
+    spec = importlib.util.spec_from_file_location("_" + name.replace(".", "_"), path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
 
 
-_world = _load_world()
+_world = _load_module("minigpt4.tiny_world.world")
+atomic_write = _load_module("minigpt4.common.atomic_write").atomic_write
 make_sample = _world.make_sample
 to_jpeg_bytes = _world.to_jpeg_bytes
 
@@ -83,10 +84,8 @@ def image_url(base_url: str, index: int) -> str:
 
 
 def _replace_atomically(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
-    os.replace(tmp, path)
 
 
 def _write_json(path: str, obj: object, indent: int | None = None) -> None:
@@ -278,8 +277,10 @@ def write_webdataset(
         name = f"{shard_id:0{OOM_SHARD_COUNT}d}"
         rows: dict[str, list] = {field: [] for field in schema.names}
         tar_path = os.path.join(out, name + ".tar")
-        tmp = tar_path + f".tmp-{os.getpid()}"
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        with (
+            atomic_write(tar_path) as tmp,
+            tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar,
+        ):
             for i in range(start, min(start + shard_size, count)):
                 sample = make_sample(seed, i, image_size)
                 jpg = to_jpeg_bytes(sample.image)
@@ -303,11 +304,11 @@ def write_webdataset(
                 _tar_add(tar, f"{key}.txt", sample.short_caption.encode("utf-8"))
                 for field in schema.names:
                     rows[field].append(meta[field])
-        os.replace(tmp, tar_path)
         tars.append(tar_path)
 
         table = pa.Table.from_pydict(rows, schema)
-        pq.write_table(table, os.path.join(out, name + ".parquet"))
+        with atomic_write(os.path.join(out, name + ".parquet")) as tmp:
+            pq.write_table(table, tmp)
         n = len(rows["key"])
         t1 = time.time()
         stats = {

@@ -197,6 +197,8 @@ class JsonlWriter:
         self._file.flush()
 
     def finish(self) -> None:
+        # Not minigpt4.common.atomic_write: the .partial file is no temporary but the answers
+        # so far, under a documented name; completing it is one atomic rename.
         self._file.close()
         os.replace(self.partial, self.out)
 

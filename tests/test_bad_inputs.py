@@ -51,11 +51,12 @@ from PIL import Image
 
 import minigpt4  # noqa: F401  (registers builders, processors, models)
 import train
-from minigpt4.common.checkpoint_files import CheckpointError, remove_stale_temp_files
+from minigpt4.common.atomic_write import remove_stale_temp_files
+from minigpt4.common.checkpoint_files import CheckpointError
 from minigpt4.common.config import ConfigError
 from minigpt4.processors.image_io import MAX_IMAGE_PIXELS, ImageLoadError, load_image
+from minigpt4.runners.checkpointer import Checkpointer
 from minigpt4.runners.resume import FinishedRunError
-from minigpt4.runners.runner_base import RunnerBase
 from tests.model_fixtures import tiny_model_config
 from tests.train_helpers import write_align_folder, write_shards, write_stage1_config
 
@@ -148,7 +149,7 @@ def stage1(tmp_path_factory):
     cfg = write_stage1_config(root / "s1.yaml", laion, cc_sbu, Path("unused"), max_epoch=2,
                               iters_per_epoch=5, save_freq_iters=3)  # fmt: skip
     run_train(cfg, root / "full")
-    save = RunnerBase._maybe_save_iter_checkpoint
+    save = Checkpointer.save_periodic
 
     def save_then_die(self, epoch, i, meters=None):
         save(self, epoch, i, meters)
@@ -156,7 +157,7 @@ def stage1(tmp_path_factory):
             raise Killed
 
     with pytest.MonkeyPatch.context() as mp, pytest.raises(Killed):
-        mp.setattr(RunnerBase, "_maybe_save_iter_checkpoint", save_then_die)
+        mp.setattr(Checkpointer, "save_periodic", save_then_die)
         run_train(cfg, root / "killed")
     latest = only_job(root / "killed") / "checkpoint_latest.pth"
     resumed_log = run_train(cfg, root / "resumed", f"run.resume_ckpt_path={latest}")
@@ -209,18 +210,19 @@ def test_resume_of_a_finished_run_exits_non_zero_before_loading(stage1, tmp_path
 
 # --- kill -9 during a checkpoint save (row 2) -----------------------------------------------------
 
-# The runner's own save function, loaded from its file without the package's imports (only
-# torch): a fresh process per kill then starts in ~2 s instead of ~6.
+# The checkpointer's save (atomic_torch_save: torch.save inside atomic_write), with atomic_write
+# loaded from its file without the package's imports: a fresh process per kill then starts in
+# ~2 s instead of ~6.
 SAVER = """
 import importlib.util, torch
-spec = importlib.util.spec_from_file_location("checkpoint_files", {module!r})
+spec = importlib.util.spec_from_file_location("atomic_write", {module!r})
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-atomic_torch_save = module.atomic_torch_save
 checkpoint = torch.load({source!r}, weights_only=True)
 print("ready", flush=True)
 while True:
-    atomic_torch_save(checkpoint, {target!r})
+    with module.atomic_write({target!r}) as tmp:
+        torch.save(checkpoint, tmp)
 """
 KILL_TRIES = 5  # and more (up to MAX_KILL_TRIES) until one kill landed inside a save (~70%)
 MAX_KILL_TRIES = 12
@@ -232,7 +234,7 @@ def test_kill_during_save_leaves_loadable_files_and_the_next_start_cleans_up(sta
     job.mkdir(parents=True)
     target = job / "checkpoint_latest.pth"
     script = tmp_path / "saver.py"
-    module = REPO / "minigpt4" / "common" / "checkpoint_files.py"
+    module = REPO / "minigpt4" / "common" / "atomic_write.py"
     script.write_text(SAVER.format(module=str(module), source=str(stage1["latest"]),
                                    target=str(target)))  # fmt: skip
     rng = random.Random(16)

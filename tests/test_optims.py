@@ -10,7 +10,7 @@ from torch import nn
 import minigpt4  # noqa: F401  (registers the schedulers)
 from minigpt4.common.registry import registry
 from minigpt4.common.run_config import RunConfig
-from minigpt4.runners.runner_base import build_optimizer
+from minigpt4.runners.optimization import build_optimizer
 
 
 def make_optimizer(n_groups=2):

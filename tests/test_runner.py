@@ -19,8 +19,10 @@ from torch import nn
 
 import minigpt4  # noqa: F401  (registers task, runner, schedulers)
 from minigpt4.common.checkpoint_files import CheckpointError
+from minigpt4.common.config_error import ConfigError
 from minigpt4.common.registry import registry
 from minigpt4.runners.runner_base import RunnerBase
+from minigpt4.runners.strategy import build_strategy
 from minigpt4.tasks.image_text_pretrain import ImageTextPretrainTask
 
 
@@ -187,6 +189,7 @@ def test_only_trainable_weights_change_and_lr_is_set_before_forward(tmp_path):
     frozen = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     proj = model.llama_proj.weight.detach().clone()
     runner = make_runner(tmp_path, model=model, max_epoch=2)
+    runner.setup()
     model.optimizer = runner.optimizer
     runner.train()
     for k, v in model.encoder.state_dict().items():
@@ -205,22 +208,31 @@ def test_gradient_accumulation_averages(tmp_path):
         def forward(self, samples):
             return {"loss": self.llama_proj(samples["image"]).pow(2).mean()}
 
-    class ConstantLR:
-        def step(self, cur_epoch, cur_step):
-            pass
+    class Rows(torch.utils.data.Dataset):
+        def __init__(self, rows):
+            self.rows = rows
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitem__(self, i):
+            return {"image": self.rows[i]}
 
     model = Linear()
     w0 = model.llama_proj.weight.detach().clone()
-    batches = [{"image": torch.randn(2, 4)} for _ in range(2)]
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    ImageTextPretrainTask().train_epoch(
-        epoch=0, model=model, data_loader=iter(batches), optimizer=optimizer,
-        lr_scheduler=ConstantLR(), iters_per_epoch=2, device=torch.device("cpu"),
-        accum_grad_iters=2, log_freq=10,
-    )  # fmt: skip
-    # d/dw mean((x w)^2) = 2/B * x^T (x w); the step uses the mean over the two batches
-    grads = [2 / 2 * b["image"].T @ (b["image"] @ w0.T) for b in batches]
-    expected = w0 - 0.5 * (grads[0] + grads[1]).T / 2
+    rows = torch.randn(4, 4)
+    data = Rows(rows)
+    data.name = "rows"
+    runner = make_runner(tmp_path, model=model, datasets={"rows": {"train": data}}, max_epoch=1,
+                         iters_per_epoch=2, accum_grad_iters=2, batch_size_train=2)  # fmt: skip
+    runner.setup()
+    runner.optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    runner.lr_scheduler.step = lambda cur_epoch, cur_step: None  # a constant lr
+    runner.train_epoch(0)
+    # d/dw mean((x w)^2) = 2/B * x^T (x w) per batch of B=2; one step with the mean over the two
+    # batches (whichever rows each holds): the sum over all four rows, halved.
+    grad_sum = rows.T @ (rows @ w0.T)
+    expected = w0 - 0.5 * grad_sum.T / 2
     torch.testing.assert_close(model.llama_proj.weight.detach(), expected)
 
 
@@ -304,6 +316,7 @@ def test_cuda_device_falls_back_to_cpu_with_warning(tmp_path, caplog):
         pytest.skip("CUDA present")
     with caplog.at_level(logging.WARNING):
         runner = make_runner(tmp_path, device="cuda", amp=True)
+        runner.setup()
     assert runner.device == torch.device("cpu")
     assert runner.amp_dtype is None and runner.scaler is None
     assert any("CUDA is not available" in m for m in caplog.messages)
@@ -313,6 +326,7 @@ def test_two_datasets_mixed_by_sample_ratio(tmp_path):
     a, b = ToyData(8), ToyData(8)
     a.sample_ratio, b.sample_ratio = 3, 1
     runner = make_runner(tmp_path, datasets={"a": {"train": a}, "b": {"train": b}})
+    runner.setup()
     loader = runner.train_loader
     assert loader.ratios == [0.75, 0.25]
     assert len(loader.loaders) == 2 and math.isclose(sum(loader.ratios), 1)
@@ -354,3 +368,14 @@ def test_second_run_in_the_same_job_id_does_not_overwrite(tmp_path, caplog):
     second.train()
     assert (tmp_path / "20261128121" / "checkpoint_0.pth").exists()
     assert (tmp_path / "20261128121_1" / "checkpoint_0.pth").exists()
+
+
+def test_strategy_follows_the_launch_unless_the_config_names_one(tmp_path):
+    assert make_runner(tmp_path / "a").strategy.name == "single"  # no process group
+    assert build_strategy(None, distributed=True, world_size=2).name == "ddp"
+    with pytest.raises(ValueError, match="run.strategy is 'ddp' but this process is not part"):
+        make_runner(tmp_path / "b", strategy="ddp")
+    with pytest.raises(ValueError, match="run.strategy is 'single' but 2 processes"):
+        build_strategy("single", distributed=True, world_size=2)
+    with pytest.raises(ConfigError, match="run.strategy"):
+        make_runner(tmp_path / "c", strategy="fsdp")

@@ -33,12 +33,12 @@ import os, signal, sys
 sys.path.insert(0, {repo!r})
 import torch.distributed as dist
 import train
-from minigpt4.runners.runner_base import RunnerBase
+from minigpt4.runners.checkpointer import Checkpointer
 
 kill_at = os.environ.get("KILL_AT")
 if kill_at:
     target = tuple(int(x) for x in kill_at.split(","))
-    save = RunnerBase._maybe_save_iter_checkpoint
+    save = Checkpointer.save_periodic
 
     def save_then_die(self, epoch, i, meters=None):
         save(self, epoch, i, meters)
@@ -46,7 +46,7 @@ if kill_at:
             dist.barrier()  # rank 0 has written the file
             os.kill(os.getpid(), signal.SIGKILL)
 
-    RunnerBase._maybe_save_iter_checkpoint = save_then_die
+    Checkpointer.save_periodic = save_then_die
 train.main(sys.argv[1:])
 """
 

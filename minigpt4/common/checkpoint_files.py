@@ -1,9 +1,7 @@
 """Checkpoint and weight files: written atomically, read safely, with errors that say what to do.
 
-- :func:`atomic_torch_save` / :func:`atomic_write_text` write ``<path>.tmp.<pid>`` beside the
-  target and rename it: a crash or ``kill -9`` leaves the old file or the new one, never half of
-  one. What a kill can leave is the temporary file itself; :func:`remove_stale_temp_files`
-  deletes those whose writer no longer runs (the runner calls it at start).
+- :func:`atomic_torch_save` writes through ``minigpt4.common.atomic_write`` (``<path>.tmp.<pid>``,
+  then a rename): a crash or ``kill -9`` leaves the old file or the new one, never half of one.
 - :func:`torch_load_safely` loads with ``weights_only=True`` (a crafted pickle cannot run code)
   and turns every failure into a :class:`CheckpointError` naming the file, the config key that
   points at it and the cause: empty file, truncated or corrupt file, a pickle that holds
@@ -14,18 +12,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-logger = logging.getLogger(__name__)
+from minigpt4.common.atomic_write import atomic_write
 
-TMP_MARKER = ".tmp."
-_TMP_NAME = re.compile(r"^(?P<target>.+)\.tmp\.(?P<pid>\d+)$")
 _BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = b"\x80"
@@ -35,69 +30,10 @@ class CheckpointError(ValueError):
     """A checkpoint or weight file that exists but cannot be used."""
 
 
-def temp_path(path: str) -> str:
-    return f"{path}{TMP_MARKER}{os.getpid()}"
-
-
 def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    tmp = temp_path(path)
-    try:
+    """``torch.save`` through :func:`~minigpt4.common.atomic_write.atomic_write`."""
+    with atomic_write(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_write_text(text: str, path: str) -> None:
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _process_runs(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process has not started writing: a file of its pid is older
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
-def remove_stale_temp_files(folders: Iterable[str]) -> list[str]:
-    """Delete ``*.tmp.<pid>`` files in ``folders`` whose process is gone; returns their paths.
-
-    A file whose process still runs is kept: it may be a save in progress of another run
-    writing into the same output folder.
-    """
-    removed = []
-    for folder in dict.fromkeys(folders):  # each once, in order
-        if not os.path.isdir(folder):
-            continue
-        for name in sorted(os.listdir(folder)):
-            match = _TMP_NAME.match(name)
-            path = os.path.join(folder, name)
-            if match is None or not os.path.isfile(path) or _process_runs(int(match["pid"])):
-                continue
-            os.remove(path)
-            removed.append(path)
-            logger.warning(
-                "Removed %s: a temporary file left by process %s, which was killed while "
-                "writing %s (that file itself is intact)",
-                path,
-                match["pid"],
-                match["target"],
-            )
-    return removed
 
 
 def looks_like_torch_file(path: str) -> bool:

@@ -32,6 +32,9 @@ from minigpt4.common.config_fields import (
 )
 from minigpt4.common.registry import registry
 
+# run.strategy: how minigpt4/runners/strategy.py spreads the model over processes.
+STRATEGIES = ("single", "ddp")
+
 AMP_DTYPES = {
     "fp16": torch.float16,
     "float16": torch.float16,
@@ -107,6 +110,8 @@ class RunConfig:
     rank: int | None = setting(None, minimum=0)
     gpu: int = setting(0, minimum=0)
     dist_backend: str | None = setting(None, choices=("nccl", "gloo"))
+    # how the model is spread over processes; None: ddp when distributed, else single
+    strategy: str | None = setting(None, choices=STRATEGIES)
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

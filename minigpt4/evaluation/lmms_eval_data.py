@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from minigpt4.common.atomic_write import atomic_write, atomic_write_text
 from minigpt4.evaluation.benchmarks import BENCHMARKS
 from minigpt4.evaluation.items import Item
 
@@ -78,8 +79,9 @@ def write(benchmark: str, items: Sequence[Item], out: Path, task: str) -> tuple[
     out.mkdir(parents=True, exist_ok=True)
     parquet, yaml_path = out / f"{task}.parquet", out / f"{task}.yaml"
     table = datasets.Dataset.from_dict({c: columns[c] for c in features}, features=features)
-    table.to_parquet(str(parquet))
-    yaml_path.write_text(task_yaml(benchmark, task, parquet), encoding="utf-8")
+    with atomic_write(parquet) as tmp:
+        table.to_parquet(tmp)
+    atomic_write_text(task_yaml(benchmark, task, parquet), yaml_path)
     return parquet, yaml_path
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from minigpt4.common.atomic_write import atomic_write
 from minigpt4.common.logger import setup_logger
 from minigpt4.evaluation.ask import build_chat, load_config, make_asker
 from minigpt4.evaluation.benchmarks import BENCHMARKS, result_items
@@ -73,15 +72,9 @@ class _LazyAsker:
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON atomically (a temporary file beside ``path``, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+        f.write("\n")
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:

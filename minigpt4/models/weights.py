@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minigpt4.common.atomic_write import atomic_write
 from minigpt4.common.checkpoint_files import CheckpointError, atomic_torch_save, torch_load_safely
 from minigpt4.common.utils import is_url, resolve_path
 from minigpt4.models import memory, quantized
@@ -608,8 +609,8 @@ def write_llm_folder(
     for file_name, keys in zip(names, shards, strict=True):
         tensors = {k: make_tensor(k, *specs[k]).contiguous() for k in keys}
         path = os.path.join(folder, file_name)
-        save_file(tensors, f"{path}.tmp", metadata={"format": "pt"})
-        os.replace(f"{path}.tmp", path)
+        with atomic_write(path) as tmp:
+            save_file(tensors, tmp, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(keys, file_name))
         del tensors
     total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in specs.values())
@@ -622,9 +623,8 @@ def write_llm_folder(
 
 
 def _write_json(path: str, content: Any) -> None:
-    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(content, f, indent=2)
-    os.replace(f"{path}.tmp", path)
 
 
 # --- the LLM ----------------------------------------------------------------------------------

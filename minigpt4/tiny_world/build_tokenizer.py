@@ -15,11 +15,11 @@ import argparse
 import io
 import json
 import logging
-import os
 from pathlib import Path
 
 import sentencepiece as spm
 
+from minigpt4.common.atomic_write import atomic_write
 from minigpt4.tiny_world import text
 
 logger = logging.getLogger(__name__)
@@ -63,9 +63,8 @@ def train_sentencepiece(seed: int, vocab_size: int, corpus_scenes: int) -> bytes
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def save_hf_folder(model_bytes: bytes, out: Path) -> None:

@@ -38,6 +38,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
+from minigpt4.common.atomic_write import atomic_write_text
 from minigpt4.processors.blip_processors import CLIP_MEAN, CLIP_STD
 from minigpt4.tiny_world import parts, world
 
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     out = Path(args.out)
     parts.save_vision(vision, out)
-    (out / "vision_sizes.json").write_text(json.dumps(sizes.to_dict(), indent=2) + "\n")
+    atomic_write_text(json.dumps(sizes.to_dict(), indent=2) + "\n", out / "vision_sizes.json")
     logger.info("vision side written to %s in %.0f s; val accuracy %s", out, time.time() - t0, acc)
     return acc
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from minigpt4.common.atomic_write import atomic_write
 from minigpt4.tiny_world import text, world
 
 logger = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> Result:
         result.shape_accuracy,
     )
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
+        with atomic_write(args.json) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump({"accuracy": result.accuracy, "answers": result.answers}, f, indent=1)
     return result
 

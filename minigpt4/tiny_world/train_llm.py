@@ -41,10 +41,8 @@ import argparse
 import json
 import logging
 import math
-import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +50,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from minigpt4.common.atomic_write import atomic_write_files
 from minigpt4.tiny_world import text, world
 
 logger = logging.getLogger(__name__)
@@ -564,10 +563,9 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     model, tok, checks = train(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     # Written beside, then moved in file by file: a crash while writing leaves the old folder, and
     # --init may name --out (the weights it was read from stay mapped until replaced).
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+    with atomic_write_files(out) as tmp:
         model.save_pretrained(tmp)
         # The tokenizer folder's own files (tokenizer.model, as LLaMA ships it), not a re-export.
         for name in TOKENIZER_FILES:
@@ -575,8 +573,6 @@ def main(argv: list[str] | None = None) -> dict:
         skip = ("tokenizer", "out", "log_every", "check_every")
         record = {**{k: v for k, v in vars(args).items() if k not in skip}, **checks}
         (Path(tmp) / "tiny_world_llm.json").write_text(json.dumps(record, indent=2) + "\n")
-        for path in Path(tmp).iterdir():
-            os.replace(path, out / path.name)
     logger.info("LLM written to %s", out)
     return checks
 
