@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from minigpt4.common.cli import run_command
 from minigpt4.common.logger import setup_logger
+from minigpt4.common.output_files import OutputError, OutputLock, check_output_path
 from minigpt4.conversation.chat import Chat
 from minigpt4.models.generation import GenerationSettings
 from minigpt4.processors.image_io import ImageLoadError, load_image
@@ -177,16 +178,14 @@ class JsonlWriter:
         self.out = out
         self.partial = f"{out}{PARTIAL_SUFFIX}"
         self.count = 0
-        if os.path.isdir(out):
-            raise SystemExit(f"--out {out}: is a folder; give a file, e.g. {out}/answers.jsonl")
-        blocking = _file_in_the_way(os.path.dirname(os.path.abspath(out)))
-        if blocking:
-            raise SystemExit(f"--out {out}: {blocking} is a file, not a folder")
+        check_output_path(out, example="answers.jsonl")
+        check_output_path(self.partial, example="answers.jsonl")
+        self._lock = OutputLock(out).__enter__()  # held until finish() or abort()
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
             self._file = open(self.partial, "w", encoding="utf-8")
         except OSError as err:
-            raise SystemExit(
+            self._lock.__exit__()
+            raise OutputError(
                 f"--out {out}: cannot write there ({err.strerror or err}: {err.filename or out})"
             ) from err
 
@@ -201,6 +200,7 @@ class JsonlWriter:
         # so far, under a documented name; completing it is one atomic rename.
         self._file.close()
         os.replace(self.partial, self.out)
+        self._lock.__exit__()
 
     def abort(self) -> None:
         """After a failure: keep what was written (or nothing, if nothing was)."""
@@ -209,14 +209,7 @@ class JsonlWriter:
             logger.error("Stopped early: %d answers so far are in %s", self.count, self.partial)
         else:
             os.remove(self.partial)
-
-
-def _file_in_the_way(folder: str) -> str | None:
-    """The first part of ``folder`` that exists as something other than a folder, if any."""
-    parts = folder
-    while parts and not os.path.exists(parts):
-        parts = os.path.dirname(parts)
-    return parts if parts and not os.path.isdir(parts) else None
+        self._lock.__exit__()
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:

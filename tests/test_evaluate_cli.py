@@ -54,7 +54,8 @@ def test_mme_on_the_tiny_benchmark(tiny_mme, tmp_path, capsys):
     results = _run(tiny_mme, out, "mme")
     assert json.loads(out.read_text()) == results
     assert set(results) == {"benchmark", "config", "scores", "items"}
-    assert results["benchmark"] == "mme" and results["config"]["cfg_path"] == EVAL_CONFIG
+    assert results["benchmark"] == "mme" and results["config"]["model"]["arch"] == "mini_gpt4"
+    assert set(results["config"]["weights"]) >= {"model.ckpt", "model.llama_model"}
     items = results["items"]
     assert len(items) == 5 * 20 * 2 and all(set(i) == ITEM_KEYS for i in items)
     assert sum(i["answer"] == "Yes" for i in items) == sum(i["answer"] == "No" for i in items)
@@ -93,7 +94,7 @@ def test_untrained_baseline_is_reproducible(tiny_mme, tmp_path):
     args = ("--limit", "3", "--options", "model.ckpt=")
     first = _run(tiny_mme, tmp_path / "a.json", "mme", *args)
     again = _run(tiny_mme, tmp_path / "b.json", "mme", *args)
-    assert first["config"]["model"]["ckpt"] is None
+    assert "model.ckpt" not in first["config"]["weights"]  # no checkpoint was used
     assert first["items"] == again["items"]
     shipped = _run(tiny_mme, tmp_path / "c.json", "mme", "--limit", "3")
     assert [i["prediction"] for i in first["items"]] != [i["prediction"] for i in shipped["items"]]

@@ -12,15 +12,15 @@ import torch
 
 from minigpt4.common.atomic_write import atomic_write
 from minigpt4.common.logger import setup_logger
+from minigpt4.common.output_files import OutputLock, check_output_path
 from minigpt4.evaluation.ask import build_chat, load_config, make_asker
 from minigpt4.evaluation.benchmarks import BENCHMARKS, result_items
+from minigpt4.evaluation.identity import model_identity
 from minigpt4.evaluation.items import Item
 from minigpt4.evaluation.resume import AnswerLog, partial_path
 from minigpt4.evaluation.runner import answer_all
 
 logger = logging.getLogger(__name__)
-
-MODEL_KEYS = ("arch", "model_type", "llama_model", "ckpt")
 
 
 def generation_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -37,13 +37,13 @@ def generation_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_header(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
-    """What decides the answers: a partial file is resumed only under the same header."""
-    model = cfg.model_cfg
+    """What decides the answers: a partial file is resumed only under the same header. The
+    model is named by its content (:mod:`minigpt4.evaluation.identity`), not by paths."""
+    identity = model_identity(cfg.model_cfg)
     return {
         "benchmark": args.benchmark,
-        "cfg_path": args.cfg_path,
-        "options": list(args.options or []),
-        "model": {k: (str(model.get(k)) if model.get(k) is not None else None) for k in MODEL_KEYS},
+        "model": identity["config"],
+        "weights": identity["weights"],
         "data": args.data,
         "image_dir": args.image_dir,
         "limit": args.limit,
@@ -80,12 +80,18 @@ def write_json(path: Path, obj: Any) -> None:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Run one benchmark; returns (and writes to ``args.out``) the results."""
     setup_logger()
+    out = check_output_path(args.out)  # before anything is read or loaded
+    check_output_path(partial_path(out))
+    with OutputLock(out):
+        return _evaluate(args, out)
+
+
+def _evaluate(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     bench = BENCHMARKS[args.benchmark]
     image_dir = Path(args.image_dir) if args.image_dir else None
     items = bench.read(Path(args.data), image_dir, args.limit)
     logger.info("%s: %d questions from %s", bench.name, len(items), args.data)
     cfg = load_config(args.cfg_path, args.options)
-    out = Path(args.out)
     header = run_header(args, cfg)
     log = AnswerLog(partial_path(out), header)
     predictions = answer_all(
