@@ -83,6 +83,8 @@ class RunConfig:
     max_epoch: int | None = setting(required=True, minimum=1)
     iters_per_epoch: int | None = setting(None, minimum=1)  # None: the loader's length
     accum_grad_iters: int = setting(1, minimum=1)
+    # optimizer steps with a non-finite loss or gradient skipped before training stops
+    nonfinite_patience: int = setting(0, minimum=0)
     amp: bool = setting(False)
     amp_dtype: str = setting("fp16", choices=tuple(AMP_DTYPES))
 

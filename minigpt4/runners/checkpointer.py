@@ -30,6 +30,7 @@ from minigpt4.runners.resume import (
     resume_position,
 )
 from minigpt4.runners.rng_states import rng_states, set_rng_states
+from minigpt4.runners.step_guard import NonFiniteLossError
 from minigpt4.runners.strategy import Strategy
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,18 @@ class Checkpointer:
             # With periodic checkpoints, checkpoint_latest.pth is always the newest state.
             atomic_torch_save(content, os.path.join(self.run_dir, ITER_CHECKPOINT_NAME))
 
+    def save_now(self, epoch: int, i: int, meters: MetricLogger) -> str:
+        """``checkpoint_latest.pth`` after iteration ``i``'s optimizer step, whatever the
+        schedule (pre-emption); every rank calls it. Returns its path."""
+        path = os.path.join(self.run_dir, ITER_CHECKPOINT_NAME)
+        content = self._content(
+            epoch, next_epoch=epoch, next_iter=i + 1, meters=meters.state_dict()
+        )
+        if content is not None:
+            logger.info("Saving checkpoint at epoch %d, iteration %d to %s.", epoch, i + 1, path)
+            atomic_torch_save(content, path)
+        return path
+
     def save_periodic(self, epoch: int, i: int, meters: MetricLogger) -> None:
         """After the optimizer step of iteration ``i``: every ``run.save_freq_iters``
         iterations (but not at the epoch's end, which :meth:`save_epoch` covers)."""
@@ -115,6 +128,7 @@ class Checkpointer:
         rank_states = self.strategy.gather(rank_state)
         if not dist_utils.is_main_process():
             return None
+        _check_finite(self.strategy.unwrap(parts.model))
         return {
             # Frozen parameters are dropped, buffers kept: the original's checkpoint content.
             "model": training_checkpoint_state(self.strategy.unwrap(parts.model)),
@@ -196,6 +210,15 @@ class Checkpointer:
             problems.append("the epoch's averaged stats will cover only the rest of the epoch")
         set_rng_states(state["rng"])  # last: nothing may draw from the RNGs after this
         return meters, problems
+
+
+def _check_finite(model: nn.Module) -> None:
+    """A checkpoint is never written with NaN or infinite trainable weights."""
+    bad = [n for n, p in model.named_parameters() if p.requires_grad and not p.isfinite().all()]
+    if bad:
+        raise NonFiniteLossError(
+            f"not saving a checkpoint: the trainable weights {bad} are not finite"
+        )
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import logging
 import os
+import signal
 import time
 from typing import Any
 
@@ -34,6 +35,7 @@ from minigpt4.runners.checkpointer import Checkpointer, ResumePoint, TrainParts
 from minigpt4.runners.optimization import build_lr_scheduler, build_optimizer
 from minigpt4.runners.placement import place_model
 from minigpt4.runners.run_dir import RESULT_DIR, log_config, log_stats, make_run_dir
+from minigpt4.runners.step_guard import PreemptedError, StepGuard
 from minigpt4.runners.strategy import build_strategy
 from minigpt4.runners.train_data import build_train_loaders, iters_per_epoch
 
@@ -101,6 +103,8 @@ class RunnerBase:
         self.start = ResumePoint()
         if run.resume_ckpt_path:
             self.start = self.checkpointer.resume(run.resume_ckpt_path, run.max_epoch)
+        # 7. From here on a pre-emption signal waits for the end of a step.
+        self.guard = StepGuard(self.strategy, run.nonfinite_patience)
         self.is_set_up = True
 
     def unwrap_dist_model(self, model: nn.Module) -> nn.Module:
@@ -116,14 +120,17 @@ class RunnerBase:
         if not self.is_set_up:
             self.setup()
         self._warn_about_unapplied_gradients()
-        for epoch in range(self.start.epoch, self.run_config.max_epoch):
-            if epoch != self.start.epoch:
-                logger.info("Start training")
-            stats = self.train_epoch(epoch)
-            log_stats(self.output_dir, stats, "train")
-            logger.info("No validation splits found.")  # the original's line: nothing to evaluate
-            self.checkpointer.save_epoch(epoch)
-            dist_utils.barrier()
+        try:
+            for epoch in range(self.start.epoch, self.run_config.max_epoch):
+                if epoch != self.start.epoch:
+                    logger.info("Start training")
+                stats = self.train_epoch(epoch)
+                log_stats(self.output_dir, stats, "train")
+                logger.info("No validation splits found.")  # the original's line
+                self.checkpointer.save_epoch(epoch)
+                dist_utils.barrier()
+        finally:
+            self.guard.restore_signals()
         total_time = time.time() - start_time
         logger.info("Training time %s", str(datetime.timedelta(seconds=int(total_time))))
 
@@ -156,11 +163,11 @@ class RunnerBase:
                 with self._autocast():
                     loss = self.task.train_step(model=self.model, samples=samples)
                 self._backward(loss / accum)
+            self.guard.note(loss)
             meters.update(loss=loss.item())
             meters.update(lr=self.optimizer.param_groups[0]["lr"])
             if step_now:
-                self._optimizer_step()
-                self.checkpointer.save_periodic(epoch, i, meters)
+                self._guarded_step(epoch, i, meters)
         meters.synchronize_between_processes()
         logger.info("Averaged stats: %s", meters.global_avg())
         return {name: f"{meter.global_avg:.3f}" for name, meter in meters.meters.items()}
@@ -175,6 +182,25 @@ class RunnerBase:
             self.scaler.scale(loss).backward()
         else:
             loss.backward()
+
+    def _guarded_step(self, epoch: int, i: int, meters: MetricLogger) -> None:
+        """The optimizer step if every rank's step is finite; then the periodic checkpoint,
+        or, after a pre-emption signal, the checkpoint to resume from and the stop."""
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        verdict = self.guard.verdict(trainable, scaled=self.scaler is not None)
+        if verdict.finite:
+            self._optimizer_step()
+        else:
+            self.optimizer.zero_grad()
+            self.guard.count_skipped(epoch, i, self.optimizer.param_groups[0]["lr"])
+        self.checkpointer.save_periodic(epoch, i, meters)
+        if verdict.signal is not None:
+            path = self.checkpointer.save_now(epoch, i, meters)
+            name = signal.Signals(verdict.signal).name
+            raise PreemptedError(
+                f"stopped by {name} at epoch {epoch}, iteration {i + 1}: resume with "
+                f"--options run.resume_ckpt_path={path}"
+            )
 
     def _optimizer_step(self) -> None:
         if self.scaler is not None:  # skips the step when the scaled gradients overflowed

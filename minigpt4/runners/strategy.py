@@ -34,6 +34,8 @@ class Strategy(Protocol):
 
     def gather(self, value: Any) -> list[Any]: ...
 
+    def reduce_max(self, values: list[int]) -> list[int]: ...
+
 
 class SingleProcess:
     """Everything on this process: nothing to wrap, exchange or gather."""
@@ -51,6 +53,9 @@ class SingleProcess:
 
     def gather(self, value: Any) -> list[Any]:
         return [value]
+
+    def reduce_max(self, values: list[int]) -> list[int]:
+        return list(values)
 
 
 class DataParallel:
@@ -73,6 +78,14 @@ class DataParallel:
         values: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(values, value)
         return values
+
+    def reduce_max(self, values: list[int]) -> list[int]:
+        """Each value's maximum over the ranks (flags: whether any rank has it set)."""
+        on_gpu = dist.get_backend() == "nccl"
+        device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else None
+        tensor = torch.tensor(values, dtype=torch.long, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor.tolist()
 
 
 def build_strategy(name: str | None, distributed: bool, world_size: int) -> Strategy:
