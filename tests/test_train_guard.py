@@ -126,3 +126,36 @@ def test_sigterm_to_a_two_process_run_saves_on_every_rank(tmp_path, align):
     latest = only_job(tmp_path / "ddp") / "checkpoint_latest.pth"
     saved = torch.load(latest, weights_only=True)
     assert len(saved["rank_states"]) == 2 and saved["train_state"]["next_epoch"] >= 1
+
+
+def test_a_stalled_rank_is_named_and_stops_the_run(tmp_path, align):
+    """SIGSTOP on rank 1: rank 0 says it is waiting, for whom, then stops the run."""
+    import psutil
+
+    cfg = config(tmp_path, align, "stall", max_epoch=50, dist_timeout_s=6)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "train.py", "--cfg-path", str(cfg)]  # fmt: skip
+    log = tmp_path / "stall.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
+    stopped = None
+    try:
+        deadline = time.monotonic() + 300
+        while "Train: data epoch: [1]" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        workers = psutil.Process(proc.pid).children()
+        stopped = next(w for w in workers if w.environ().get("RANK") == "1")
+        stopped.suspend()
+        while "waited 6 s at epoch" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+    finally:
+        if stopped is not None and stopped.is_running():
+            stopped.kill()
+        proc.wait(timeout=120)
+    text = log.read_text()
+    assert proc.returncode != 0
+    assert "rank 0 has waited" in text and "for rank 1 (silent for over" in text, text
+    assert "rank 0 waited 6 s at epoch" in text and "for rank 1 (silent" in text

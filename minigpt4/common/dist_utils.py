@@ -17,13 +17,9 @@ from urllib.parse import urlparse
 import torch
 import torch.distributed as dist
 
-from minigpt4.common.run_config import RunConfig
+from minigpt4.common.run_config import DEFAULT_DIST_TIMEOUT_S, RunConfig
 
 logger = logging.getLogger(__name__)
-
-# The original waits (practically) forever at the first barrier: loading a 13B LLM on every
-# rank can take long. torchrun's agent still tears the group down if one rank dies.
-PROCESS_GROUP_TIMEOUT = datetime.timedelta(days=365)
 
 
 def is_dist_avail_and_initialized() -> bool:
@@ -59,13 +55,14 @@ def main_process(func: Callable) -> Callable:
     return wrapper
 
 
-def _placement(args: Any) -> tuple[str, str]:
-    """(device, dist_url) of a run config node, checked; or of the argparse namespace the
-    original's scripts pass (read as they are, ``env://`` when unset)."""
+def _placement(args: Any) -> tuple[str, str, float]:
+    """(device, dist_url, collective timeout in s) of a run config node, checked; or of the
+    argparse namespace the original's scripts pass (read as they are, defaults when unset)."""
     if isinstance(args, Mapping):
         run = RunConfig.from_node(args)
-        return run.device, run.dist_url
-    return str(getattr(args, "device", None) or "cuda"), getattr(args, "dist_url", "env://")
+        return run.device, run.dist_url, run.dist_timeout_s
+    device = str(getattr(args, "device", None) or "cuda")
+    return device, getattr(args, "dist_url", "env://"), DEFAULT_DIST_TIMEOUT_S
 
 
 def init_distributed_mode(args: Any) -> None:
@@ -90,7 +87,7 @@ def init_distributed_mode(args: Any) -> None:
         return
 
     args.distributed = True
-    device, dist_url = _placement(args)
+    device, dist_url, timeout_s = _placement(args)
     use_cuda = torch.cuda.is_available() and device.startswith("cuda")
     args.dist_backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
@@ -103,7 +100,7 @@ def init_distributed_mode(args: Any) -> None:
         init_method=dist_url,
         world_size=args.world_size,
         rank=args.rank,
-        timeout=PROCESS_GROUP_TIMEOUT,
+        timeout=datetime.timedelta(seconds=timeout_s),
     )
     barrier()
 

@@ -41,6 +41,7 @@ AMP_DTYPES = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
 }
+DEFAULT_DIST_TIMEOUT_S = 1800.0  # a rank waiting for the others at a training step
 NO_EVALUATION = "the image_text_pretrain task has no evaluation (as in the original)"
 # Keys of LAVIS's evaluating runners that no task here reads: an error, not silently ignored.
 UNSUPPORTED_KEYS = {
@@ -108,6 +109,8 @@ class RunConfig:
     )
     world_size: int | None = setting(None, minimum=1)  # torchrun's WORLD_SIZE wins
     dist_url: str = setting("env://")
+    # how long a rank waits for the others at a training step before the run stops
+    dist_timeout_s: float = setting(DEFAULT_DIST_TIMEOUT_S, above=0)
     distributed: bool = setting(False)
     rank: int | None = setting(None, minimum=0)
     gpu: int = setting(0, minimum=0)

@@ -34,6 +34,7 @@ from minigpt4.datasets.data_utils import prepare_sample
 from minigpt4.runners.checkpointer import Checkpointer, ResumePoint, TrainParts
 from minigpt4.runners.optimization import build_lr_scheduler, build_optimizer
 from minigpt4.runners.placement import place_model
+from minigpt4.runners.rank_watch import watched_step
 from minigpt4.runners.run_dir import RESULT_DIR, log_config, log_stats, make_run_dir
 from minigpt4.runners.step_guard import PreemptedError, StepGuard
 from minigpt4.runners.strategy import build_strategy
@@ -153,24 +154,30 @@ class RunnerBase:
         progress = meters.log_every(batches, self.run_config.log_freq, header, first, total)
         self.optimizer.zero_grad()
         for i, samples in enumerate(progress, start=first):
-            samples = prepare_sample(samples, self.device)
-            samples.update({"epoch": epoch, "num_iters_per_epoch": total, "iters": i})
-            self.lr_scheduler.step(cur_epoch=epoch, cur_step=i)
-            step_now = (i + 1) % accum == 0
-            # While only accumulating, skip the gradient exchange: the stepping backward does it.
-            sync = contextlib.nullcontext() if step_now else self.strategy.no_sync(self.model)
-            with sync:
-                with self._autocast():
-                    loss = self.task.train_step(model=self.model, samples=samples)
-                self._backward(loss / accum)
-            self.guard.note(loss)
-            meters.update(loss=loss.item())
-            meters.update(lr=self.optimizer.param_groups[0]["lr"])
-            if step_now:
-                self._guarded_step(epoch, i, meters)
+            with self._watched(f"epoch {epoch}, iteration {i}"):
+                samples = prepare_sample(samples, self.device)
+                samples.update({"epoch": epoch, "num_iters_per_epoch": total, "iters": i})
+                self.lr_scheduler.step(cur_epoch=epoch, cur_step=i)
+                step_now = (i + 1) % accum == 0
+                # While only accumulating, skip the gradient exchange: the stepping backward
+                # does it.
+                sync = contextlib.nullcontext() if step_now else self.strategy.no_sync(self.model)
+                with sync:
+                    with self._autocast():
+                        loss = self.task.train_step(model=self.model, samples=samples)
+                    self._backward(loss / accum)
+                self.guard.note(loss)
+                meters.update(loss=loss.item())
+                meters.update(lr=self.optimizer.param_groups[0]["lr"])
+                if step_now:
+                    self._guarded_step(epoch, i, meters)
         meters.synchronize_between_processes()
         logger.info("Averaged stats: %s", meters.global_avg())
         return {name: f"{meter.global_avg:.3f}" for name, meter in meters.meters.items()}
+
+    def _watched(self, where: str) -> contextlib.AbstractContextManager:
+        """A step that names the rank(s) it waits for (:mod:`~minigpt4.runners.rank_watch`)."""
+        return watched_step(where, self.run_config.dist_timeout_s, self.use_distributed)
 
     def _autocast(self) -> torch.autocast:
         """Mixed precision when ``run.amp`` applies (CUDA); otherwise the weights' dtype."""
