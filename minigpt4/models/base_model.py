@@ -45,7 +45,9 @@ class BaseModel(nn.Module):
     device: torch.device
 
     def maybe_autocast(self, dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager:
-        """Autocast on CUDA (fp16 unless configured); nothing on CPU, where weights are fp32."""
-        if self.device.type == "cuda":
+        """Autocast on CUDA (fp16 unless configured); nothing on CPU, where each part computes in
+        its own dtype. Nothing either inside an autocast already on (a training step's, see
+        :mod:`minigpt4.models.training_precision`): a step has one autocast, not two."""
+        if self.device.type == "cuda" and not torch.is_autocast_enabled("cuda"):
             return torch.autocast(device_type="cuda", dtype=dtype or self.autocast_dtype)
         return contextlib.nullcontext()

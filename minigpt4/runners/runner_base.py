@@ -39,7 +39,7 @@ from minigpt4.common.checkpoint_files import (
     remove_stale_temp_files,
 )
 from minigpt4.common.registry import registry
-from minigpt4.common.run_config import AMP_DTYPES, RunConfig
+from minigpt4.common.run_config import RunConfig
 from minigpt4.common.utils import resolve_path
 from minigpt4.datasets.datasets.dataloader_utils import (
     IterLoader,
@@ -49,6 +49,7 @@ from minigpt4.datasets.datasets.dataloader_utils import (
     StreamLoader,
 )
 from minigpt4.datasets.sample_seeds import mix_seed
+from minigpt4.models.training_precision import prepare_for_training
 from minigpt4.models.weights import training_checkpoint_state
 from minigpt4.runners.resume import (
     RESUME_KEY,
@@ -132,7 +133,6 @@ class RunnerBase:
         self.job_id = job_id
         self.task = task
         self.datasets = datasets
-        self._model = model
         self._wrapped_model: nn.Module | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self._scaler: torch.amp.GradScaler | None = None
@@ -143,7 +143,7 @@ class RunnerBase:
         self.start_meters: dict[str, Any] | None = None  # the resumed epoch's running sums
 
         self.device = self._pick_device()
-        self.amp_dtype = self._pick_amp_dtype()
+        self._model, self.precision = prepare_for_training(model, self.run_config, self.device)
         self.setup_output_dir()
         if self.run_config.wandb_log:
             logger.warning(
@@ -162,14 +162,6 @@ class RunnerBase:
             return torch.device("cuda", self.run_config.gpu)
         return torch.device(wanted)
 
-    def _pick_amp_dtype(self) -> torch.dtype | None:
-        if not self.run_config.amp:
-            return None
-        if self.device.type != "cuda":
-            logger.info("run.amp is ignored on %s: training in the weights' dtype", self.device)
-            return None
-        return AMP_DTYPES[self.run_config.amp_dtype]
-
     @property
     def use_distributed(self) -> bool:
         return self.run_config.distributed and dist_utils.is_dist_avail_and_initialized()
@@ -182,15 +174,7 @@ class RunnerBase:
     def model(self) -> nn.Module:
         """The model on the run device, wrapped in DDP when distributed (built once)."""
         if self._wrapped_model is None:
-            model = self._model
-            if self.device.type == "cpu" and any(
-                p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters()
-            ):
-                # Half-precision weights need CUDA autocast; on CPU everything runs in fp32
-                # (what the original's load_model does for CPU).
-                logger.info("Casting the model to float32 for CPU training")
-                model = model.float()
-            model = model.to(self.device)
+            model = self._model.to(self.device)
             if self.use_distributed:
                 device_ids = [self.device.index] if self.cuda_enabled else None
                 model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
@@ -212,7 +196,7 @@ class RunnerBase:
 
     @property
     def scaler(self) -> torch.amp.GradScaler | None:
-        if self._scaler is None and self.amp_dtype == torch.float16:
+        if self._scaler is None and self.precision.grad_scaler:
             self._scaler = torch.amp.GradScaler("cuda")
         return self._scaler
 
@@ -460,7 +444,7 @@ class RunnerBase:
             iters_per_epoch=self.iters_per_epoch,
             device=self.device,
             scaler=self.scaler,
-            amp_dtype=self.amp_dtype,
+            precision=self.precision,
             log_freq=self.log_freq,
             accum_grad_iters=self.accum_grad_iters,
             start_iter=self.start_iter if resumed else 0,

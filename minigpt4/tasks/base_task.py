@@ -13,6 +13,7 @@ from torch import nn
 from minigpt4.common.logger import MetricLogger, SmoothedValue
 from minigpt4.common.registry import registry
 from minigpt4.datasets.data_utils import prepare_sample
+from minigpt4.models.training_precision import TrainingPrecision
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class BaseTask:
         log_freq: int,
         accum_grad_iters: int,
         scaler: torch.amp.GradScaler | None = None,
-        amp_dtype: torch.dtype | None = None,
+        precision: TrainingPrecision | None = None,
         start_iter: int = 0,
         start_meters: dict[str, Any] | None = None,
         on_step: Callable[[int, int, MetricLogger], None] | None = None,
@@ -75,7 +76,8 @@ class BaseTask:
 
         The lr is set *before* each forward (the original's order). The loss is divided by
         ``accum_grad_iters`` so accumulated gradients are averages (the original summed them).
-        ``amp_dtype`` enables CUDA autocast; ``scaler`` is the fp16 GradScaler (None for bf16).
+        ``precision`` gives the step's one autocast (none without it); ``scaler`` is the fp16
+        GradScaler (None for bf16).
         ``on_step(epoch, i, metric_logger)`` runs after every optimizer step, with the stats
         of iterations up to ``i`` (periodic checkpoints save them); ``start_meters`` restores
         such stats, so a resumed epoch's averages cover the whole epoch.
@@ -106,11 +108,8 @@ class BaseTask:
             # Skip the DDP gradient all-reduce on iterations that only accumulate.
             sync = contextlib.nullcontext() if step_now or not is_ddp else model.no_sync()
             with sync:
-                with torch.autocast(
-                    device_type=device.type,
-                    dtype=amp_dtype or torch.float16,
-                    enabled=amp_dtype is not None,
-                ):
+                autocast = precision.autocast_context() if precision else contextlib.nullcontext()
+                with autocast:
                     loss = self.train_step(model=model, samples=samples)
                 scaled = loss / accum_grad_iters
                 if scaler is not None:
