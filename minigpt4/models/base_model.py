@@ -1,4 +1,4 @@
-"""Shared by the BLIP-2 style models: fp32 LayerNorm, autocast helper, frozen-module handling."""
+"""Shared by the BLIP-2 style models: fp32 LayerNorm and the autocast helper."""
 
 from __future__ import annotations
 
@@ -20,21 +20,6 @@ class LayerNorm(nn.LayerNorm):
         orig_type = x.dtype
         ret = super().forward(x.type(torch.float32))
         return ret.type(orig_type)
-
-
-def disabled_train(self: nn.Module, mode: bool = True) -> nn.Module:
-    """Replacement for ``.train`` on frozen modules: they stay in eval mode (dropout off)."""
-    return self
-
-
-def freeze(module: nn.Module) -> None:
-    """Stop gradients and keep ``module`` in eval mode even when a parent calls ``.train()``."""
-    for param in module.parameters():
-        param.requires_grad = False
-    module.eval()
-    # Bound per instance, like the original's `module.train = disabled_train`, so that a direct
-    # `module.train()` is a no-op too, not only a parent's.
-    module.train = disabled_train.__get__(module)
 
 
 class BaseModel(nn.Module):
