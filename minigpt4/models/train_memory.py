@@ -108,8 +108,8 @@ def llm_config(config: MiniGPT4Config, llm_size: str | None = None) -> Any:
         return AutoConfig.from_pretrained(folder, local_files_only=True)
     if llm_size not in LLM_SIZES:
         raise ValueError(
-            f"model.llama_model {config.llama_model!r} has no config.json: name the LLM's size "
-            f"({', '.join(LLM_SIZES)})"
+            f"model.llama_model {config.llama_model!r} has no config.json to size the LLM from "
+            f"(the train_memory command takes --llm-size {'|'.join(LLM_SIZES)})"
         )
     return LlamaConfig(**LLM_SIZES[llm_size])
 
