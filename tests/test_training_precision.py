@@ -104,3 +104,19 @@ def test_a_bf16_model_trains_on_cpu_without_an_fp32_copy(caplog):
     loss.backward()
     assert loss.dtype == FP32 and torch.isfinite(loss)
     assert model.llama_proj.weight.grad.dtype == FP32
+
+
+def test_a_trained_llm_layer_of_a_bf16_model_on_cpu_keeps_bf16():
+    layer = "llama_model.model.layers.1"
+    model = MiniGPT4.from_config(
+        tiny_model_config(stage=2, cpu_dtype="bf16", trainable=["llama_proj", layer])
+    )
+    model, plan = prepare_for_training(model, _run(device="cpu"), torch.device("cpu"))
+    assert plan.trainable == "bf16 and fp32" and "AdamW state bf16 and fp32" in plan.describe()
+    assert model.llama_proj.weight.dtype == FP32
+    assert model.llama_model.model.layers[1].mlp.up_proj.weight.dtype == BF16
+    ref = load_reference()
+    model.train()
+    samples = {"image": ref["images_eval_processed"], "text_input": list(ref["stage2"]["text"])}
+    model(samples)["loss"].backward()
+    assert model.llama_model.model.layers[1].mlp.up_proj.weight.grad is not None

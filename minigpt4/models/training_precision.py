@@ -13,8 +13,11 @@ sections together (:func:`decide`) and gives a :class:`TrainingPrecision`:
   said); a GradScaler when ``run.amp`` computes in fp16, as the original.
 - CPU: no autocast. The frozen parts stay in ``model.cpu_dtype`` (bf16 by default, or 8/4-bit)
   and each part computes in its own dtype; ``run.amp: True`` means that bf16.
-- Everywhere: trainable parameters are fp32 master weights (``llama_proj`` is fp32 in the
-  original), so their gradients and AdamW state are fp32; the loss is fp32.
+- Trained parameters are fp32 master weights (``llama_proj`` is fp32 in the original), so their
+  gradients and AdamW state are fp32: all of them on CUDA, where the autocast computes in half
+  precision whatever they are stored in; on a CPU ``llama_proj`` (the model casts its input),
+  while a trained part inside a bf16 LLM or vision side keeps its neighbours' dtype, since
+  without autocast its input comes in that dtype. The loss is fp32.
 
 Contradicting settings (``run.amp_dtype: bf16`` with an explicit ``model.autocast_dtype: fp16``,
 ``run.amp: True`` with ``model.cpu_dtype: fp32``) are a :class:`ConfigError` naming both keys,
@@ -25,6 +28,7 @@ raised by :func:`check_training_config` before the model loads. The runner calls
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -41,6 +45,8 @@ from minigpt4.models.precision import CPU_DTYPES, DTYPE_NAMES, Precision
 logger = logging.getLogger(__name__)
 
 TRAINABLE_DTYPE = torch.float32  # master weights, their gradients and AdamW state
+# Without autocast, a trained part computes in fp32 only where the model casts its input.
+_CASTS_ITS_INPUT = ("llama_proj.",)
 _QUANTIZED = {"8bit": "8-bit int8", "4bit": "4-bit NF4"}
 
 
@@ -53,6 +59,7 @@ class TrainingPrecision:
     grad_scaler: bool  # fp16 autocast under run.amp: scale the loss
     frozen: str  # the dtypes the frozen parts are stored in, in words
     chosen_by: str  # the config keys that made the decision
+    trainable: str = "fp32"  # the dtypes of the trained parameters (and their AdamW state)
 
     def autocast_context(self) -> contextlib.AbstractContextManager:
         """The autocast that wraps the forward of one training step (or nothing)."""
@@ -69,7 +76,8 @@ class TrainingPrecision:
             compute = f"{DTYPE_NAMES[self.autocast]} autocast{scaler}"
         return (
             f"Training precision on {self.device_kind}: compute {compute}; frozen parts "
-            f"{self.frozen}; trainable parameters, gradients and AdamW state fp32; loss fp32 "
+            f"{self.frozen}; trainable parameters, gradients and AdamW state {self.trainable}; "
+            "loss fp32 "
             f"({self.chosen_by})"
         )
 
@@ -197,9 +205,9 @@ def _arch_defaults(section: Mapping) -> dict[str, Any]:
 def prepare_for_training(
     model: nn.Module, run: RunConfig, device: torch.device
 ) -> tuple[nn.Module, TrainingPrecision]:
-    """Decide ``model``'s training precision on ``device`` and make its trainable parameters fp32
-    master weights; the frozen parts keep the dtypes they were built in (no fp32 copy of the
-    model). Logs the decision in one line."""
+    """Decide ``model``'s training precision on ``device`` and make its trained parameters fp32
+    master weights where the forward allows (see the module docstring); the frozen parts keep
+    the dtypes they were built in (no fp32 copy of the model). Logs the decision in one line."""
     config = getattr(model, "config", None)
     plan = decide(run, config if hasattr(config, "cpu_dtype") else None, device.type)
     built_for = getattr(model, "device_kind", device.type)
@@ -208,8 +216,13 @@ def prepare_for_training(
             f"the model was built for {built_for} (model.device) and is to train on "
             f"{device.type} (run.device): build it with model.device={device.type}"
         )
-    for param in model.parameters():
-        if param.requires_grad and param.dtype != TRAINABLE_DTYPE:
+    trained = set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if device.type == "cuda" or name.startswith(_CASTS_ITS_INPUT):
             param.data = param.data.to(TRAINABLE_DTYPE)
+        trained.add(DTYPE_NAMES[param.dtype])
+    plan = dataclasses.replace(plan, trainable=" and ".join(sorted(trained)) or "none")
     logger.info(plan.describe())
     return model, plan
