@@ -20,6 +20,8 @@ from minigpt4.common.config import Config
 from minigpt4.common.logger import setup_logger
 from minigpt4.common.registry import registry
 from minigpt4.common.utils import now
+from minigpt4.models.train_memory import log_training_memory
+from minigpt4.models.training_precision import check_training_config
 from minigpt4.runners.resume import preflight_resume
 from minigpt4.runners.runner_base import RunnerBase
 from minigpt4.tasks import setup_task
@@ -54,11 +56,13 @@ def main(argv: Sequence[str] | None = None) -> RunnerBase:
     args = parse_args(argv)
     cfg = Config(args)
     run = cfg.training_run_config()  # every run key training needs, before anything heavy
+    precision = check_training_config(cfg)  # run and model keys together, before the model
     dist_utils.init_distributed_mode(cfg.run_cfg)
     try:
         setup_seeds(cfg)
         setup_logger()
         cfg.pretty_print()
+        log_training_memory(cfg, precision.device_kind)
         preflight_resume(run)  # before the (slow) model build
         task = setup_task(cfg)
         datasets = task.build_datasets(cfg)

@@ -61,3 +61,26 @@ def test_quantized_llm_on_cuda(ref, overrides):
         assert model.visual_encoder.cls_token.device.type == "cpu"
         assert model.visual_encoder.cls_token.dtype == torch.float32
     assert abs(loss.item() - ref["stage1"]["loss"].item()) < 5e-2
+
+
+@pytest.mark.parametrize("amp_dtype, dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16)])
+def test_a_training_step_has_one_autocast_the_runs_own(ref, amp_dtype, dtype):
+    """run.amp_dtype decides; the model's own autocast stays out of the way inside the step."""
+    from minigpt4.common.run_config import RunConfig
+    from minigpt4.models.training_precision import prepare_for_training
+
+    cfg = tiny_model_config(stage=1, device="cuda", autocast_dtype=amp_dtype)
+    run = RunConfig.from_node({"device": "cuda", "amp": True, "amp_dtype": amp_dtype})
+    model, plan = prepare_for_training(MiniGPT4.from_config(cfg), run, torch.device("cuda"))
+    model = model.to("cuda").train()
+    seen = []
+    hook = model.llama_model.lm_head.register_forward_hook(
+        lambda module, args, out: seen.append((torch.get_autocast_dtype("cuda"), out.dtype))
+    )
+    with plan.autocast_context():
+        loss = model(_samples(ref, "cuda"))["loss"]
+    hook.remove()
+    loss.backward()
+    assert seen == [(dtype, dtype)] and loss.dtype == torch.float32
+    assert plan.grad_scaler == (dtype == torch.float16)
+    assert model.llama_proj.weight.grad.dtype == torch.float32

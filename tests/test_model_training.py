@@ -35,7 +35,6 @@ def test_only_llama_proj_gets_gradients_and_frozen_parts_stay_in_eval(
     model = stage2_model
     monkeypatch.setattr(model, "prompt_list", model.prompt_list[:1])  # same prompt both passes
     model.train()
-    model.visual_encoder.train()  # a direct call is a no-op too, as in the original
     for name in ("visual_encoder", "ln_vision", "Qformer", "llama_model"):
         part = getattr(model, name)
         assert not any(m.training for m in part.modules()), f"{name} left eval mode"

@@ -318,7 +318,7 @@ def test_cuda_device_falls_back_to_cpu_with_warning(tmp_path, caplog):
         runner = make_runner(tmp_path, device="cuda", amp=True)
         runner.setup()
     assert runner.device == torch.device("cpu")
-    assert runner.amp_dtype is None and runner.scaler is None
+    assert runner.precision.autocast is None and runner.scaler is None
     assert any("CUDA is not available" in m for m in caplog.messages)
 
 

@@ -109,7 +109,7 @@ def run_section(output_dir: Path, **overrides: Any) -> dict[str, Any]:
         "iters_per_epoch": 3,
         "seed": 42,
         "output_dir": str(output_dir),
-        "amp": True,
+        "amp": False,
         "resume_ckpt_path": None,
         "evaluate": False,
         "train_splits": ["train"],

@@ -1,4 +1,4 @@
-"""Shared by the BLIP-2 style models: fp32 LayerNorm, autocast helper, frozen-module handling."""
+"""Shared by the BLIP-2 style models: fp32 LayerNorm and the autocast helper."""
 
 from __future__ import annotations
 
@@ -22,21 +22,6 @@ class LayerNorm(nn.LayerNorm):
         return ret.type(orig_type)
 
 
-def disabled_train(self: nn.Module, mode: bool = True) -> nn.Module:
-    """Replacement for ``.train`` on frozen modules: they stay in eval mode (dropout off)."""
-    return self
-
-
-def freeze(module: nn.Module) -> None:
-    """Stop gradients and keep ``module`` in eval mode even when a parent calls ``.train()``."""
-    for param in module.parameters():
-        param.requires_grad = False
-    module.eval()
-    # Bound per instance, like the original's `module.train = disabled_train`, so that a direct
-    # `module.train()` is a no-op too, not only a parent's.
-    module.train = disabled_train.__get__(module)
-
-
 class BaseModel(nn.Module):
     """Autocast handling with the original's semantics; subclasses say where they run
     (``device``)."""
@@ -45,7 +30,9 @@ class BaseModel(nn.Module):
     device: torch.device
 
     def maybe_autocast(self, dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager:
-        """Autocast on CUDA (fp16 unless configured); nothing on CPU, where weights are fp32."""
-        if self.device.type == "cuda":
+        """Autocast on CUDA (fp16 unless configured); nothing on CPU, where each part computes in
+        its own dtype. Nothing either inside an autocast already on (a training step's, see
+        :mod:`minigpt4.models.training_precision`): a step has one autocast, not two."""
+        if self.device.type == "cuda" and not torch.is_autocast_enabled("cuda"):
             return torch.autocast(device_type="cuda", dtype=dtype or self.autocast_dtype)
         return contextlib.nullcontext()

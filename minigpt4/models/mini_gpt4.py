@@ -29,7 +29,7 @@ from torch import nn
 from minigpt4.common.registry import registry
 from minigpt4.models import generation, quantized
 from minigpt4.models import prompt as assembly
-from minigpt4.models.base_model import BaseModel, LayerNorm, freeze
+from minigpt4.models.base_model import BaseModel, LayerNorm
 from minigpt4.models.eva_vit import create_eva_vit_g
 from minigpt4.models.model_config import MiniGPT4Config
 from minigpt4.models.model_section import complete_section
@@ -38,6 +38,7 @@ from minigpt4.models.projection import grouped_patches, image_feature_width, qfo
 from minigpt4.models.prompt import IGNORE_INDEX
 from minigpt4.models.qformer import build_qformer
 from minigpt4.models.tokenizer_base import Tokenizer
+from minigpt4.models.trainable import apply_trainable, eval_frozen_parts, trainable_names
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +78,6 @@ class MiniGPT4(BaseModel):
             vit, config.drop_path_rate, config.use_grad_checkpoint
         )
         self.ln_vision = LayerNorm(vit.embed_dim)  # the original's default eps 1e-5
-        if config.freeze_vit:
-            freeze(self.visual_encoder)
-            freeze(self.ln_vision)
         if config.has_qformer:
             qcfg = config.qformer_config
             self.Qformer = build_qformer(qcfg, vit.embed_dim)
@@ -87,15 +85,15 @@ class MiniGPT4(BaseModel):
                 torch.zeros(1, config.num_query_token, qcfg.hidden_size)
             )
             self.query_tokens.data.normal_(mean=0.0, std=0.02)  # BLIP-2's init
-            if config.freeze_qformer:
-                freeze(self.Qformer)
-                self.query_tokens.requires_grad = False
         self.register_module("llama_model", None)  # keeps the original's module order
         self.llama_tokenizer: Tokenizer | None = None
         width = image_feature_width(
             config.has_qformer, vit.embed_dim, config.qformer_config.hidden_size
         )
         self.llama_proj = nn.Linear(width, llm_hidden_size)
+        # The LLM comes later (attach_llm), so names inside it are checked then.
+        apply_trainable(self, trainable_names(config), check=False)
+        self.train()
 
     @classmethod
     def build_empty(cls, config: MiniGPT4Config, llm_hidden_size: int) -> MiniGPT4:
@@ -117,9 +115,26 @@ class MiniGPT4(BaseModel):
                 f"the LLM's hidden size {llm.config.hidden_size} differs from llama_proj's "
                 f"{self.llama_proj.out_features}"
             )
-        freeze(llm)
         self.llama_model = llm
         self.llama_tokenizer = tokenizer
+        apply_trainable(self, trainable_names(self.config))
+        if self.config.use_grad_checkpoint_llm:
+            # Non-reentrant: gradients reach llama_proj through the frozen LLM from the
+            # inputs_embeds, which require grad; transformers also hooks the embedding output.
+            llm.activation_checkpointing_enable({"use_reentrant": False})
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MiniGPT4:
+        """Train mode where a part trains; parts without a trained parameter stay in eval mode
+        (dropout off, as the original's frozen parts), except an LLM under gradient
+        checkpointing, which transformers runs only in train mode (LLaMA has no dropout)."""
+        super().train(mode)
+        if mode:
+            eval_frozen_parts(self, self._keeps_training)
+        return self
+
+    def _keeps_training(self, part: nn.Module) -> bool:
+        return part is self.llama_model and self.config.use_grad_checkpoint_llm
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> MiniGPT4:
@@ -284,6 +299,7 @@ class MiniGPT4(BaseModel):
             outputs = self.llama_model(
                 inputs_embeds=llm_inputs["inputs_embeds"],
                 attention_mask=llm_inputs["attention_mask"],
+                use_cache=False,  # the loss needs no KV cache
                 return_dict=True,
             )
             loss = causal_lm_loss(outputs.logits, llm_inputs["labels"], reduction)

@@ -21,6 +21,7 @@ from minigpt4.common.config_fields import BadValue, Rule, base_kind, parse_value
 from minigpt4.models.base_model import AUTOCAST_DTYPES
 from minigpt4.models.eva_vit import EvaVitConfig
 from minigpt4.models.qformer import QFormerConfig
+from minigpt4.models.trainable import frozen_contradiction
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class MiniGPT4Config:
     vit_model_path: str = EVA_VIT_G_URL
     image_size: int = 224
     drop_path_rate: float = 0
-    use_grad_checkpoint: bool = False
+    use_grad_checkpoint: bool = False  # the ViT's
     vit_precision: str = "fp16"
     freeze_vit: bool = True
     vit_config: EvaVitConfig = field(default_factory=EvaVitConfig)
@@ -107,6 +108,7 @@ class MiniGPT4Config:
     qformer_config: QFormerConfig = field(default_factory=QFormerConfig)
     # LLM
     llama_model: str = ""
+    use_grad_checkpoint_llm: bool = False  # the original HEAD's key: checkpoint the LLM's layers
     pad_token: str | None = None  # None: the tokenizer's, else the end-of-sequence token
     # the LLM's tokenizer and chat (README "Adding an LLM"); unset: the LLaMA/Vicuna behaviour
     tokenizer: str | None = None  # TOKENIZER_KINDS
@@ -124,6 +126,9 @@ class MiniGPT4Config:
     # weights and compute on CPU: bf16 (fits a 7B model in 16 GB) or fp32 (exact numerics)
     cpu_dtype: str = "bf16"
     attn_implementation: str | None = None
+    # what trains besides the vision parts freeze_vit / freeze_qformer leave unfrozen:
+    # module-name prefixes (see minigpt4.models.trainable); the original trains llama_proj
+    trainable: tuple[str, ...] = ("llama_proj",)
     # prompts and training text
     prompt: str = ""  # in the original YAML, never read
     prompt_path: str = ""
@@ -157,6 +162,7 @@ class MiniGPT4Config:
             if not ok:
                 raise ValueError(f"model.{key} {rule}; got {getattr(self, key)!r}")
         self._check_llm_keys()
+        self._check_trainable()
         self.device_8bit = parse_device_8bit(self.device_8bit)
         if self.device_8bit == "cpu":
             if str(self.device or "cpu").startswith("cuda"):
@@ -192,6 +198,23 @@ class MiniGPT4Config:
             raise ValueError(f"model.stop_token_ids must be a list of token ids; got {ids!r}")
         self.stop_words = tuple(words)
         self.stop_token_ids = tuple(ids)
+
+    def _check_trainable(self) -> None:
+        names = [self.trainable] if isinstance(self.trainable, str) else self.trainable
+        if not isinstance(names, (list, tuple)) or not all(
+            isinstance(n, str) and n.strip() for n in names
+        ):
+            raise ValueError(
+                "model.trainable must be a list of module-name prefixes such as [llama_proj]; "
+                f"got {self.trainable!r}"
+            )
+        self.trainable = tuple(n.strip() for n in names)
+        clash = frozen_contradiction(self.trainable, self.freeze_vit, self.freeze_qformer)
+        if clash:
+            raise ValueError(
+                f"model.trainable names {clash[0]!r} and model.{clash[1]} is True: they "
+                f"contradict each other; set model.{clash[1]}: False or remove the name"
+            )
 
     @property
     def quantization(self) -> str | None:

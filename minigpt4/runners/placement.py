@@ -12,19 +12,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from minigpt4.common.run_config import AMP_DTYPES, RunConfig
+from minigpt4.common.run_config import RunConfig
+from minigpt4.models.training_precision import TrainingPrecision, prepare_for_training
 from minigpt4.runners.strategy import Strategy
 
 logger = logging.getLogger(__name__)
-
-HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
 class Placement:
     model: nn.Module  # on ``device`` and wrapped by the strategy
     device: torch.device
-    amp_dtype: torch.dtype | None  # None: no autocast
+    precision: TrainingPrecision  # the step's one autocast, the scaler, the dtypes
 
 
 def pick_device(run: RunConfig, distributed: bool) -> torch.device:
@@ -39,26 +38,14 @@ def pick_device(run: RunConfig, distributed: bool) -> torch.device:
     return torch.device(wanted)
 
 
-def pick_amp_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``run.amp``/``run.amp_dtype``; autocast is CUDA-only here."""
-    if not run.amp:
-        return None
-    if device.type != "cuda":
-        logger.info("run.amp is ignored on %s: training in the weights' dtype", device)
-        return None
-    return AMP_DTYPES[run.amp_dtype]
-
-
 def place_model(
     model: nn.Module, run: RunConfig, strategy: Strategy, distributed: bool
 ) -> Placement:
-    """The model on its training device, in its training dtype, wrapped by ``strategy``."""
+    """The model on its training device, its trained parameters fp32 master weights where the
+    forward allows and its frozen parts as built (no fp32 copy of a half model on CPU; the one
+    precision decision: :func:`~minigpt4.models.training_precision.prepare_for_training`),
+    wrapped by ``strategy``."""
     device = pick_device(run, distributed)
-    amp_dtype = pick_amp_dtype(run, device)
-    if device.type == "cpu" and any(p.dtype in HALF_DTYPES for p in model.parameters()):
-        # Half-precision weights need CUDA autocast; on CPU everything runs in fp32
-        # (what the original's load_model does for CPU).
-        logger.info("Casting the model to float32 for CPU training")
-        model = model.float()
+    model, precision = prepare_for_training(model, run, device)
     model = model.to(device)
-    return Placement(strategy.wrap(model, device), device, amp_dtype)
+    return Placement(strategy.wrap(model, device), device, precision)

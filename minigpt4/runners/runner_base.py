@@ -82,7 +82,7 @@ class RunnerBase:
         #    tensors, and the optimizer must hold the ones that train. DDP's wrap also
         #    broadcasts rank 0's weights, so every rank starts from the same model.
         placed = place_model(self.model, run, self.strategy, self.use_distributed)
-        self.model, self.device, self.amp_dtype = placed.model, placed.device, placed.amp_dtype
+        self.model, self.device, self.precision = placed.model, placed.device, placed.precision
         # 2. Data: pinned memory follows the device; without run.iters_per_epoch the epoch
         #    length is the loader's, which the lr schedule needs.
         pin_memory = self.device.type == "cuda"
@@ -94,7 +94,7 @@ class RunnerBase:
         # 4. The lr schedule writes into the optimizer's groups.
         self.lr_scheduler = build_lr_scheduler(self.optimizer, run, self.iters_per_epoch)
         # 5. Loss scaling only for fp16 autocast (bf16 has fp32's range).
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
         # 6. Resume last: it loads into everything above, and restores the RNG states last of
         #    all, so that nothing between the restore and the first step draws a number.
         parts = TrainParts(self.model, self.optimizer, self.lr_scheduler, self.scaler,
@@ -179,10 +179,9 @@ class RunnerBase:
         """A step that names the rank(s) it waits for (:mod:`~minigpt4.runners.rank_watch`)."""
         return watched_step(where, self.run_config.dist_timeout_s, self.use_distributed)
 
-    def _autocast(self) -> torch.autocast:
-        """Mixed precision when ``run.amp`` applies (CUDA); otherwise the weights' dtype."""
-        dtype = self.amp_dtype or torch.float16
-        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp_dtype is not None)
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """The step's one autocast, as the precision decision says (or none)."""
+        return self.precision.autocast_context()
 
     def _backward(self, loss: torch.Tensor) -> None:
         if self.scaler is not None:  # fp16: scale up so small gradients do not underflow

@@ -1,0 +1,210 @@
+"""Stage-2 training at real sizes on this machine: peak memory and seconds per iteration.
+
+python benchmarks/bench_train.py --size 7b --weights DIR --device cuda --batches 1 4 12
+python benchmarks/bench_train.py --size 7b --weights DIR --device cpu --modes bf16 4bit --batches 1
+python benchmarks/bench_train.py --size tiny --weights DIR               # seconds (CI)
+
+DIR holds random weights of the real sizes in the real formats, written once by
+``real_size_weights.py`` (the same folder ``bench_real_size.py`` uses). For every mode (bf16 and
+4-bit LLMs by default), batch and LLM gradient checkpointing off/on, a fresh subprocess builds the
+stage-2 model as train.py does (``train_configs/minigpt4_stage2_finetune.yaml`` + ``--options``,
+the registry, :func:`minigpt4.models.training_precision.prepare_for_training`) and runs
+``--steps`` training steps (forward under the run's autocast, backward, AdamW) on random images
+and a caption as long as ``max_txt_len``, after one untimed warm-up step. It prints one table:
+s/it (the mean of the timed steps), the whole run's peak RSS and anonymous memory (GB, 1e9
+bytes, /proc/self/status; anonymous memory is what the machine must really have, the weight
+files being reclaimable page cache), torch's allocator peak on CUDA, and beside them the
+training-memory estimate of :mod:`minigpt4.models.train_memory` for the same run. The machine is
+named as ``roofline.py`` names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path[:0] = [REPO, HERE]
+
+import roofline  # noqa: E402
+import torch  # noqa: E402
+from bench_real_size import AnonPeak, markdown, proc_status  # noqa: E402
+from real_size_weights import SIZES, ensure_weights, paths  # noqa: E402
+
+STAGE2_CONFIG = os.path.join(REPO, "train_configs", "minigpt4_stage2_finetune.yaml")
+MODES = {
+    "cpu": {"bf16": ["model.cpu_dtype=bf16"], "4bit": ["model.llm_quantization=4bit"]},
+    "cuda": {
+        "bf16": ["model.autocast_dtype=bf16"],
+        "4bit": ["model.autocast_dtype=bf16", "model.llm_quantization=4bit"],
+    },
+}
+CAPTION = "A wooden table by a window with a cup of coffee, an open book and a plant. "
+RESULT_PREFIX = "RESULT "
+GB = 1e9
+
+
+# --- one run (in its own process) ------------------------------------------------------------
+
+
+def config(args: argparse.Namespace, mode: str, checkpoint: bool) -> Any:
+    import minigpt4  # noqa: F401  (registers models, tasks and processors)
+    from minigpt4.common.config import Config
+
+    files = paths(args.weights)
+    options = [
+        f"model.llama_model={files['llm']}",
+        f"model.vit_model_path={files['vit']}",
+        f"model.q_former_model={files['blip2']}",
+        f"model.ckpt={files['ckpt']}",
+        f"model.device={args.device}",
+        f"model.use_grad_checkpoint_llm={checkpoint}",
+        f"run.device={args.device}",
+        f"run.amp={args.device == 'cuda'}",
+        "run.amp_dtype=bf16",
+        *MODES[args.device][mode],
+        *SIZES[args.size].model_options(),
+    ]
+    return Config(argparse.Namespace(cfg_path=STAGE2_CONFIG, options=options))
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def train(args: argparse.Namespace, mode: str, batch: int, checkpoint: bool) -> dict[str, Any]:
+    """Build the stage-2 model as train.py does and time ``args.steps`` training steps."""
+    from minigpt4.common.registry import registry
+    from minigpt4.models.train_memory import config_of, estimate
+    from minigpt4.models.training_precision import check_training_config, prepare_for_training
+
+    anon = AnonPeak()
+    cfg = config(args, mode, checkpoint)
+    check_training_config(cfg)
+    run = cfg.training_run_config()
+    model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg)
+    device = torch.device(args.device)
+    model, plan = prepare_for_training(model, run, device)
+    model = model.to(device)
+    model.train()
+    size = SIZES[args.size].image_size
+    images = torch.randn(batch, 3, size, size, device=device)
+    text = CAPTION * (model.max_txt_len // len(CAPTION.split()) + 1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=3e-5, weight_decay=0.05)
+    times = []
+    for _ in range(args.steps + 1):  # the first step warms up (allocations, kernel choice)
+        _sync(args.device)
+        start = time.perf_counter()
+        with plan.autocast_context():
+            loss = model({"image": images, "text_input": [text] * batch})["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(args.device)
+        times.append(time.perf_counter() - start)
+    model_cls, model_config = config_of(cfg)
+    estimated = estimate(model_cls, model_config, args.device, batch).total
+    return {
+        "s_per_it": sum(times[1:]) / args.steps,
+        "peak_rss": proc_status().get("VmHWM"),
+        "peak_anon": anon.stop(),
+        "cuda_peak": torch.cuda.max_memory_allocated() if args.device == "cuda" else None,
+        "estimate": estimated,
+    }
+
+
+def worker(args: argparse.Namespace) -> None:
+    mode, batch, checkpoint = args.worker.split(",")
+    result = train(args, mode, int(batch), checkpoint == "on")
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# --- every run, one table -------------------------------------------------------------------
+
+
+def run_in_subprocess(args: argparse.Namespace, mode: str, batch: int, ckpt: str) -> dict:
+    """One run in a fresh Python process (its own memory peak); its log goes to stderr."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"{mode},{batch},{ckpt}",
+           "--size", args.size, "--weights", args.weights, "--device", args.device,
+           "--steps", str(args.steps), "--threads", str(args.threads)]  # fmt: skip
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if proc.returncode != 0 or not lines:
+        return {"error": f"exit status {proc.returncode} (see its log above)"}
+    return json.loads(lines[-1][len(RESULT_PREFIX) :])
+
+
+def _gb(value: float | None) -> str:
+    return "-" if value is None else f"{value / GB:.2f}"
+
+
+def table(runs: list[tuple[str, int, str]], results: list[dict[str, Any]]) -> list[list[str]]:
+    rows = [["mode", "batch", "LLM grad ckpt", "s/it", "peak RSS GB", "peak anon GB",
+             "cuda peak GB", "estimate GB"]]  # fmt: skip
+    for (mode, batch, ckpt), r in zip(runs, results):
+        if "error" in r:
+            rows.append([mode, str(batch), ckpt, r["error"]])
+            continue
+        rows.append([mode, str(batch), ckpt, f"{r['s_per_it']:.3g}", _gb(r["peak_rss"]),
+                     _gb(r["peak_anon"]), _gb(r["cuda_peak"]), _gb(r["estimate"])])  # fmt: skip
+    return rows
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="7b")
+    parser.add_argument("--weights", required=True, help="folder for the random weights")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--modes", nargs="+", default=["bf16", "4bit"], help="bf16 and/or 4bit")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 12])
+    parser.add_argument(
+        "--grad-checkpoint", nargs="+", choices=["off", "on"], default=["off", "on"]
+    )
+    parser.add_argument("--steps", type=int, default=2, help="timed steps after the warm-up")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
+    args.weights = os.path.abspath(args.weights)
+    unknown = sorted(set(args.modes) - set(MODES[args.device]))
+    if unknown:
+        parser.error(f"unknown mode(s) {unknown}; known: {sorted(MODES[args.device])}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    if args.worker:
+        worker(args)
+        return []
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device")
+    ensure_weights(args.size, args.weights, log=lambda m: print(m, file=sys.stderr))
+    runs = list(itertools.product(args.modes, args.batches, args.grad_checkpoint))
+    results = []
+    for mode, batch, ckpt in runs:
+        print(f"--- {args.size} {mode} batch {batch} LLM grad ckpt {ckpt}", file=sys.stderr,
+              flush=True)  # fmt: skip
+        results.append(run_in_subprocess(args, mode, batch, ckpt))
+    machine = roofline.this_machine(args.device).describe()
+    print(
+        f"\nMiniGPT-4 {args.size} stage 2, random weights, {args.steps} timed steps, on {machine}\n"
+    )
+    print(markdown(table(runs, results)))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""benchmarks/bench_train.py --size tiny: stage-2 training steps through train.py's path, each in
+its own process, one table of s/it, peak memory and the estimate beside it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.model_fixtures import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "benchmarks" / "bench_train.py"
+
+
+def test_tiny_benchmark_prints_a_row_per_run(tmp_path):
+    cmd = [sys.executable, str(SCRIPT), "--size", "tiny", "--weights", str(tmp_path), "--modes",
+           "bf16", "--batches", "1", "2", "--steps", "1", "--threads", "1"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]
+    ]
+    assert [(r["batch"], r["LLM grad ckpt"]) for r in rows] == [
+        ("1", "off"), ("1", "on"), ("2", "off"), ("2", "on")
+    ]  # fmt: skip
+    for r in rows:
+        assert float(r["s/it"]) > 0 and float(r["peak anon GB"]) > 0.1
+        assert float(r["estimate GB"]) > 0 and r["cuda peak GB"] == "-"
+    assert "on CPU " in proc.stdout  # the machine is named

@@ -1,0 +1,109 @@
+"""The training-memory estimate (issue 22 item 7): it computes for every shipped training config,
+grows with the batch, shrinks with LLM gradient checkpointing, and at the tiny size lands within
+a stated factor of the peak resident memory a real training step measures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import minigpt4  # noqa: F401  (registers the model classes)
+from minigpt4.common.config import Config
+from minigpt4.models.train_memory import config_of, estimate, main
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(str(p.relative_to(REPO)) for p in (REPO / "train_configs").glob("*.yaml"))
+# The tiny estimate against the measured peak RSS of a fresh process that trains one step.
+RSS_FACTOR = 1.5
+TINY_BATCH = 8
+
+
+def _config(path: str, **overrides):
+    cfg = Config(argparse.Namespace(cfg_path=path, options=None))
+    return config_of(cfg, **overrides)
+
+
+@pytest.mark.parametrize("cfg_path", SHIPPED)
+def test_every_shipped_config_is_estimated_and_grows_with_the_batch(cfg_path):
+    size = None if "tiny" in cfg_path else "7b"
+    model_cls, config = _config(cfg_path, device="cuda")
+    totals = [
+        estimate(model_cls, config, "cuda", batch, llm_size=size).total for batch in (1, 4, 12)
+    ]
+    assert totals[0] < totals[1] < totals[2], totals
+
+
+def test_llm_checkpointing_shrinks_the_activations_of_7b_stage2():
+    path = "train_configs/minigpt4_stage2_finetune.yaml"
+    plain = estimate(*_config(path, device="cuda"), "cuda", 12, llm_size="7b")
+    ckpt = estimate(
+        *_config(path, device="cuda", use_grad_checkpoint_llm=True), "cuda", 12, llm_size="7b"
+    )
+    assert ckpt.activations < plain.activations / 4
+    assert ckpt.weights == plain.weights and plain.trainable_params == 3_149_824  # the seed's
+
+
+def test_command_prints_one_line_and_the_parts(capsys):
+    result = main(
+        [
+            "--cfg-path",
+            "train_configs/minigpt4_stage2_finetune.yaml",
+            "--device",
+            "cuda",
+            "--dtype",
+            "4bit",
+            "--batch-size",
+            "4",
+            "--llm-size",
+            "7b",
+        ]
+    )
+    line, parts = capsys.readouterr().out.splitlines()
+    assert line.startswith("Training memory estimate (cuda, 4bit, batch 4")
+    assert json.loads(parts)["total"] == result.total
+
+
+_STEP = """
+import resource, sys, torch
+from minigpt4.models.mini_gpt4 import MiniGPT4
+from minigpt4.common.run_config import RunConfig
+from minigpt4.models.training_precision import prepare_for_training
+from tests.model_fixtures import load_reference, tiny_model_config
+batch = int(sys.argv[1])
+ref = load_reference()
+model = MiniGPT4.from_config(tiny_model_config(stage=2))
+run = RunConfig.from_node({"device": "cpu"})
+model, plan = prepare_for_training(model, run, torch.device("cpu"))
+model.train()
+optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+images = ref["images_eval_processed"].repeat(batch // 2, 1, 1, 1)
+texts = [t * 20 for t in ref["stage2"]["text"]] * (batch // 2)  # long: max_txt_len tokens
+loss = model({"image": images, "text_input": texts})["loss"]
+loss.backward()
+optimizer.step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def test_tiny_estimate_is_within_a_factor_of_a_measured_training_step():
+    from minigpt4.models.mini_gpt4 import MiniGPT4
+    from minigpt4.models.model_config import MiniGPT4Config
+    from tests.model_fixtures import tiny_model_config
+
+    out = subprocess.run(
+        [sys.executable, "-c", _STEP, str(TINY_BATCH)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    measured = int(out.split()[-1])
+    config = MiniGPT4Config.from_cfg(dict(tiny_model_config(stage=2)))
+    estimated = estimate(MiniGPT4, config, "cpu", TINY_BATCH).total
+    assert measured / RSS_FACTOR <= estimated <= measured * RSS_FACTOR, (estimated, measured)
