@@ -37,6 +37,7 @@ from minigpt4.common.logger import setup_logger
 from minigpt4.common.output_files import OutputError, OutputLock, check_output_path
 from minigpt4.conversation.chat import Chat
 from minigpt4.models.generation import GenerationSettings
+from minigpt4.models.prompt import IMAGE_PLACEHOLDER
 from minigpt4.processors.image_io import ImageLoadError, load_image
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if IMAGE_PLACEHOLDER in args.prompt:
+        parser.error(
+            f"--prompt holds {IMAGE_PLACEHOLDER}, the placeholder each image is put in: ask "
+            "the question alone (the image comes first, as in the demo)"
+        )
+    if not args.prompt.strip():
+        parser.error("--prompt is empty: give the question to ask about every image")
     return args
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,9 +32,19 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` through :func:`~minigpt4.common.atomic_write.atomic_write`."""
-    with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` through :func:`~minigpt4.common.atomic_write.atomic_write`; a failed
+    write (a full disk shows as torch's ``basic_ios::clear``) is an error naming the file and
+    the free space, and leaves the previous file as it was."""
+    try:
+        with atomic_write(path) as tmp:
+            torch.save(obj, tmp)
+    except (OSError, RuntimeError) as err:
+        folder = os.path.dirname(os.path.abspath(path))
+        free = shutil.disk_usage(folder).free if os.path.isdir(folder) else 0
+        raise CheckpointError(
+            f"{path}: could not be written ({err}); {free / 2**20:.0f} MiB are free on its "
+            "disk: free space or choose another run.output_dir"
+        ) from err
 
 
 def looks_like_torch_file(path: str) -> bool:

@@ -27,6 +27,16 @@ KINDS = {
 LOCK_SUFFIX = ".lock"
 
 
+def file_kind(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it exists and is not a regular file ("a folder", "a named pipe
+    (FIFO)", ...); None for a regular file or nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((name for test, name in KINDS.items() if test(mode)), None)
+
+
 class OutputError(ValueError):
     """An ``--out`` that cannot be used; the message says why and what to do."""
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from minigpt4.common.checkpoint_files import CheckpointError
 from minigpt4.models.model_config import MiniGPT4Config
 from minigpt4.models.precision import Precision
 
@@ -100,16 +101,25 @@ def llm_tensor_shapes(folder: str) -> dict[str, tuple[int, ...]]:
     """``{name: shape}`` of every tensor in the LLM folder, from the files' headers only."""
     shapes: dict[str, tuple[int, ...]] = {}
     for path in llm_weight_files(folder):
-        if path.endswith(".safetensors"):
-            from safetensors import safe_open
-
-            with safe_open(path, framework="pt") as f:
-                for key in f.keys():
-                    shapes[key] = tuple(f.get_slice(key).get_shape())
-        else:  # a zip .bin is memory-mapped: nothing is read but its index
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            shapes.update({k: tuple(v.shape) for k, v in state.items()})
+        try:
+            shapes.update(_file_shapes(path))
+        except Exception as err:  # noqa: BLE001 - safetensors and torch raise many kinds
+            raise CheckpointError(
+                f"{path} (model.llama_model): this weight file cannot be read ({err}): a "
+                "download cut short, a link to the wrong file, or another format"
+            ) from err
     return shapes
+
+
+def _file_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    # a zip .bin is memory-mapped: nothing is read but its index
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return {k: tuple(v.shape) for k, v in state.items()}
 
 
 def _numel(shape: Iterable[int]) -> int:

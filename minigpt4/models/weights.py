@@ -35,6 +35,7 @@ from torch import nn
 
 from minigpt4.common.atomic_write import atomic_write
 from minigpt4.common.checkpoint_files import CheckpointError, atomic_torch_save, torch_load_safely
+from minigpt4.common.output_files import file_kind
 from minigpt4.common.utils import is_url, resolve_path
 from minigpt4.models import memory, quantized
 from minigpt4.models.hf_tokenizer import HFTokenizer
@@ -99,7 +100,8 @@ class WeightSource:
             return None
         if os.path.isdir(self.path):
             return f"{self.path} is a directory; a checkpoint file is expected"
-        return "not found"
+        kind = file_kind(self.path)
+        return f"{self.path} is {kind}, not a file" if kind else "not found"
 
     def describe_fix(self) -> str:
         if self.holds_tokenizer and not self.is_llm_folder:
@@ -259,13 +261,26 @@ def _folder_problem(path: str, llm: bool, tokenizer: bool, kind: str | None) -> 
 # --- reading files ----------------------------------------------------------------------------
 
 
-def _looks_like_safetensors(path: str) -> bool:
+def _looks_like_safetensors(path: str, where: str) -> bool:
+    """Whether ``path`` is a safetensors file (by content: 8 bytes of header length, then
+    ``{``); one whose header length cannot be right is an error saying so, not "not a PyTorch
+    checkpoint"."""
     with open(path, "rb") as f:
         head = f.read(9)
-    if len(head) < 9:
-        return False
+    if len(head) < 9 or head[8:9] != b"{":
+        return path.endswith(".safetensors") and _bad_safetensors(where, "too short")
     header_len = int.from_bytes(head[:8], "little")
-    return 0 < header_len < _SAFETENSORS_MAX_HEADER and head[8:9] == b"{"
+    size = os.path.getsize(path)
+    if header_len >= _SAFETENSORS_MAX_HEADER or header_len > size - 8:
+        _bad_safetensors(where, f"its header claims {header_len} bytes of the file's {size}")
+    return True
+
+
+def _bad_safetensors(where: str, why: str) -> bool:
+    raise CheckpointError(
+        f"{where}: a safetensors file that cannot be right ({why}): truncated "
+        "or corrupt; download or export it again"
+    )
 
 
 def load_state_dict_file(path: str, config_key: str) -> dict[str, torch.Tensor]:
@@ -280,7 +295,7 @@ def load_state_dict_file(path: str, config_key: str) -> dict[str, torch.Tensor]:
     where = f"{path} ({config_key})"
     if not os.path.isfile(path):
         raise MissingWeightsError(f"{where}: file not found")
-    if _looks_like_safetensors(path):
+    if _looks_like_safetensors(path, where):
         from safetensors.torch import load_file
 
         try:
@@ -704,6 +719,16 @@ def load_tokenizer(config: MiniGPT4Config) -> Tokenizer:
     return tokenizer
 
 
+def _unreadable_weights(err: BaseException) -> bool:
+    """An error of reading the weight files themselves (safetensors' header or data)."""
+    return "safetensors" in type(err).__module__ or "header" in str(err).lower()
+
+
+def _weight_files(folder: str) -> list[str]:
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return [n for n in names if n.endswith((".safetensors", ".bin", ".pt"))]
+
+
 def load_llm(config: MiniGPT4Config, device_kind: str, dtype: torch.dtype) -> nn.Module:
     """The causal LM of ``model.llama_model`` (every weight must fit its config.json); its
     tokenizer is :func:`load_tokenizer`'s."""
@@ -714,7 +739,18 @@ def load_llm(config: MiniGPT4Config, device_kind: str, dtype: torch.dtype) -> nn
     kwargs = _llm_kwargs(config, device_kind, dtype)
     trim = memory.trimming() if config.quantization else contextlib.nullcontext()
     with trim:
-        llm, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+        try:
+            llm, info = AutoModelForCausalLM.from_pretrained(
+                path, output_loading_info=True, **kwargs
+            )
+        except Exception as err:  # noqa: BLE001 - safetensors and transformers raise many kinds
+            if not _unreadable_weights(err):
+                raise
+            raise CheckpointError(
+                f"{path} (model.llama_model): its weight files cannot be read ({err}); "
+                f"check them ({', '.join(_weight_files(path)) or 'none found'}): a download cut "
+                "short, a link to the wrong file, or another format"
+            ) from err
     missing, mismatched = sorted(info["missing_keys"]), sorted(info["mismatched_keys"])
     if missing or mismatched:
         raise CheckpointError(

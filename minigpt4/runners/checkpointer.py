@@ -149,8 +149,14 @@ class Checkpointer:
         """Restore everything from ``path``; this rank's RNG states last of all."""
         path = resolve_path(str(path))
         checkpoint = read_checkpoint(path, RESUME_KEY, RESUME_REQUIRED)
-        epoch, iteration = resume_position(checkpoint)
+        epoch, iteration = resume_position(checkpoint, path)
         check_not_finished(path, epoch, max_epoch)
+        if iteration > self.iters_per_epoch:
+            raise CheckpointError(
+                f"{RESUME_KEY}: {path} continues at iteration {iteration} of an epoch, but this "
+                f"run's epochs have {self.iters_per_epoch} (run.iters_per_epoch): resume with "
+                "the run's own settings"
+            )
         self._restore_training_state(path, checkpoint)
         meters, problems = self._restore_rank_state(checkpoint.get("rank_states"), iteration)
         if problems:
@@ -174,12 +180,19 @@ class Checkpointer:
                 f"{RESUME_KEY}: {path} lacks the trainable weights {missing}: is it a "
                 "checkpoint of this model?"
             )
-        result = model.load_state_dict(checkpoint["model"], strict=False)
+        try:
+            result = model.load_state_dict(checkpoint["model"], strict=False)
+        except RuntimeError as err:  # a tensor of another shape: another model's checkpoint
+            raise CheckpointError(
+                f"{RESUME_KEY}: {path} does not fit this model: {err}. Resume from a "
+                "checkpoint of the same model (model.arch, model.llama_model)"
+            ) from err
         if result.unexpected_keys:
             logger.warning("Ignored keys in %s not in the model: %s", path, result.unexpected_keys)
         try:
             parts.optimizer.load_state_dict(checkpoint["optimizer"])
-        except (ValueError, KeyError) as err:
+            _check_optimizer_shapes(parts.optimizer)
+        except (ValueError, KeyError, TypeError) as err:
             raise CheckpointError(
                 f"{RESUME_KEY}: {path}: its optimizer state does not fit this model's "
                 f"trainable parameters ({err})"
@@ -210,6 +223,18 @@ class Checkpointer:
             problems.append("the epoch's averaged stats will cover only the rest of the epoch")
         set_rng_states(state["rng"])  # last: nothing may draw from the RNGs after this
         return meters, problems
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Every loaded state tensor has its parameter's shape (``load_state_dict`` checks only the
+    counts; a mismatch would fail at the first step, far from the file that caused it)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                    raise ValueError(
+                        f"'{name}' is {tuple(value.shape)} for a parameter of {tuple(param.shape)}"
+                    )
 
 
 def _check_finite(model: nn.Module) -> None:

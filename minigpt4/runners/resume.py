@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minigpt4.common.checkpoint_files import read_checkpoint
+from minigpt4.common.checkpoint_files import CheckpointError, read_checkpoint
 from minigpt4.common.run_config import RunConfig
 from minigpt4.common.utils import resolve_path
 
@@ -23,12 +23,26 @@ class FinishedRunError(ValueError):
     """The checkpoint to resume from is the end of a run: nothing is left to train."""
 
 
-def resume_position(checkpoint: dict[str, Any]) -> tuple[int, int]:
-    """(epoch, iteration) at which training continues after ``checkpoint``."""
+def resume_position(checkpoint: dict[str, Any], path: str) -> tuple[int, int]:
+    """(epoch, iteration) at which training continues after ``checkpoint``; a position that
+    is no position (negative, not a number) is a CheckpointError."""
     train_state = checkpoint.get("train_state")
     if train_state is None:  # a checkpoint written by the original
-        return int(checkpoint["epoch"]) + 1, 0
-    return int(train_state["next_epoch"]), int(train_state["next_iter"])
+        position = (checkpoint.get("epoch"), -1)
+    elif isinstance(train_state, dict):
+        position = (train_state.get("next_epoch"), train_state.get("next_iter"))
+    else:
+        position = (None, None)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in position) or min(
+        position
+    ) < (0 if train_state is not None else -1):
+        raise CheckpointError(
+            f"{RESUME_KEY}: {path}: its position (epoch, train_state) is not one: "
+            f"{position}; it was not written by this runner or the original"
+        )
+    if train_state is None:
+        return position[0] + 1, 0
+    return position
 
 
 def check_not_finished(path: str, next_epoch: int, max_epoch: int) -> None:
@@ -48,5 +62,5 @@ def preflight_resume(run: RunConfig) -> None:
         return
     path = resolve_path(run.resume_ckpt_path)
     checkpoint = read_checkpoint(path, RESUME_KEY, RESUME_REQUIRED)
-    next_epoch, _ = resume_position(checkpoint)
+    next_epoch, _ = resume_position(checkpoint, path)
     check_not_finished(path, next_epoch, run.max_epoch)
