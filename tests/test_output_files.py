@@ -98,3 +98,24 @@ def test_content_hash_of_folders_covers_names_and_bytes(tmp_path):
     first = content_hash(str(tmp_path / "a"))
     (tmp_path / "a" / "x").rename(tmp_path / "a" / "y")
     assert content_hash(str(tmp_path / "a")) != first
+
+
+def test_two_inference_runs_cannot_share_an_output(tmp_path, monkeypatch):
+    """The second run stops at once (before loading anything); the first one's file is its."""
+    from minigpt4 import inference
+    from minigpt4.conversation import loading
+
+    def no_model(*_args, **_kwargs):
+        raise AssertionError("the model was loaded although --out is taken")
+
+    monkeypatch.setattr(loading, "build_model_and_processor", no_model)
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(image)
+    out = tmp_path / "answers.jsonl"
+    argv = ["--cfg-path", TINY_EVAL, "--images", str(image), "--out", str(out), "--device", "cpu"]
+    with OutputLock(out), pytest.raises(OutputError, match="another run"):
+        inference.main(argv)
+    with pytest.raises(OutputError, match="is a character device"):
+        inference.main([*argv[:-4], "--out", "/dev/null", "--device", "cpu"])
