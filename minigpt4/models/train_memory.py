@@ -132,9 +132,10 @@ def _saved_bytes(llm: Any, layers: int, batch: int, tokens: int, dtype, checkpoi
 
     from minigpt4.models.mini_gpt4 import causal_lm_loss
 
-    llm = llm.__class__.from_dict(
-        {**llm.to_dict(), "num_hidden_layers": layers, "use_cache": False}
-    )
+    values = {**llm.to_dict(), "num_hidden_layers": layers, "use_cache": False}
+    if isinstance(values.get("layer_types"), list):  # one entry per layer (Qwen2, Gemma, ...)
+        values["layer_types"] = values["layer_types"][:layers]
+    llm = llm.__class__.from_dict(values)
     llm._attn_implementation = "eager"
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(llm).to(dtype)
