@@ -42,6 +42,11 @@ def test_demo_boxes_as_visualize_all_bbox_together(case):
     assert rects == case["cv2_rectangles"]
 
 
+def test_demo_boxes_reads_the_chats_escaped_text():
+    escaped = "&lt;p&gt;a cat&lt;/p&gt; {&lt;10&gt;&lt;20&gt;&lt;30&gt;&lt;40&gt;}"
+    assert boxes.demo_boxes(escaped, 100, 100) == ("all", {"a cat": [[10, 20, 30, 40]]})
+
+
 def _mask(size, rect=None):
     mask = Image.new("RGB", size)
     if rect is not None:

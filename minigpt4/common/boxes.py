@@ -20,6 +20,7 @@ Overlap is :func:`compute_iou` with the original's +1 pixel convention (``comput
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Sequence
 
@@ -130,7 +131,9 @@ def demo_boxes(
     """What the demo draws for an answer on a ``width`` x ``height`` image: ``("all", {phrase:
     [pixel boxes]})`` for phrases with boxes, ``("single", [pixel box])`` for a text without
     phrases holding exactly four integers, else ``(None, None)``. A box is kept only with
-    exactly four integers (negative ones included); a repeated phrase collects all its boxes."""
+    exactly four integers (negative ones included); a repeated phrase collects all its boxes.
+    HTML entities are decoded first (the demo parses the chat's escaped text)."""
+    text = html.unescape(text)
     pieces = demo_phrase_strings(text)
     if not pieces:
         box = _demo_box(text, width, height)
