@@ -3,6 +3,7 @@ the VQA-style scorers, the loss ranking, the prompts and the readers (layouts an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from minigpt4.conversation.templates import CONV_VISION_minigptv2
+from minigpt4.conversation.templates import CONV_VISION, CONV_VISION_minigptv2, SeparatorStyle
 from minigpt4.evaluation import batch_ask, refcoco, refcoco_data, v2_vqa, v2_vqa_data
 from minigpt4.evaluation.items import Item
 from tests import v2_bench_data
@@ -188,9 +189,13 @@ def test_ranking_asker_pads_choices_and_answers_with_the_best():
     )
 
 
-def test_cut_at_stop_words():
-    assert batch_ask.cut_at_stop_words("a box ###Human: more", ("###",)) == "a box"
-    assert batch_ask.cut_at_stop_words(" {<1><2><3><4>} ", ()) == "{<1><2><3><4>}"
+def test_answers_end_where_the_templates_next_turn_begins():
+    assert batch_ask.turn_end(CONV_VISION) == "###"
+    assert batch_ask.turn_end(CONV_VISION_minigptv2) == ""  # v2's answers are kept whole
+    two = dataclasses.replace(CONV_VISION, sep_style=SeparatorStyle.TWO, sep=" ", sep2="</s>")
+    assert batch_ask.turn_end(two) == "</s>"
+    assert batch_ask.cut_at_turn_end("a box ###Human: more", "###") == "a box"
+    assert batch_ask.cut_at_turn_end(" {<1><2><3><4>}### ", "") == "{<1><2><3><4>}###"
 
 
 # --- readers -------------------------------------------------------------------------------------

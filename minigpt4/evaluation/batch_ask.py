@@ -5,10 +5,12 @@ model's loss (``multi_select``).
 
 Any model the evaluator loads works: the template is the chat's (for MiniGPT-v2
 ``CONV_VISION_minigptv2``, where ``prepare_texts`` writes exactly the original's
-``<s>[INST] <Img><ImageHere></Img> {question} [/INST]``), and an answer is cut at the template's
-stop words (v1's ``###``; v2 has none but the end of sequence, so its answers are the
-original's). A model without ``multi_select`` ranks through its own ``forward`` loss with
-``reduction="none"``, the original's ``multi_select`` written on the model's public API.
+``<s>[INST] <Img><ImageHere></Img> {question} [/INST]``), and an answer is cut where the
+template's next turn would begin, at the separator after an Assistant message (v1's ``###``;
+MiniGPT-v2's is empty, its answers end at the end of sequence, so they are the original's
+``generate`` answers unchanged). A model without ``multi_select`` ranks through its own
+``forward`` loss with ``reduction="none"``: the original's ``multi_select`` written on the
+model's public API.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 
 from minigpt4.common.eval_utils import prepare_texts
+from minigpt4.conversation.templates import Conversation, SeparatorStyle
 from minigpt4.evaluation.ask import item_image, question_text
 from minigpt4.evaluation.items import Item
 from minigpt4.evaluation.runner import Asker
@@ -39,10 +42,16 @@ def batch_prompts(chat: Any, template: str, items: Sequence[Item]) -> list[str]:
     return prepare_texts(questions, chat.new_conversation())
 
 
-def cut_at_stop_words(text: str, stop_words: Sequence[str]) -> str:
-    for word in stop_words:
-        text = text.split(word)[0]
-    return text.strip()
+def turn_end(conversation: Conversation) -> str:
+    """What the template writes after an Assistant message ("" for none)."""
+    if conversation.sep_style == SeparatorStyle.TWO:
+        return conversation.sep2 or ""
+    return conversation.sep
+
+
+def cut_at_turn_end(text: str, end: str) -> str:
+    """The answer before ``end`` (the whole answer when ``end`` is empty), stripped."""
+    return (text.split(end)[0] if end else text).strip()
 
 
 def generate_asker(chat: Any, template: str, settings: dict[str, Any]) -> Asker:
@@ -54,12 +63,12 @@ def generate_asker(chat: Any, template: str, settings: dict[str, Any]) -> Asker:
     }
     if settings["do_sample"]:
         kwargs.update(temperature=settings["temperature"], top_p=settings["top_p"])
-    stop_words = chat.template.stop_words
+    end = turn_end(chat.new_conversation())
 
     def ask(items: Sequence[Item]) -> list[str]:
         images = batch_images(chat, items)
         answers = chat.model.generate(images, batch_prompts(chat, template, items), **kwargs)
-        return [cut_at_stop_words(a, stop_words) for a in answers]
+        return [cut_at_turn_end(a, end) for a in answers]
 
     return ask
 
