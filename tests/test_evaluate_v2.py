@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from minigpt4.common.eval_utils import prepare_texts
-from minigpt4.evaluate import main
+from minigpt4.evaluate import main, parse_args
 from minigpt4.evaluation import refcoco, v2_vqa
 from minigpt4.evaluation.ask import item_image
 from minigpt4.evaluation.items import Item
+from minigpt4.evaluation.resume import AnswerLog, partial_path
+from minigpt4.evaluation.run import load_config, run_header
 from minigpt4.tiny_world import evaluate as tiny_evaluate
 from tests import v2_bench_data
 
@@ -83,6 +85,19 @@ def test_refcoco_resample_asks_again(chat, tmp_path):
         questions = [refcoco.ref_resample_question(q) for q in questions]
     images = [tmp_path / "data" / "images" / i["image"] for i in items]
     assert [i["prediction"] for i in items] == _generate(chat, images, questions)
+
+
+def test_a_run_is_resumed_only_with_the_same_resample_flag(tmp_path):
+    out = tmp_path / "r.json"
+    argv = ["--cfg-path", EVAL_CONFIG, "--benchmark", "refcoco", "--data", str(tmp_path)]
+    argv += ["--out", str(out)]
+    cfg = load_config(EVAL_CONFIG)
+    plain = run_header(parse_args(argv), cfg)
+    AnswerLog(partial_path(out), plain).add(["refcoco_val/0"], ["{<1><2><3><4>}"])
+    assert AnswerLog(partial_path(out), plain).answers == {"refcoco_val/0": "{<1><2><3><4>}"}
+    resampled = run_header(parse_args([*argv, "--resample"]), cfg)
+    with pytest.raises(ValueError, match=r"differs in: flags"):
+        AnswerLog(partial_path(out), resampled)
 
 
 def test_resample_is_only_for_refcoco(tmp_path, capsys):

@@ -47,8 +47,8 @@ def run_header(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
     identity = model_identity(cfg.model_cfg)
     flags = benchmark_flags(args)
     return {
-        **({"flags": flags} if flags else {}),
         "benchmark": args.benchmark,
+        **({"flags": flags} if flags else {}),  # only benchmarks with flags: old headers hold
         "model": identity["config"],
         "weights": identity["weights"],
         "data": args.data,
