@@ -73,6 +73,8 @@ def read_vizwiz(data: Path, image_dir: Path | None = None, limit: int | None = N
     for i, rec in enumerate(load_records(path)[:limit]):
         where = f"{path} record {i}"
         check_record(rec, ("image", "question", "answers"), where)
+        if not isinstance(rec["answers"], list):
+            raise ValueError(f"{where}: answers must be a list of {{'answer': ...}} objects")
         answers = [check_record(a, ("answer",), where)["answer"] for a in rec["answers"]]
         image = str(rec["image"])
         items.append(
@@ -105,7 +107,8 @@ def read_iconqa(data: Path, image_dir: Path | None = None, limit: int | None = N
     items = []
     for qid, image, rec in _iconqa_records(path)[:limit]:
         where = f"{path} question {qid}"
-        choices, answer = rec.get("choices"), rec.get("answer")
+        check_record(rec, ("question", "choices", "answer"), where)
+        choices, answer = rec["choices"], rec["answer"]
         if not isinstance(choices, list) or not isinstance(answer, int):
             raise ValueError(f"{where}: needs a choices list and an answer index")
         if not 0 <= answer < len(choices):
