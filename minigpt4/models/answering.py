@@ -149,8 +149,10 @@ class Answerer:
     # --- the context -----------------------------------------------------------------------------
 
     def open(self, conv: Any) -> str:
-        """Open the Assistant's turn of ``conv``; the prompt the LLM answers."""
-        conv.append_message(conv.roles[1], None)
+        """Open the Assistant's turn of ``conv`` (unless it is open: an answer tried again);
+        the prompt the LLM answers."""
+        if not conv.messages or conv.messages[-1] != [conv.roles[1], None]:
+            conv.append_message(conv.roles[1], None)
         return conv.get_prompt()
 
     def _image_length(self, image: Any) -> int:
