@@ -110,6 +110,9 @@ class Question:
     on_text: Callable[[str], None] | None = None
     cancelled: threading.Event | None = None
 
+    def __post_init__(self) -> None:
+        self.stop = tuple(s for s in self.stop if s)  # "" would end every answer at once
+
 
 @dataclass(frozen=True)
 class Answer:
