@@ -100,7 +100,7 @@ class Question:
     opened, and then filled with the answer, here); ``images``: one per image placeholder, each
     processed pixels [1, 3, H, W] or already image embeddings [1, T, H]; ``stop``: strings that
     end the answer and are left out of it; ``on_text(text)``: the visible text so far, each time
-    it grows (from the generating thread); ``cancelled``: set, the row stops at its next token.
+    it changes (from the generating thread); ``cancelled``: set, the row stops at its next token.
     """
 
     conversation: Any

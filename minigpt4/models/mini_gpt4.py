@@ -3,7 +3,9 @@
 The model owns the math: it turns images into LLM input tokens (:meth:`MiniGPT4.encode_img`),
 a prompt with image placeholders plus image embeddings into LLM inputs (training:
 :meth:`prepare_llm_inputs`; generation: :meth:`get_context_emb`) and generates
-(:meth:`generate`). The chat, the batch command, the server and the evaluator are its clients.
+(:meth:`generate_from_embeddings`). :meth:`answer` / :meth:`answer_batch` do the whole sequence
+for a conversation (:mod:`minigpt4.models.answering`): the chat, the demo, the batch command, the
+server and the evaluator answer through them.
 
 ``MiniGPT4`` is registered as ``mini_gpt4`` (MiniGPT-4 v1, Vicuna); the LLaMA-2 Chat model is the
 same class with other defaults (:mod:`minigpt4.models.minigpt4_llama2`). Building is apart from
