@@ -123,6 +123,13 @@ def test_a_bad_row_fails_alone_in_a_batch(chat, images):
     assert ok.text == chat.model.answer(asked(chat), pixels[1:], settings).text
 
 
+def test_an_image_of_another_shape_is_refused_clearly(chat, images):
+    settings = chat.settings(do_sample=False, max_new_tokens=5)
+    unbatched = chat.process_image(images[0])[0]  # [3, H, W]
+    with pytest.raises(ValueError, match=r"\[1, 3, H, W\].*got \(3, 112, 112\)"):
+        chat.model.answer(asked(chat), [unbatched], settings)
+
+
 def test_stop_strings_end_the_answer_and_are_left_out(chat, images):
     settings = chat.settings(do_sample=False, max_new_tokens=40)
     pixels = [chat.process_image(images[0])]

@@ -158,11 +158,26 @@ class Answerer:
             conv.append_message(conv.roles[1], None)
         return conv.get_prompt()
 
-    def _image_length(self, image: Any) -> int:
+    def _is_embedding(self, image: Any) -> bool:
+        """Whether ``image`` is an image embedding [1, T, H] (H: the LLM's width)."""
         width = self.model.llama_proj.out_features
-        if isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[-1] == width:
-            return image.shape[1]  # an image embedding
-        return self.model.image_token_count
+        return isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[-1] == width
+
+    def _is_pixels(self, image: Any) -> bool:
+        """Whether ``image`` is one processed image [1, 3, H, W]; else, and not an embedding
+        either, an error saying what an image may be."""
+        if isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[0] == 1:
+            return True
+        if self._is_embedding(image) and image.shape[0] == 1:
+            return False
+        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(
+            "an image of a conversation to answer is one processed image [1, 3, H, W] or its "
+            f"embedding [1, tokens, {self.model.llama_proj.out_features}]; got {got}"
+        )
+
+    def _image_length(self, image: Any) -> int:
+        return image.shape[1] if self._is_embedding(image) else self.model.image_token_count
 
     def context_length(self, conv: Any, images: Sequence[Any]) -> int:
         """How many embeddings the LLM gets for ``conv``'s next answer, before any truncation:
@@ -173,12 +188,16 @@ class Answerer:
 
     def _image_embeddings(self, questions: Sequence[Question]) -> list[list[torch.Tensor]]:
         """Every question's images as embeddings; the pixels of all in one ``encode_img`` call."""
-        pixels = [im for q in questions for im in q.images if im.dim() == 4]
+        is_pixels = [[self._is_pixels(im) for im in q.images] for q in questions]
+        pixels = [
+            im for q, kinds in zip(questions, is_pixels) for im, p in zip(q.images, kinds) if p
+        ]
         encoded = iter(())
         if pixels:
             encoded = iter(self.model.encode_img(torch.cat(pixels).to(self.model.device))[0])
         return [
-            [next(encoded)[None] if im.dim() == 4 else im for im in q.images] for q in questions
+            [next(encoded)[None] if p else im for im, p in zip(q.images, kinds)]
+            for q, kinds in zip(questions, is_pixels)
         ]
 
     def _context(self, question: Question, images: list[torch.Tensor]) -> tuple[torch.Tensor, int]:
