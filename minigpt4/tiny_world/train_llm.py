@@ -25,7 +25,7 @@ and a fifth that is no MiniGPT-4 layout, a drill: ``<s> [slot] red Yes, circle N
 The defaults make the description-only LLM (stage 1, stage 2 and demo layouts); the shipped LLM
 is ``YES_NO_RECIPE`` run from it with ``--init``, which teaches yes/no answers as well. They need
 a comparison (is the question's word among the slot's?), which the tiny LLM did not find in the
-conversations (chance for 400-2000 steps; tiny_world/README.md). The drill warm-up, where the
+conversations (chance for 400-2000 steps; docs/tiny-world.md). The drill warm-up, where the
 answer follows the word it is about, is what made it find it on word slots; a loss term of the
 answers' own keeps them weighing. What made it work through MiniGPT-4's stages is a slot that
 looks like what a linear ``llama_proj`` makes of the image: each embedding a random mixture of
