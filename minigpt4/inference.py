@@ -68,7 +68,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
     parser.add_argument("--gpu-id", type=int, default=0)
     parser.add_argument("--options", nargs="+", help="override config keys: key=value ...")
-    parser.add_argument("--seed", type=int, default=42, help="seed for sampling, the default (42)")
+    parser.add_argument("--seed", type=int, default=42, help="seed for sampling (default 42)")
     # Unset: the chat template's defaults (the original Chat's, e.g. repetition penalty 1.05 for
     # the LLaMA-2 model).
     for flag, kind in (

@@ -8,9 +8,12 @@ environment is the one running the tests, linked as ``.venv``: the README's set-
 block starts with the README's activation block, as a new shell would.
 
 Servers (``minigpt4-demo``, ``minigpt4-serve``) are started and probed, stay up for the blocks
-that talk to their port and are stopped before the next one. Two things differ from a paste, so
-that the test never takes a port another program holds: the demo gets a free port through
-``$GRADIO_SERVER_PORT`` (which it reads), the server ``--port`` and its clients that port.
+that talk to their port and are stopped before the next one. Three things differ from a paste:
+so that the test never takes a port another program holds, the demo gets a free port through
+``$GRADIO_SERVER_PORT`` (which it reads), the server ``--port`` and its clients that port; and
+each training command gets ``run.iters_per_epoch`` (:data:`SHORT_RUN_ITERS`), which keeps this
+test to minutes (``tests/test_tiny_world_learns.py`` runs both stages at full length and holds
+their results to the targets).
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from pathlib import Path
 import pytest
 
 from minigpt4.evaluation.identity import content_hash
-from minigpt4.tiny_world import evaluate as tiny_evaluate
 from tests.process_helpers import free_port, serving
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +39,7 @@ README = REPO_ROOT / "README.md"
 SECTIONS = ("Set up", "Quickstart", "The first hour")
 SERVE_PORT = 8000  # minigpt4-serve's default, which the README's clients use
 BLOCK_TIMEOUT_S = 600
+SHORT_RUN_ITERS = 20
 # Left out of the checkout copy: what the commands write, and environments.
 NOT_COPIED = {"output", ".git", "photo.png", "answers.jsonl"}
 
@@ -160,6 +163,17 @@ def start_server(block: Block, activate: str, root: Path, env: dict[str, str]) -
         yield port
 
 
+def shorten_training(text: str) -> str:
+    """Each ``torchrun ... train.py`` line of ``text`` with ``run.iters_per_epoch`` set short."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("torchrun ") and " train.py " in line:
+            option = f"run.iters_per_epoch={SHORT_RUN_ITERS}"
+            line += f" {option}" if " --options " in line else f" --options {option}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def is_server(block: Block) -> bool:
     return block.language == "bash" and block.text.split(" ", 1)[0] in (
         "minigpt4-demo",
@@ -169,7 +183,7 @@ def is_server(block: Block) -> bool:
 
 @pytest.mark.slow
 def test_readme_commands_run_as_pasted(user_checkout):
-    """~4-6 minutes on 2 cores, most of it the tiny world's two training stages."""
+    """A few minutes on 2 cores: the servers' and the stages' start-ups, the data, the MME run."""
     root, env = user_checkout, shell_env(user_checkout)
     _, activation = setup_blocks()
     outputs = []
@@ -182,7 +196,7 @@ def test_readme_commands_run_as_pasted(user_checkout):
             if is_server(block):
                 server_port = servers.enter_context(start_server(block, activation.text, root, env))
                 continue
-            text = block.text
+            text = shorten_training(block.text)
             if server_port is not None:
                 text = text.replace(f"127.0.0.1:{SERVE_PORT}", f"127.0.0.1:{server_port}")
             outputs.append(run_block(Block(block.language, text), activation.text, root, env))
@@ -190,7 +204,8 @@ def test_readme_commands_run_as_pasted(user_checkout):
 
 
 def check_results(root: Path, outputs: list[str]) -> None:
-    """What the first hour promises: the red circle described, the trained model scored."""
+    """What the first hour promises: the red circle described, the trained model evaluated
+    (its scores after a short run are not the point here)."""
     described = [o for o in outputs if "red circle" in o]
     assert len(described) >= 2, outputs  # from Python and from the server
     answers = [json.loads(line) for line in (root / "answers.jsonl").read_text().splitlines()]
@@ -198,4 +213,6 @@ def check_results(root: Path, outputs: list[str]) -> None:
     mme = json.loads((root / "output" / "tiny_mme.json").read_text())
     (trained,) = (root / "output" / "minigpt4_tiny_stage2").glob("*/checkpoint_0.pth")
     assert mme["config"]["weights"]["model.ckpt"] == content_hash(str(trained))
-    assert mme["scores"]["acc"] >= tiny_evaluate.MME_ACC_TARGET, mme["scores"]
+    assert len(mme["items"]) == 5 * 100 * 2 and 0 <= mme["scores"]["acc"] <= 100
+    log = (trained.parent / "log.txt").read_text()
+    assert f'"iters_per_epoch": {SHORT_RUN_ITERS}' in log
