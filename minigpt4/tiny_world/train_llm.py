@@ -32,7 +32,7 @@ looks like what a linear ``llama_proj`` makes of the image: each embedding a ran
 the scene's words (``--slot-mix``), plus a share of an absent word (``--slot-distract``, so that
 a trace of "blue" is not a "Yes") and Gaussian noise (``--slot-noise``). Yes/no conversations
 that start with the image's description (``--yes-no-described``) and 3000 steps keep the demo's
-follow-up answers right (0.91 of them without; README, "Benchmark").
+follow-up answers right (0.91 of them without; docs/tiny-world.md).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ DEFAULT_SLOT_LEN = 32  # = num_query_token of the vision side
 IGNORE = -100
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 # The mix after the warm-ups (none by default). The defaults, without "yesno" and "drill", made the
-# description-only LLM; the shipped one is YES_NO_RECIPE's run from it with --init (README).
+# description-only LLM; the shipped one is YES_NO_RECIPE's run from it with --init (docs).
 LAYOUT_WEIGHTS = {"stage1": 0.3, "stage2": 0.35, "demo": 0.35, "yesno": 0.0, "drill": 0.0}
 YES_NO_RECIPE = (
     "--steps 3000 --drill-warmup 250 --yes-no-warmup 300 --yes-no-weight 0.5 "
