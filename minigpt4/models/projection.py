@@ -44,3 +44,8 @@ def grouped_patches(image_embeds: torch.Tensor) -> torch.Tensor:
 def image_feature_width(has_qformer: bool, vit_width: int, qformer_width: int) -> int:
     """Input width of ``llama_proj``."""
     return qformer_width if has_qformer else vit_width * NEIGHBOURS
+
+
+def image_token_count(has_qformer: bool, num_query_token: int, num_patches: int) -> int:
+    """How many LLM input tokens one image becomes."""
+    return num_query_token if has_qformer else num_patches // NEIGHBOURS
