@@ -110,7 +110,7 @@ class MiniGPT4Config:
     llama_model: str = ""
     use_grad_checkpoint_llm: bool = False  # the original HEAD's key: checkpoint the LLM's layers
     pad_token: str | None = None  # None: the tokenizer's, else the end-of-sequence token
-    # the LLM's tokenizer and chat (README "Adding an LLM"); unset: the LLaMA/Vicuna behaviour
+    # the LLM's tokenizer and chat (docs/training.md, "Adding an LLM"); unset: LLaMA/Vicuna's
     tokenizer: str | None = None  # TOKENIZER_KINDS
     tokenizer_path: str = ""  # a folder holding the tokenizer; "": the llama_model folder
     bos_token: str | None = None  # None: the tokenizer's; "": no BOS (auto tokenizers)
