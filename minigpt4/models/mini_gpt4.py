@@ -34,9 +34,7 @@ from minigpt4.models.eva_vit import create_eva_vit_g
 from minigpt4.models.model_config import MiniGPT4Config
 from minigpt4.models.model_section import complete_section
 from minigpt4.models.precision import Precision, materialize, run_device_kind
-from minigpt4.models.projection import grouped_patches, image_feature_width, qformer_queries
 from minigpt4.models.prompt import IGNORE_INDEX
-from minigpt4.models.qformer import build_qformer
 from minigpt4.models.tokenizer_base import Tokenizer
 from minigpt4.models.trainable import apply_trainable, eval_frozen_parts, trainable_names
 
@@ -78,18 +76,10 @@ class MiniGPT4(BaseModel):
             vit, config.drop_path_rate, config.use_grad_checkpoint
         )
         self.ln_vision = LayerNorm(vit.embed_dim)  # the original's default eps 1e-5
-        if config.has_qformer:
-            qcfg = config.qformer_config
-            self.Qformer = build_qformer(qcfg, vit.embed_dim)
-            self.query_tokens = nn.Parameter(
-                torch.zeros(1, config.num_query_token, qcfg.hidden_size)
-            )
-            self.query_tokens.data.normal_(mean=0.0, std=0.02)  # BLIP-2's init
+        self.image_adapter = config.adapter
+        width = self.image_adapter.build(self, config)
         self.register_module("llama_model", None)  # keeps the original's module order
         self.llama_tokenizer: Tokenizer | None = None
-        width = image_feature_width(
-            config.has_qformer, vit.embed_dim, config.qformer_config.hidden_size
-        )
         self.llama_proj = nn.Linear(width, llm_hidden_size)
         # The LLM comes later (attach_llm), so names inside it are checked then.
         apply_trainable(self, trainable_names(config), check=False)
@@ -202,10 +192,7 @@ class MiniGPT4(BaseModel):
             # Without autocast (CPU) each part computes in its own weights' dtype.
             image = image.to(vit.patch_embed.proj.weight.dtype)
             image_embeds = self.ln_vision(vit(image)).to(device)
-            if self.config.has_qformer:
-                features = qformer_queries(self.Qformer, self.query_tokens, image_embeds)
-            else:
-                features = grouped_patches(image_embeds)
+            features = self.image_adapter.features(self, image_embeds)
             inputs_llama = self.llama_proj(features.to(self.llama_proj.weight.dtype))
         inputs_llama = inputs_llama.to(self.llm_input_dtype)
         atts_llama = torch.ones(inputs_llama.shape[:-1], dtype=torch.long, device=device)

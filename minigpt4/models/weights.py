@@ -170,8 +170,7 @@ def llm_sources(config: MiniGPT4Config) -> list[WeightSource]:
 def config_sources(config: MiniGPT4Config) -> list[WeightSource]:
     """Every file the config needs: ViT, Q-Former (if used), LLM folder, checkpoint, prompts."""
     sources = [weight_source("model.vit_model_path", config.vit_model_path)]
-    if config.has_qformer:
-        sources.append(weight_source("model.q_former_model", config.q_former_model))
+    sources += [weight_source(key, value) for key, value in config.adapter.weight_files(config)]
     sources += llm_sources(config)
     if config.ckpt:
         sources.append(weight_source("model.ckpt", config.ckpt))
@@ -789,16 +788,8 @@ def _load_vision(model: nn.Module, config: MiniGPT4Config, allow: bool) -> None:
     if config.freeze_vit:
         logger.info("freeze vision encoder")
     logger.info("Loading VIT Done")
-    if not config.has_qformer:
-        logger.info("Do not use Q-Former here.")
-        return
-    logger.info("Loading Q-Former")
-    with _timed("Q-Former"):
-        path = fetch(weight_source("model.q_former_model", config.q_former_model), allow)
-        report["model.q_former_model"] = load_blip2(model, path)
-    if config.freeze_qformer:
-        logger.info("freeze Qformer")
-    logger.info("Loading Q-Former Done")
+    with _timed(f"image adapter ({config.image_adapter})"):
+        config.adapter.load(model, config, lambda key, val: fetch(weight_source(key, val), allow))
 
 
 def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
