@@ -37,7 +37,7 @@ from minigpt4.common.atomic_write import atomic_write
 from minigpt4.common.checkpoint_files import CheckpointError, atomic_torch_save, torch_load_safely
 from minigpt4.common.output_files import file_kind
 from minigpt4.common.utils import is_url, resolve_path
-from minigpt4.models import memory, quantized
+from minigpt4.models import lora, memory, quantized
 from minigpt4.models.hf_tokenizer import HFTokenizer
 from minigpt4.models.model_config import TOKENIZER_CHAT_TEMPLATE, MiniGPT4Config
 from minigpt4.models.precision import run_device_kind
@@ -506,11 +506,12 @@ def load_minigpt4_checkpoint(model: nn.Module, path: str) -> list[str]:
     """
     key = "model.ckpt"
     where = f"{path} ({key})"
-    state = lavis_to_ours(load_state_dict_file(path, key))
+    state = lora.from_original_names(lavis_to_ours(load_state_dict_file(path, key)))
     _check_llama_proj(state, tuple(model.llama_proj.weight.shape), model.config, where)
     own = model.state_dict()
     used = {k: v for k, v in state.items() if k in own}
-    checked_copy(own, used, where, "MiniGPT-4 model", key, required=LLAMA_PROJ_KEYS)
+    required = LLAMA_PROJ_KEYS + lora.lora_keys(own)  # a LoRA model needs all its LoRA weights
+    checked_copy(own, used, where, "MiniGPT-4 model", key, required=required)
     ignored = sorted(set(state) - set(used))
     _log_ignored(ignored, path, key)
     return ignored
@@ -571,7 +572,7 @@ def training_checkpoint_state(model: nn.Module) -> dict[str, torch.Tensor]:
         for name, buf in module._buffers.items():
             if buf is not None and name not in module._non_persistent_buffers_set:
                 state[dot + name] = buf.detach()
-    return state
+    return lora.to_original_names(state)  # LoRA weights as the original names them
 
 
 def save_weights(content: Mapping, path: str) -> None:
@@ -825,5 +826,7 @@ def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
         path = fetch(weight_source("model.ckpt", config.ckpt), allow)
         logger.info(model_cls.CHECKPOINT_LOG, path)
         model.load_report["model.ckpt"] = load_minigpt4_checkpoint(model, path)
+    if config.merge_lora:
+        model.merge_lora()
     memory.release_freed_memory()
     return model
