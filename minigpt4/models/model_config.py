@@ -188,6 +188,11 @@ class MiniGPT4Config:
             self.device = "cpu"  # the caller's way of saying where the model runs
         if not self.llama_model:
             raise ValueError("model.llama_model is not set: point it at your LLM folder")
+        if self.merge_lora and not self.lora_r:
+            raise ValueError(
+                "model.merge_lora is set but the model has no LoRA (model.lora_r 0): set "
+                "model.lora_r or remove model.merge_lora"
+            )
 
     def _resolve_adapter(self) -> None:
         """``image_adapter`` from the original's ``has_qformer`` when unset (both must agree)."""

@@ -510,8 +510,9 @@ def load_minigpt4_checkpoint(model: nn.Module, path: str) -> list[str]:
     _check_llama_proj(state, tuple(model.llama_proj.weight.shape), model.config, where)
     own = model.state_dict()
     used = {k: v for k, v in state.items() if k in own}
-    required = LLAMA_PROJ_KEYS + lora.lora_keys(own)  # a LoRA model needs all its LoRA weights
-    checked_copy(own, used, where, "MiniGPT-4 model", key, required=required)
+    lora_weights = lora.lora_keys(own)  # a LoRA model needs every one of its LoRA weights
+    hint = f"{key} and model.lora_r (the LoRA rank)" if lora_weights else key
+    checked_copy(own, used, where, "MiniGPT-4 model", hint, required=LLAMA_PROJ_KEYS + lora_weights)
     ignored = sorted(set(state) - set(used))
     _log_ignored(ignored, path, key)
     return ignored
