@@ -299,3 +299,25 @@ def test_batch_generate_with_prepare_texts(models, ref, images, name):
     for result, row in zip(results, raw):
         assert result.tokens == row[: len(result.tokens)].tolist()
         assert all(t == 0 for t in row[len(result.tokens) :].tolist())  # finished: pad id 0
+
+
+def test_multi_select_ranks_candidates_by_per_sample_loss(models, ref, images):
+    """The original's IconQA ranking: candidate j of sample i scored by ``forward``'s
+    ``reduction="none"`` loss; candidates beyond ``num_cand`` last."""
+    model, caption = models["finetune"].eval(), ref["train"]["caption"]
+    texts = caption["samples_text"]["instruction_input"]
+    right = caption["samples_text"]["answer"]
+    wrong = ["zzzz qqqq", "xx yy zz ww"]
+    candidates = [wrong, right, list(reversed(right))]
+    losses = torch.stack(
+        [model({"image": images, "instruction_input": texts, "answer": c}, "none")["loss"]
+         for c in candidates],
+        dim=-1,
+    )  # fmt: skip
+    assert_close(losses[:, 1], caption["loss_reduction_none"], "candidate losses")
+    ranks = model.multi_select(images, texts, candidates)
+    assert ranks == torch.argsort(losses, dim=-1, stable=True).tolist()
+    assert ranks != [[0, 1, 2], [0, 1, 2]]  # the losses order them
+    limited = model.multi_select(images, texts, candidates, num_cand=[1, 2])
+    assert limited[0][0] == 0 and sorted(limited[0][1:]) == [1, 2]
+    assert limited[1][2] == 2 and sorted(limited[1][:2]) == [0, 1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 import threading
@@ -327,6 +328,36 @@ class MiniGPT4(BaseModel):
             )
             loss = causal_lm_loss(outputs.logits, llm_inputs["labels"], reduction)
         return {"loss": loss}
+
+    @torch.no_grad()
+    def multi_select(
+        self,
+        images: torch.Tensor,
+        texts: Sequence[str],
+        answers: Sequence[Sequence[str]],
+        num_cand: Sequence[int] | None = None,
+    ) -> list[list[int]]:
+        """Candidate answers ranked by loss, as the original's (IconQA evaluation).
+
+        ``texts[i]``: the prompt of image i (with ``<ImageHere>``); ``answers[j][i]``:
+        candidate j of sample i. Returns per sample the candidate indices, lowest loss first;
+        the loss of a candidate is ``forward``'s ``reduction="none"`` value (its token losses
+        summed over the row and divided by the row length - 1). Candidates at or beyond
+        ``num_cand[i]`` (padding of samples with fewer candidates) rank last.
+        """
+        losses = torch.stack(
+            [
+                self(
+                    {"image": images, "instruction_input": list(texts), "answer": list(column)},
+                    reduction="none",
+                )["loss"]
+                for column in answers
+            ],
+            dim=-1,
+        )
+        for i, count in enumerate(num_cand or ()):
+            losses[i, count:] = math.inf
+        return torch.argsort(losses, dim=-1, stable=True).tolist()
 
     # --- generation --------------------------------------------------------------------------
 
