@@ -197,11 +197,40 @@ V2_CONFIGS = {
 }
 
 
-def load_v2_reference() -> dict[str, Any]:
+V2_FULL_REFERENCE = V2_DIR / "reference_minigptv2.pt"  # a set as the harness writes it
+V2_REDUCED_REFERENCE = V2_DIR / "reference_minigptv2_reduced.pt"  # the one shipped here
+
+
+def image_check(images) -> dict[str, Any]:
+    """What the reduced reference keeps of the processed images: shape, sums, every 8th pixel."""
+    return {
+        "shape": list(images.shape),
+        "sum": images.double().sum().item(),
+        "abs_sum": images.double().abs().sum().item(),
+        "strided": images[:, :, ::8, ::8].clone(),
+    }
+
+
+def reduce_v2_reference(src: str, dst: str) -> None:
+    """Write ``src`` (a full ``reference_minigptv2.pt``) to ``dst`` without its processed images
+    (4.8 MB), kept as :func:`image_check`; the tests rebuild them from the raw images."""
     import torch
 
-    path = V2_DIR / "reference_minigptv2_reduced.pt"
-    return torch.load(path, map_location="cpu", weights_only=False)
+    ref = torch.load(src, map_location="cpu", weights_only=False)
+    ref["images_eval_processed_check"] = image_check(ref.pop("images_eval_processed"))
+    torch.save(ref, dst)
+
+
+def load_v2_reference() -> dict[str, Any]:
+    """Set V: a full ``reference_minigptv2.pt`` placed in the folder (another set made the same
+    way) wins over the reduced copy shipped here."""
+    import torch
+
+    path = V2_FULL_REFERENCE if V2_FULL_REFERENCE.exists() else V2_REDUCED_REFERENCE
+    ref = torch.load(path, map_location="cpu", weights_only=False)
+    if "images_eval_processed" in ref:
+        ref["images_eval_processed_check"] = image_check(ref["images_eval_processed"])
+    return ref
 
 
 def v2_options(hparams: dict[str, Any]) -> list[str]:
@@ -218,6 +247,7 @@ def v2_options(hparams: dict[str, Any]) -> list[str]:
         "model.device=cpu",
         "model.cpu_dtype=fp32",
         "model.attn_implementation=eager",
+        f"model.image_size={hparams['img_size']}",
         f"model.vit_config.embed_dim={hparams['vit_embed_dim']}",
         f"model.vit_config.depth={hparams['vit_depth']}",
         f"model.vit_config.num_heads={hparams['vit_heads']}",
