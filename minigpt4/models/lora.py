@@ -95,6 +95,13 @@ def to_original_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     return _rename(state, _MODERN_RULES)
 
 
+def param_count(llm_shapes: Mapping[str, tuple[int, ...]], r: int) -> int:
+    """Parameters LoRA of rank ``r`` adds to an LLM with these weight shapes (the training
+    memory estimate): ``r * (in + out)`` per targeted projection."""
+    pattern = re.compile(rf"\.({_TARGETS})\.weight$")
+    return sum(r * sum(shape) for key, shape in llm_shapes.items() if pattern.search(key))
+
+
 def lora_keys(state: Mapping[str, torch.Tensor]) -> tuple[str, ...]:
     """The LoRA weights among ``state``'s keys (every one must be in a checkpoint)."""
     return tuple(k for k in state if ".lora_A." in k or ".lora_B." in k)
