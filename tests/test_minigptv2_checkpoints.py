@@ -114,3 +114,15 @@ def test_merged_lora_answers_the_same(ref, model):
 def test_merge_lora_without_lora_is_an_error(ref):
     with pytest.raises(ValueError, match="model.merge_lora is set but the model has no LoRA"):
         v2_model("eval", ref["tiny_hparams"], ["model.merge_lora=True", "model.lora_r=0"])
+
+
+def test_a_minigptv2_checkpoint_on_minigpt4_names_both():
+    """The v2 checkpoint on the tiny MiniGPT-4 v1 model: the error says which model each is."""
+    from minigpt4.models.mini_gpt4 import MiniGPT4
+    from tests.model_fixtures import tiny_model_config
+
+    with pytest.raises(CheckpointError) as info:
+        MiniGPT4.from_config(tiny_model_config(ckpt=str(ORIGINAL_CKPT)))
+    message = str(info.value)
+    assert "is a checkpoint of MiniGPT-v2 (LLaMA-2 Chat with LoRA: arch minigpt_v2" in message
+    assert "builds MiniGPT-4 (Vicuna, Q-Former" in message
