@@ -11,11 +11,15 @@ stage-2 model as train.py does (``train_configs/minigpt4_stage2_finetune.yaml`` 
 the registry, :func:`minigpt4.models.training_precision.prepare_for_training`) and runs
 ``--steps`` training steps (forward under the run's autocast, backward, AdamW) on random images
 and a caption as long as ``max_txt_len``, after one untimed warm-up step. It prints one table:
-s/it (the mean of the timed steps), the whole run's peak RSS and anonymous memory (GB, 1e9
-bytes, /proc/self/status; anonymous memory is what the machine must really have, the weight
-files being reclaimable page cache), torch's allocator peak on CUDA, and beside them the
-training-memory estimate of :mod:`minigpt4.models.train_memory` for the same run. The machine is
-named as ``roofline.py`` names it.
+s/it (the mean of the timed steps) and the process's CPU seconds per step divided by its threads
+(the same figure on an idle machine; lower than s/it when something else shares the cores), the
+peak RSS of loading and of training apart (the kernel's high-water mark is reset between them), the
+whole run's peak anonymous memory (GB, 1e9 bytes, /proc/self/status; anonymous memory is what the
+machine must really have, mapped weight files being reclaimable page cache), torch's allocator peak
+on CUDA, and beside them the training-memory estimate of :mod:`minigpt4.models.train_memory` for
+the same run. A CPU run whose estimate exceeds the memory available now is not started (its row
+says so) rather than left to the out-of-memory killer. The machine is named as ``roofline.py``
+names it.
 """
 
 from __future__ import annotations
@@ -101,10 +105,12 @@ def train(args: argparse.Namespace, mode: str, batch: int, checkpoint: bool) -> 
     text = CAPTION * (model.max_txt_len // len(CAPTION.split()) + 1)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=3e-5, weight_decay=0.05)
-    times = []
+    load_rss = proc_status().get("VmHWM")
+    reset_peak_rss()
+    times, cpu_times = [], []
     for _ in range(args.steps + 1):  # the first step warms up (allocations, kernel choice)
         _sync(args.device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with plan.autocast_context():
             loss = model({"image": images, "text_input": [text] * batch})["loss"]
         loss.backward()
@@ -112,15 +118,47 @@ def train(args: argparse.Namespace, mode: str, batch: int, checkpoint: bool) -> 
         optimizer.zero_grad(set_to_none=True)
         _sync(args.device)
         times.append(time.perf_counter() - start)
+        cpu_times.append((time.process_time() - cpu_start) / torch.get_num_threads())
     model_cls, model_config = config_of(cfg)
     estimated = estimate(model_cls, model_config, args.device, batch).total
     return {
         "s_per_it": sum(times[1:]) / args.steps,
+        "cpu_s_per_it": sum(cpu_times[1:]) / args.steps,
+        "load_rss": load_rss,
         "peak_rss": proc_status().get("VmHWM"),
         "peak_anon": anon.stop(),
         "cuda_peak": torch.cuda.max_memory_allocated() if args.device == "cuda" else None,
         "estimate": estimated,
     }
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process (Linux; elsewhere a no-op)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def estimated_bytes(args: argparse.Namespace, mode: str, batch: int, ckpt: str) -> int:
+    """The training-memory estimate of one run, computed without loading anything."""
+    from minigpt4.models.train_memory import config_of, estimate
+
+    model_cls, model_config = config_of(config(args, mode, ckpt == "on"))
+    return estimate(model_cls, model_config, args.device, batch).total
+
+
+def available_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (None where there is none)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -134,6 +172,10 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_in_subprocess(args: argparse.Namespace, mode: str, batch: int, ckpt: str) -> dict:
     """One run in a fresh Python process (its own memory peak); its log goes to stderr."""
+    if args.device == "cpu":
+        needed, available = estimated_bytes(args, mode, batch, ckpt), available_bytes()
+        if available is not None and needed > available:
+            return {"error": f"not run: estimate {_gb(needed)} GB > {_gb(available)} GB available"}
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"{mode},{batch},{ckpt}",
            "--size", args.size, "--weights", args.weights, "--device", args.device,
            "--steps", str(args.steps), "--threads", str(args.threads)]  # fmt: skip
@@ -149,14 +191,15 @@ def _gb(value: float | None) -> str:
 
 
 def table(runs: list[tuple[str, int, str]], results: list[dict[str, Any]]) -> list[list[str]]:
-    rows = [["mode", "batch", "LLM grad ckpt", "s/it", "peak RSS GB", "peak anon GB",
-             "cuda peak GB", "estimate GB"]]  # fmt: skip
+    rows = [["mode", "batch", "LLM grad ckpt", "s/it", "CPU s/it", "load peak RSS GB",
+             "train peak RSS GB", "peak anon GB", "cuda peak GB", "estimate GB"]]  # fmt: skip
     for (mode, batch, ckpt), r in zip(runs, results):
         if "error" in r:
             rows.append([mode, str(batch), ckpt, r["error"]])
             continue
-        rows.append([mode, str(batch), ckpt, f"{r['s_per_it']:.3g}", _gb(r["peak_rss"]),
-                     _gb(r["peak_anon"]), _gb(r["cuda_peak"]), _gb(r["estimate"])])  # fmt: skip
+        rows.append([mode, str(batch), ckpt, f"{r['s_per_it']:.3g}", f"{r['cpu_s_per_it']:.3g}",
+                     _gb(r["load_rss"]), _gb(r["peak_rss"]), _gb(r["peak_anon"]),
+                     _gb(r["cuda_peak"]), _gb(r["estimate"])])  # fmt: skip
     return rows
 
 

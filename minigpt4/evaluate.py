@@ -1,4 +1,5 @@
-"""Score a MiniGPT-4 checkpoint on a benchmark: MME, POPE or VQAv2.
+"""Score a MiniGPT-4 checkpoint on a benchmark: MME, POPE, VQAv2, or MiniGPT-v2's RefCOCO/+/g,
+OK-VQA, VizWiz, IconQA, GQA, VSR and Hateful Memes (docs/evaluation_v2.md).
 
     python -m minigpt4.evaluate --cfg-path eval_configs/minigpt4_eval.yaml --benchmark mme \\
         --data MME_Benchmark_release_version --out results/mme.json
@@ -19,8 +20,6 @@ from typing import Any
 
 from minigpt4.common.cli import run_command
 from minigpt4.evaluation.benchmarks import BENCHMARKS
-
-DEFAULT_MAX_NEW_TOKENS = 64  # enough for the parsers, which read the first words only
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -47,7 +46,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="{question}",
         help="what is asked, with {question} for the benchmark's question (default: as is)",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="answer length limit (default: the benchmark's: 64; 20 for the MiniGPT-v2 ones)",
+    )
+    parser.add_argument(
+        "--resample",
+        action="store_true",
+        help="refcoco/refcoco+/refcocog: ask again when an answer is not a box (the original's)",
+    )
     parser.add_argument("--max-length", type=int, default=2000)
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy")
@@ -67,6 +75,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--limit must be at least 1")
     if "{question}" not in args.question_template:
         parser.error("--question-template must contain {question}")
+    bench = BENCHMARKS[args.benchmark]
+    if args.resample and "resample" not in bench.flags:
+        parser.error(f"--resample is for refcoco, refcoco+ and refcocog, not {args.benchmark}")
+    if args.max_new_tokens is None:
+        args.max_new_tokens = bench.max_new_tokens
     return args
 
 

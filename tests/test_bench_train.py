@@ -25,6 +25,8 @@ def test_tiny_benchmark_prints_a_row_per_run(tmp_path):
         ("1", "off"), ("1", "on"), ("2", "off"), ("2", "on")
     ]  # fmt: skip
     for r in rows:
-        assert float(r["s/it"]) > 0 and float(r["peak anon GB"]) > 0.1
+        assert float(r["s/it"]) > 0 and float(r["CPU s/it"]) > 0
+        assert float(r["load peak RSS GB"]) > 0.1 and float(r["train peak RSS GB"]) > 0.1
+        assert float(r["peak anon GB"]) > 0.1
         assert float(r["estimate GB"]) > 0 and r["cuda peak GB"] == "-"
     assert "on CPU " in proc.stdout  # the machine is named

@@ -33,7 +33,12 @@ from minigpt4.common.utils import resolve_path
 
 logger = logging.getLogger(__name__)
 
-TOP_LEVEL_SECTIONS = ("model", "datasets", "run", "preprocess")
+TOP_LEVEL_SECTIONS = ("model", "datasets", "run", "preprocess", "evaluation_datasets")
+# ``evaluation_datasets.<benchmark>``: what the original's MiniGPT-v2 eval scripts read
+# (eval_configs/minigptv2_benchmark_evaluation.yaml); kept and readable, not used for training.
+EVALUATION_DATASET_KEYS = dict.fromkeys(
+    ("eval_file_path", "img_path", "max_new_tokens", "batch_size")
+)
 
 # Every key a ``datasets.<name>`` block may hold (nested: a dict is the schema of a sub-block,
 # None a value). ``batch_size`` is the per-dataset batch size of the original's later configs.
@@ -128,7 +133,10 @@ class Config:
         runner_config = OmegaConf.create({"run": config.get("run", OmegaConf.create())})
         model_config = self.build_model_config(config, cfg_path)
         dataset_config = self.build_dataset_config(config)
-        self.config = OmegaConf.merge(runner_config, model_config, dataset_config, user_config)
+        sections = [runner_config, model_config, dataset_config]
+        if config.get("evaluation_datasets") is not None:
+            sections.append({"evaluation_datasets": config.evaluation_datasets})
+        self.config = OmegaConf.merge(*sections, user_config)
         self._resolve(cfg_path)
         self._cfg_path = cfg_path
         self._run_options = frozenset(user_config.get("run") or ())
@@ -137,6 +145,14 @@ class Config:
             block = self.config.datasets[name]
             if block is not None:
                 _check_keys(block, DATASET_KEYS, f"datasets.{name}", cfg_path, user_config)
+        for name, block in self.evaluation_datasets_cfg.items():
+            where = f"evaluation_datasets.{name}"
+            if not isinstance(block, DictConfig):
+                raise ConfigError(
+                    f"{cfg_path}: '{where}' must be a mapping with keys "
+                    f"{', '.join(EVALUATION_DATASET_KEYS)}, got {block!r}"
+                )
+            _check_keys(block, EVALUATION_DATASET_KEYS, where, cfg_path, user_config)
 
     # --- building ---------------------------------------------------------------------------
 
@@ -242,6 +258,11 @@ class Config:
     @property
     def model_cfg(self) -> DictConfig:
         return self.config.model
+
+    @property
+    def evaluation_datasets_cfg(self) -> DictConfig:
+        """The ``evaluation_datasets`` section (empty when the file has none)."""
+        return self.config.get("evaluation_datasets") or OmegaConf.create()
 
     def to_dict(self) -> dict:
         return OmegaConf.to_container(self.config, resolve=True)

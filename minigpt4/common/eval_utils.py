@@ -1,5 +1,6 @@
 """The original HEAD's evaluation helpers, which its eval scripts and papers' copies of them
-import: ``eval_parser``, ``prepare_texts`` and ``init_model``.
+import: ``eval_parser``, ``prepare_texts``, ``init_model`` and ``computeIoU`` (the box overlap of
+:mod:`minigpt4.common.boxes`, under its original name).
 
 ``init_model`` placed the model on ``cuda:0`` unconditionally; here it goes to CUDA when there
 is one and to the CPU otherwise (``--device`` chooses).
@@ -11,6 +12,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from minigpt4.common.boxes import compute_iou as computeIoU  # noqa: N812, F401 - original name
 from minigpt4.conversation.templates import IMAGE_MESSAGE, Conversation
 
 

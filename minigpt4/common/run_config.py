@@ -102,6 +102,10 @@ class RunConfig:
     log_freq: int = setting(50, minimum=1)
     wandb_log: bool = setting(False)  # warned about: this project does not log to wandb
     job_name: str | None = setting(None)  # the original's wandb run name; unread
+    # The original's MiniGPT-v2 benchmark config: its run name and the eval scripts' answer
+    # folder; unread (python -m minigpt4.evaluate writes to --out).
+    name: str | None = setting(None)
+    save_path: str | None = setting(None)
 
     # placement and distributed start-up
     device: str = setting(

@@ -36,12 +36,19 @@ def generation_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def benchmark_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The benchmark's own options (``Benchmark.flags``) as given on the command line."""
+    return {name: getattr(args, name) for name in BENCHMARKS[args.benchmark].flags}
+
+
 def run_header(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
     """What decides the answers: a partial file is resumed only under the same header. The
     model is named by its content (:mod:`minigpt4.evaluation.identity`), not by paths."""
     identity = model_identity(cfg.model_cfg)
+    flags = benchmark_flags(args)
     return {
         "benchmark": args.benchmark,
+        **({"flags": flags} if flags else {}),  # only benchmarks with flags: old headers hold
         "model": identity["config"],
         "weights": identity["weights"],
         "data": args.data,
@@ -65,7 +72,12 @@ class _LazyAsker:
             # gets the same random llama_proj every run.
             torch.manual_seed(self.args.seed)
             chat = build_chat(self.cfg, self.args.device, self.args.gpu_id)
-            self.ask = make_asker(chat, self.args.question_template, generation_settings(self.args))
+            ask, template = BENCHMARKS[self.args.benchmark].ask, self.args.question_template
+            settings = generation_settings(self.args)
+            if ask is None:
+                self.ask = make_asker(chat, template, settings)
+            else:
+                self.ask = ask(chat, template, settings, benchmark_flags(self.args))
         return self.ask(items)
 
 
@@ -97,12 +109,13 @@ def _evaluate(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     predictions = answer_all(
         items, _LazyAsker(args, cfg), log, args.batch_size, progress=not args.no_progress
     )
-    scores = bench.score(items, predictions)
+    flags = benchmark_flags(args)
+    scores = bench.score(items, predictions, **flags)
     results = {
         "benchmark": bench.name,
         "config": header,
         "scores": scores,
-        "items": result_items(bench, items, predictions),
+        "items": result_items(bench, items, predictions, flags),
     }
     write_json(out, results)
     log.remove()

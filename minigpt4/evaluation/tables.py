@@ -60,3 +60,14 @@ def vqa_table(scores: dict[str, Any]) -> str:
     rows = [[f"answer type: {k}", f"{v:.2f}"] for k, v in sorted(scores["perAnswerType"].items())]
     rows.append(["overall", f"{scores['overall']:.2f}"])
     return _rows(["VQA accuracy", "%"], rows)
+
+
+def accuracy_table(scores: dict[str, Any]) -> str:
+    """The MiniGPT-v2 benchmarks: accuracy in %, per split file when there are several."""
+    rows = [
+        [name, f"{100 * split['accuracy']:.2f}", str(split["items"])]
+        for name, split in scores.get("splits", {}).items()
+    ]
+    if len(rows) != 1:
+        rows.append(["all", f"{100 * scores['accuracy']:.2f}", str(scores["items"])])
+    return _rows(["split", "accuracy %", "items"], rows)

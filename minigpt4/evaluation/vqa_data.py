@@ -3,9 +3,9 @@
 [{"question_id", "image_id", "question_type", "answer_type", "answers": [{"answer", ...} x 10],
 ...}]}``), found in ``--data`` by name (``*questions*.json``, ``*annotations*.json``).
 
-Images are COCO's ``COCO_<data_subtype>_<image_id:012d>.jpg`` (or a question's own ``image``
-field), looked up in ``--image-dir``, ``<data>/<data_subtype>/``, ``<data>/images/`` and
-``<data>``.
+Images are COCO's ``COCO_<data_subtype>_<image_id:012d>.jpg`` or ``<image_id:012d>.jpg`` (or a
+question's own ``image`` field), looked up in ``--image-dir``, ``<data>/<data_subtype>/``,
+``<data>/images/`` and ``<data>``.
 """
 
 from __future__ import annotations
@@ -37,11 +37,22 @@ def _load(path: Path, key: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return doc, doc[key]
 
 
-def image_name(subtype: str, question: dict[str, Any]) -> str:
-    """The image file of a question: its ``image`` field, else COCO's naming."""
+def image_names(subtype: str, question: dict[str, Any]) -> list[str]:
+    """The image file names a question may have: its ``image`` field, else COCO's naming and
+    the bare 12-digit one (``000000123456.jpg``, what the original's OK-VQA evaluation reads)."""
     if "image" in question:
-        return str(question["image"])
-    return f"COCO_{subtype}_{int(question['image_id']):012d}.jpg"
+        return [str(question["image"])]
+    image_id = int(question["image_id"])
+    return [f"COCO_{subtype}_{image_id:012d}.jpg", f"{image_id:012d}.jpg"]
+
+
+def find_question_image(names: list[str], roots: list[Path], what: str) -> tuple[str, Path]:
+    """(name, path) of the first of ``names`` found in ``roots``; the error names the first."""
+    for name in names:
+        for root in roots:
+            if (root / name).is_file():
+                return name, root / name
+    return names[0], find_image(names[0], roots, what)
 
 
 def read_vqa(data: Path, image_dir: Path | None = None, limit: int | None = None) -> list[Item]:
@@ -61,13 +72,14 @@ def read_vqa(data: Path, image_dir: Path | None = None, limit: int | None = None
         ann = by_id.get(q["question_id"])
         if ann is None:
             raise ValueError(f"{a_path}: no annotation for question_id {q['question_id']}")
-        name = image_name(subtype, q)
+        where = f"{q_path} question {q['question_id']}"
+        name, path = find_question_image(image_names(subtype, q), roots, where)
         items.append(
             Item(
                 str(q["question_id"]),
                 str(ann.get("answer_type", "")),
                 name,
-                find_image(name, roots, f"{q_path} question {q['question_id']}"),
+                path,
                 q["question"],
                 [a["answer"] for a in ann["answers"]],
                 {

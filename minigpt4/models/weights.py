@@ -39,6 +39,7 @@ from minigpt4.common.output_files import file_kind
 from minigpt4.common.utils import is_url, resolve_path
 from minigpt4.models import lora, memory, quantized
 from minigpt4.models.hf_tokenizer import HFTokenizer
+from minigpt4.models.mapped_files import paging_out
 from minigpt4.models.model_config import TOKENIZER_CHAT_TEMPLATE, MiniGPT4Config
 from minigpt4.models.precision import run_device_kind
 from minigpt4.models.qformer import (
@@ -743,7 +744,8 @@ def load_llm(config: MiniGPT4Config, device_kind: str, dtype: torch.dtype) -> nn
     path = resolve_path(config.llama_model)
     kwargs = _llm_kwargs(config, device_kind, dtype)
     trim = memory.trimming() if config.quantization else contextlib.nullcontext()
-    with trim:
+    mapped = [os.path.join(path, name) for name in _weight_files(path)]
+    with trim, paging_out(mapped):
         try:
             llm, info = AutoModelForCausalLM.from_pretrained(
                 path, output_loading_info=True, **kwargs
