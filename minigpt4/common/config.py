@@ -17,6 +17,7 @@ a default silently. Every ``run`` value is checked against its declaration in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -81,6 +82,14 @@ def _check_keys(
                 f"got {value!r}"
             )
         _check_keys(value, sub, f"{where}.{key}", source, options)
+
+
+def model_keys() -> dict[str, None]:
+    """Every key a ``model`` section may set (the fields of the typed model config; its nested
+    ``vit_config`` / ``qformer_config`` are checked when the model is built)."""
+    from minigpt4.models.model_config import MiniGPT4Config
+
+    return dict.fromkeys(f.name for f in dataclasses.fields(MiniGPT4Config))
 
 
 def in_options(options: DictConfig, key: str) -> bool:
@@ -151,6 +160,7 @@ class Config:
         self._cfg_path = cfg_path
         self._run_options = frozenset(user_config.get("run") or ())
         RunConfig.from_node(self.config.run, self._run_source)  # every value, before any model
+        _check_keys(self.config.model, model_keys(), "model", cfg_path, user_config)
         for name in self.config.get("datasets") or {}:
             block = self.config.datasets[name]
             if block is not None:
