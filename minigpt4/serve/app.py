@@ -38,9 +38,10 @@ from starlette.requests import ClientDisconnect
 from minigpt4.models.generation import Generation, GenerationSettings, StopRule
 from minigpt4.models.memory import release_freed_memory
 from minigpt4.serve import images, protocol
-from minigpt4.serve.batcher import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S, Batcher
+from minigpt4.serve.batcher import Batcher
 from minigpt4.serve.errors import APIError, bad_request, install_handlers
 from minigpt4.serve.hosts import LOOPBACK_NAMES, HostAllowList
+from minigpt4.serve.limits import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S
 from minigpt4.serve.messages import Plan, build_prompt, plan_conversation
 from minigpt4.serve.slow_clients import DEFAULT_READ_TIMEOUT_S, read_body
 from minigpt4.serve.streaming import AnswerStream, final_text

@@ -36,11 +36,10 @@ from typing import Any
 import torch
 
 from minigpt4.models.generation import Generation, GenerationSettings, StopRule
+from minigpt4.serve.limits import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH_SIZE = 16
-DEFAULT_MAX_WAIT_S = 0.05
 _POLL_S = 0.002
 
 
