@@ -22,7 +22,7 @@ from minigpt4.common import dist_utils
 from minigpt4.common.checkpoint_files import CheckpointError, atomic_torch_save, read_checkpoint
 from minigpt4.common.logger import MetricLogger
 from minigpt4.common.utils import resolve_path
-from minigpt4.models.weights import training_checkpoint_state
+from minigpt4.models.loading.key_maps import training_checkpoint_state
 from minigpt4.runners.resume import (
     RESUME_KEY,
     RESUME_REQUIRED,
