@@ -122,6 +122,17 @@ def _history(chatbot: list[dict] | None) -> list[dict[str, str]]:
     ]
 
 
+def warn_of_overflow(over: int) -> None:
+    """Tell the user when the conversation is ``over`` tokens longer than the model can see."""
+    import gradio as gr
+
+    if over:
+        gr.Warning(
+            f"The conversation is {over} tokens longer than the model can see: it answers "
+            "without its beginning (the image may be out of view). Press Restart to start over."
+        )
+
+
 def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
     """The demo page around ``chat``; ``seed`` seeds each answer (``None``: unseeded)."""
     import gradio as gr
@@ -200,12 +211,7 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
         ):
             yield history, chat_state, img_list
             return
-        over = chat.overflow(chat_state, img_list)
-        if over:
-            gr.Warning(
-                f"The conversation is {over} tokens longer than the model can see: it answers "
-                "without its beginning (the image may be out of view). Press Restart to start over."
-            )
+        warn_of_overflow(chat.overflow(chat_state, img_list))
         history.append({"role": "assistant", "content": ""})
         for text in chat.stream_text(
             conv=chat_state,
