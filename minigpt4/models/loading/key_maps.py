@@ -14,10 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minigpt4.common.checkpoint_files import CheckpointError
-from minigpt4.models.qformer import (
-    BERT_BASE_MAX_POSITIONS,
-    ours_to_lavis,
-)
+from minigpt4.models.qformer import BERT_BASE_MAX_POSITIONS, ours_to_lavis
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +23,6 @@ logger = logging.getLogger(__name__)
 BLIP2_UNUSED_PREFIXES = ("t5_proj.",)
 BLIP2_PARTS = ("query_tokens", "ln_vision.", "Qformer.")
 LLAMA_PROJ_KEYS = ("llama_proj.weight", "llama_proj.bias")
-
-
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
 
 

@@ -19,10 +19,7 @@ from minigpt4.models.loading.key_maps import (
 from minigpt4.models.loading.reading import load_state_dict_file
 from minigpt4.models.loading.strict_copy import checked_copy, describe_keys, log_ignored
 from minigpt4.models.model_config import MiniGPT4Config
-from minigpt4.models.qformer import (
-    LAVIS_POSITION_IDS,
-    lavis_to_ours,
-)
+from minigpt4.models.qformer import LAVIS_POSITION_IDS, lavis_to_ours
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,6 @@ def describe_keys(keys: Iterable[str], limit: int = 12) -> str:
     return shown if len(keys) <= limit else f"{shown[:-1]}, ... ({len(keys)} in all)]"
 
 
-# --- copying into modules ---------------------------------------------------------------------
-
-
 def checked_copy(
     target: Mapping[str, torch.Tensor],
     state: Mapping[str, torch.Tensor],
