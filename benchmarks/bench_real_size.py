@@ -131,9 +131,7 @@ def _sync(device: str) -> None:
 
 
 def build(args: argparse.Namespace) -> Any:
-    import minigpt4  # noqa: F401  (registers models and processors)
-    from minigpt4.common.config import Config
-    from minigpt4.conversation import loading
+    from minigpt4.conversation.loading import load_chat
 
     files = ensure_weights(args.size, args.weights, log=lambda _m: None)
     options = [
@@ -144,9 +142,7 @@ def build(args: argparse.Namespace) -> Any:
         *SIZES[args.size].model_options(),
         *MODES[args.device][args.worker],
     ]
-    cfg = Config(argparse.Namespace(cfg_path=EVAL_CONFIG, options=options))
-    device = loading.resolve_device(args.device, 0)
-    return loading.build_chat(cfg, device, 0)
+    return load_chat(EVAL_CONFIG, args.device, options)
 
 
 def _image(size: int):
@@ -206,7 +202,7 @@ def answer(chat: Any, conv: Any, img_list: list, new_tokens: int) -> dict[str, f
 
 def train_step(chat: Any, device: str, batch: int) -> float:
     """One stage-2 step (random prompt of the eval config, forward, backward, AdamW), timed."""
-    from minigpt4.models import quantized
+    from minigpt4.models.loading import quantized
 
     model = chat.model
     model.train()

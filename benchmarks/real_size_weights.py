@@ -7,7 +7,7 @@
   vocabulary size (the tiny world's tokenizer, padded with placeholder pieces);
 - ``pretrained_minigpt4.pth``: the released checkpoint layout, ``{"model": {llama_proj.*}}``.
 
-Everything is written through the layout writers of :mod:`minigpt4.models.weights`, one file
+Everything is written through the layout writers of :mod:`minigpt4.models.loading`, one file
 (one LLM shard) at a time: the whole model is never in memory. Values are random (normal, std
 0.02; norm weights 1), which is all that speed and memory depend on.
 """

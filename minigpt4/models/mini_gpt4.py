@@ -11,7 +11,7 @@ server and the evaluator answer through them.
 same class with other defaults (:mod:`minigpt4.models.minigpt4_llama2`). Building is apart from
 loading: ``MiniGPT4(config, llm_hidden_size)`` builds the modules (:meth:`build_empty`: on the meta
 device, then allocated in the run's dtypes, :mod:`minigpt4.models.precision`); :meth:`from_config`
-reads the config and loads every weight file through :mod:`minigpt4.models.weights`.
+reads the config and loads every weight file through :mod:`minigpt4.models.loading`.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from minigpt4.common.registry import registry
-from minigpt4.models import generation, lora, multi_turn, quantized
+from minigpt4.models import generation, lora, multi_turn
 from minigpt4.models import prompt as assembly
 from minigpt4.models.answering import Answer, Answerer, Question
 from minigpt4.models.base_model import BaseModel, LayerNorm
 from minigpt4.models.eva_vit import create_eva_vit_g
+from minigpt4.models.loading import quantized
 from minigpt4.models.model_config import MiniGPT4Config
 from minigpt4.models.model_section import complete_section
 from minigpt4.models.precision import Precision, materialize, run_device_kind
@@ -156,7 +157,7 @@ class MiniGPT4(BaseModel):
 
         A section read without ``Config`` gets its missing keys from the default YAML of its
         model type (:mod:`minigpt4.models.model_section`)."""
-        from minigpt4.models.weights import load_model
+        from minigpt4.models.loading.model import load_model
 
         section = complete_section(cls, cfg)
         return load_model(cls, MiniGPT4Config.from_cfg(section, **cls.CONFIG_DEFAULTS))
