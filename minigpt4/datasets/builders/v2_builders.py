@@ -112,8 +112,12 @@ class UnnaturalInstructionBuilder(V2Builder):
         )
 
 
-_registered("unnatural_instruction", conversations.UnnaturalDataset,
-            "configs/datasets/nlp/unnatural_instruction.yaml", UnnaturalInstructionBuilder)  # fmt: skip
+_registered(
+    "unnatural_instruction",
+    conversations.UnnaturalDataset,
+    "configs/datasets/nlp/unnatural_instruction.yaml",
+    UnnaturalInstructionBuilder,
+)
 
 
 class RefCOCOBuilder(V2Builder):

@@ -110,4 +110,3 @@ class V2ImageDataset(Dataset):
 
     def process_text(self, text: str) -> str:
         return self.text_processor(text) if self.text_processor else text
-

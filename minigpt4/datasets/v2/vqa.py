@@ -165,8 +165,12 @@ class OCRVQADataset(V2ImageDataset):
             image_file = image_id + os.path.splitext(entry["imageURL"])[1]
             for question, answer in zip(entry["questions"], entry["answers"]):
                 records.append(
-                    {"question": question, "answer": answer, "image_file": image_file,
-                     "image_id": image_id}  # fmt: skip
+                    {
+                        "question": question,
+                        "answer": answer,
+                        "image_file": image_file,
+                        "image_id": image_id,
+                    }  # fmt: skip
                 )
         if not records:
             raise ValueError(f"dataset '{name}': {ann_path} has no training record (split 1)")
