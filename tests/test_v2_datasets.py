@@ -27,7 +27,7 @@ ORIGINAL = json.loads(
     (Path(__file__).parent / "fixtures" / "v2_original_samples" / "samples.json").read_text()
 )
 IMAGE_SIZE = 32
-FINETUNE_NAMES = list(ORIGINAL["multi_iter_loader"]["ratios"])
+FINETUNE_NAMES = [name for name, _ in ORIGINAL["multi_iter_loader"]["ratios"]]
 
 
 @pytest.fixture(scope="module")
