@@ -56,7 +56,9 @@ def datasets(tmp_path_factory):
 
 
 def mix(datasets):
-    run = RunConfig.from_node(OmegaConf.create({"seed": 42, "num_workers": 0, "train_splits": ["train"]}))
+    run = RunConfig.from_node(
+        OmegaConf.create({"seed": 42, "num_workers": 0, "train_splits": ["train"]})
+    )
     cfg = OmegaConf.create({name: {"batch_size": 2} for name in RATIOS})
     return build_train_loaders(datasets, run, cfg, pin_memory=False)["train"]
 
