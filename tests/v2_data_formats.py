@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 SEED = 7
-COUNT = 3  # images per format
+COUNT = 3  # images per format (the recorded samples); write_all(count=) writes more
 _WORLD_FILE = Path(__file__).resolve().parents[1] / "minigpt4" / "tiny_world" / "world.py"
 
 
@@ -83,11 +83,11 @@ def coco_image_id(index: int) -> int:
     return 1000 + index
 
 
-def write_coco_images(root: Path) -> list[tuple[int, Any, tuple[int, int]]]:
+def write_coco_images(root: Path, count: int) -> list[tuple[int, Any, tuple[int, int]]]:
     """``coco/images/COCO_train2014_{id:012}.jpg`` and the same under ``coco/images/train/``
     (where LAVIS's builders look)."""
     out = []
-    for i in range(COUNT):
+    for i in range(count):
         name = f"COCO_train2014_{coco_image_id(i):0>12}.jpg"
         scene, size = _image(root / "coco" / "images" / name, i)
         _image(root / "coco" / "images" / "train" / name, i)
@@ -95,10 +95,10 @@ def write_coco_images(root: Path) -> list[tuple[int, Any, tuple[int, int]]]:
     return out
 
 
-def write_refer(root: Path) -> dict[str, dict[str, Any]]:
+def write_refer(root: Path, count: int) -> dict[str, dict[str, Any]]:
     """``refcoco_annotations/<set>/refs(<splitBy>).p`` + ``instances.json`` for the three sets."""
     rng = random.Random(f"{SEED}:refer")
-    images = write_coco_images(root)
+    images = write_coco_images(root, count)
     ann_root = root / "refcoco_annotations"
     anns, refs = [], []
     for n, (image_id, scene, size) in enumerate(images * 2):
@@ -157,11 +157,11 @@ def write_refer(root: Path) -> dict[str, dict[str, Any]]:
     return info
 
 
-def write_visual_genome(root: Path) -> dict[str, dict[str, Any]]:
+def write_visual_genome(root: Path, count: int) -> dict[str, dict[str, Any]]:
     rng = random.Random(f"{SEED}:vg")
     data_dir = root / "visual_genome"
     image_data, regions = [], []
-    for i in range(COUNT):
+    for i in range(count):
         scene, (w, h) = _image(data_dir / "VG_100K" / f"{i + 1}.jpg", i)
         url = f"https://cs.stanford.edu/people/rak248/VG_100K/{i + 1}.jpg"
         image_data.append(
@@ -205,11 +205,11 @@ def write_visual_genome(root: Path) -> dict[str, dict[str, Any]]:
     return {"refvg": {"data_dir": str(data_dir)}}
 
 
-def write_flickr(root: Path) -> dict[str, dict[str, Any]]:
+def write_flickr(root: Path, count: int) -> dict[str, dict[str, Any]]:
     rng = random.Random(f"{SEED}:flickr")
     folder = root / "filtered_flickr"
     grounded, caption_to, phrase_to = [], [], []
-    for i in range(COUNT):
+    for i in range(count):
         image_id = str(36979 + i)
         scene, _ = _image(folder / "images" / f"{image_id}.jpg", i)
         box = _grid_box(rng)
@@ -260,8 +260,8 @@ def _llava_record(image_id: int, scene: Any, turns: int) -> dict[str, Any]:
     }
 
 
-def write_conversations(root: Path) -> dict[str, dict[str, Any]]:
-    images = write_coco_images(root)
+def write_conversations(root: Path, count: int) -> dict[str, dict[str, Any]]:
+    images = write_coco_images(root, count)
     image_path = str(root / "coco" / "images")
     info = {}
     for name, file, turns in (
@@ -272,6 +272,7 @@ def write_conversations(root: Path) -> dict[str, dict[str, Any]]:
     ):
         records = [_llava_record(i, scene, turns) for i, scene, _ in images]
         info[name] = {"image_path": image_path, "ann_path": str(_dump(root / file, records))}
+    words = ("circle", "square", "Star")
     unnatural = [
         {
             "instances": [
@@ -283,15 +284,15 @@ def write_conversations(root: Path) -> dict[str, dict[str, Any]]:
                 }
             ]
         }
-        for k, w in enumerate(("circle", "square", "Star"))
+        for k, w in enumerate(words[i % len(words)] for i in range(count))
     ]
     path = _dump(root / "unnatural_instructions" / "filtered_unnatural_instruction.json", unnatural)
     info["unnatural_instruction"] = {"ann_path": str(path)}
     return info
 
 
-def write_vqa(root: Path) -> dict[str, dict[str, Any]]:
-    images = write_coco_images(root)
+def write_vqa(root: Path, count: int) -> dict[str, dict[str, Any]]:
+    images = write_coco_images(root, count)
     coco_storage = str(root / "coco" / "images")
     vqa, aok = [], []
     for n, (image_id, scene, _) in enumerate(images):
@@ -333,7 +334,7 @@ def write_vqa(root: Path) -> dict[str, dict[str, Any]]:
             "images": {"storage": coco_storage},
         }
     gqa = []
-    for i in range(COUNT):
+    for i in range(count):
         scene, _ = _image(root / "gqa" / "images" / "train" / f"n{i}.jpg", i)
         gqa.append(
             {
@@ -352,9 +353,9 @@ def write_vqa(root: Path) -> dict[str, dict[str, Any]]:
     return info
 
 
-def write_ocrvqa_textcaps_captions(root: Path) -> dict[str, dict[str, Any]]:
+def write_ocrvqa_textcaps_captions(root: Path, count: int) -> dict[str, dict[str, Any]]:
     ocr, textcaps, karpathy = {}, {"data": []}, []
-    for i in range(COUNT):
+    for i in range(count):
         key = f"B000{i}"
         scene, _ = _image(root / "ocrvqa" / "images" / f"{key}.jpg", i)
         ocr[key] = {
@@ -362,7 +363,7 @@ def write_ocrvqa_textcaps_captions(root: Path) -> dict[str, dict[str, Any]]:
             "title": "Shapes",
             "genre": "Art",
             "authorName": "x",
-            "split": 1 if i < COUNT - 1 else 3,
+            "split": 1 if i < count - 1 else 3,
             "questions": ["Who wrote this book?", f"Is this a {scene.shape} book?"],
             "answers": ["X Y.", "Yes"],
         }
@@ -378,7 +379,7 @@ def write_ocrvqa_textcaps_captions(root: Path) -> dict[str, dict[str, Any]]:
     karpathy.append(
         {"image": "val2014/COCO_val2014_000000000042.jpg", "caption": "Val.", "image_id": "coco_42"}
     )
-    write_coco_images(root)
+    write_coco_images(root, count)
     return {
         "ocrvqa": {
             "image_path": str(root / "ocrvqa" / "images"),
@@ -401,7 +402,7 @@ def write_ocrvqa_textcaps_captions(root: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def write_all(root: str | Path) -> dict[str, dict[str, Any]]:
+def write_all(root: str | Path, count: int = COUNT) -> dict[str, dict[str, Any]]:
     """Every format under ``root``; ``{dataset name: build_info}``."""
     root = Path(root)
     info = {}
@@ -413,5 +414,19 @@ def write_all(root: str | Path) -> dict[str, dict[str, Any]]:
         write_vqa,
         write_ocrvqa_textcaps_captions,
     ):
-        info.update(writer(root))
+        info.update(writer(root, count))
     return info
+
+
+def config_options(info: dict[str, dict[str, Any]]) -> list[str]:
+    """``--options`` that point a config's datasets at ``info`` (``datasets.<name>.build_info.
+    <key>=<value>``; a list of annotation files is given as its one file)."""
+
+    def flat(prefix: str, value: Any) -> list[str]:
+        if isinstance(value, dict):
+            return [o for k, v in value.items() for o in flat(f"{prefix}.{k}", v)]
+        if isinstance(value, list):
+            (value,) = value
+        return [f"{prefix}={value}"]
+
+    return [o for name, build in info.items() for o in flat(f"datasets.{name}.build_info", build)]
