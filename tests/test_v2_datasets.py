@@ -170,3 +170,25 @@ def test_missing_paths_and_layouts_are_named(generated, tmp_path):
     wrong.write_text('{"annotations": "x"}')
     with pytest.raises(ValueError, match=r"wrong\.json must hold \{\"data\""):
         build("textcaps_caption", {**info["textcaps_caption"], "ann_path": str(wrong)})
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("MINIGPT4_ORIGINAL_REPO") and os.environ.get("VISUAL_GENOME_PACKAGE")),
+    reason="set MINIGPT4_ORIGINAL_REPO (a checkout of Vision-CAIR/MiniGPT-4) and "
+    "VISUAL_GENOME_PACKAGE (a folder holding the visual_genome package) to re-record",
+)
+def test_recording_is_what_the_original_gives_today(tmp_path):
+    """Runs the original's classes again (record_original.py) and compares with the fixture."""
+    import subprocess
+
+    out = tmp_path / "samples.json"
+    script = Path(__file__).parent / "fixtures" / "v2_original_samples" / "record_original.py"
+    subprocess.run(
+        [sys.executable, str(script), "--original", os.environ["MINIGPT4_ORIGINAL_REPO"],
+         "--visual-genome", os.environ["VISUAL_GENOME_PACKAGE"], "--out", str(out),
+         "--commit", ORIGINAL["original_commit"]],
+        check=True, cwd=tmp_path, capture_output=True,
+    )  # fmt: skip
+    fresh = json.loads(out.read_text())
+    assert fresh["datasets"] == ORIGINAL["datasets"]
+    assert fresh["multi_iter_loader"] == ORIGINAL["multi_iter_loader"]
