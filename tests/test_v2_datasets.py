@@ -192,3 +192,28 @@ def test_recording_is_what_the_original_gives_today(tmp_path):
     fresh = json.loads(out.read_text())
     assert fresh["datasets"] == ORIGINAL["datasets"]
     assert fresh["multi_iter_loader"] == ORIGINAL["multi_iter_loader"]
+
+
+def test_original_import_paths_and_call_signatures(generated):
+    """The original's builders' calls work on the classes at the original's import paths."""
+    from minigpt4.datasets.datasets.coco_dataset import InvReferCOCODataset
+    from minigpt4.datasets.datasets.flickr import GroundedDetailDataset
+    from minigpt4.datasets.datasets.llava_dataset import LlavaConversationDataset
+    from minigpt4.datasets.datasets.unnatural_instruction import UnnaturalDataset
+    from minigpt4.datasets.datasets.vg_dataset import ReferVisualGenomeDataset
+
+    _, info = generated
+    kw = {"vis_processor": None, "text_processor": None}
+    i = info["invrefcoco"]
+    made = [
+        InvReferCOCODataset(**kw, ann_path=i["ann_path"], vis_root=i["image_path"],
+                            dataset=i["dataset"], splitBy=i["splitBy"]),
+        GroundedDetailDataset(**kw, ann_path=info["flickr_grounded_caption"]["ann_path"],
+                              vis_root=info["flickr_grounded_caption"]["image_path"]),
+        LlavaConversationDataset(**kw, ann_path=info["llava_conversation"]["ann_path"],
+                                 vis_root=info["llava_conversation"]["image_path"]),
+        ReferVisualGenomeDataset(**kw, data_dir=info["refvg"]["data_dir"]),
+        UnnaturalDataset(text_processor=None, ann_path=info["unnatural_instruction"]["ann_path"]),
+    ]  # fmt: skip
+    assert [len(d) for d in made] == [5, 3, 3, 6, 3]
+    assert made[0][0]["instruction_input"].startswith("<Img><ImageHere></Img> [identify]")

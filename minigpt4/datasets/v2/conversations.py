@@ -33,6 +33,7 @@ class LlavaDataset(V2ImageDataset):
     """A JSON list of LLaVA records; ``min_turns`` turns at least."""
 
     min_turns = 2
+    default_name = "llava_detail"
 
     def __init__(
         self,
@@ -40,8 +41,9 @@ class LlavaDataset(V2ImageDataset):
         text_processor: Callable | None,
         vis_root: str,
         ann_path: str,
-        name: str,
+        name: str | None = None,
     ) -> None:
+        name = name or self.default_name
         records = check_list(read_json(ann_path, name), ann_path, name)
         for i, record in enumerate(records):
             where = f"dataset '{name}': {ann_path} record {i}"
@@ -76,6 +78,8 @@ LlavaReasonDataset = LlavaDetailDataset
 class ConversationDataset(LlavaDataset):
     """Every turn: ``conv_q``/``conv_a`` joined by ``connect_sym``, no text processor."""
 
+    default_name = "multitask_conversation"
+
     def texts(self, record: dict[str, Any], image: Image.Image) -> dict[str, Any]:
         turns = record["conversations"]
         questions = [image_instruction(first_question(turns))]
@@ -104,7 +108,9 @@ class UnnaturalDataset:
 
     _INSTANCE_FIELDS = {"instruction_with_input": str, "output": str}
 
-    def __init__(self, text_processor: Callable | None, ann_path: str, name: str) -> None:
+    def __init__(
+        self, text_processor: Callable | None, ann_path: str, name: str = "unnatural_instruction"
+    ) -> None:
         self.name = name
         self.text_processor = text_processor
         self.records = check_list(read_json(ann_path, name), ann_path, name)

@@ -27,6 +27,7 @@ class FlickrDataset(V2ImageDataset):
     """A JSON list of records with ``image_id`` and the fields in ``fields``."""
 
     fields: dict[str, type] = {}
+    default_name = ""
 
     def __init__(
         self,
@@ -34,8 +35,9 @@ class FlickrDataset(V2ImageDataset):
         text_processor: Callable | None,
         vis_root: str,
         ann_path: str,
-        name: str,
+        name: str | None = None,
     ) -> None:
+        name = name or self.default_name
         records = check_list(read_json(ann_path, name), ann_path, name)
         fields = {"image_id": (str, int), **self.fields}
         for i, record in enumerate(records):
@@ -49,6 +51,8 @@ class FlickrDataset(V2ImageDataset):
 class GroundedDetailDataset(FlickrDataset):
     """``[grounding] describe this image ...`` -> the grounded caption."""
 
+    default_name = "flickr_grounded_caption"
+
     fields = {"grounded_caption": str}
 
     def texts(self, record: dict[str, Any], image: Image.Image) -> dict[str, Any]:
@@ -61,6 +65,8 @@ class GroundedDetailDataset(FlickrDataset):
 
 class CaptionToObjectDataset(FlickrDataset):
     """``[detection] <caption>`` -> the phrases of the caption with their boxes."""
+
+    default_name = "flickr_CaptionToPhrase"
 
     fields = {"caption": str, "output": str}
 
@@ -76,6 +82,8 @@ class CaptionToObjectDataset(FlickrDataset):
 
 class PhraseToObjectDataset(FlickrDataset):
     """``[detection] <phrase>`` -> ``<p>phrase</p> {box}``."""
+
+    default_name = "flickr_ObjectToPhrase"
 
     fields = {"phrase": str, "bbox": str}
 
