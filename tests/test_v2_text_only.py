@@ -57,3 +57,8 @@ def test_text_only_batch_trains(model, batch):
     grads = [p.grad for n, p in model.named_parameters() if p.requires_grad and "lora" in n]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
     model.zero_grad(set_to_none=True)
+
+
+def test_text_only_batch_without_instructions_is_refused(model):
+    with pytest.raises(ValueError, match="without images needs an instruction_input"):
+        model.prepare_llm_inputs({"answer": ["a", "b"]})

@@ -319,9 +319,9 @@ class MiniGPT4(BaseModel):
         original's: [BOS][prompt in the template][answer + end_sym][padding]."""
         tokenizer = self.llama_tokenizer
         own = list(samples.get("instruction_input") or [])
-        texts = self._answers(samples, len(own))
         if not own or not all(own):
             raise ValueError("a batch without images needs an instruction_input per sample")
+        texts = self._answers(samples, len(own))
         if self.config.template_instructions:
             own = [self.config.prompt_template.format(p) for p in own]
         cond, cond_mask = assembly.wrap_text_prompts(
