@@ -10,7 +10,6 @@ captions; images are read from ``<images.storage>/train``, as LAVIS's builder do
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -20,8 +19,6 @@ from minigpt4.common.registry import registry
 from minigpt4.common.utils import resolve_path
 from minigpt4.datasets.builders.base_dataset_builder import BaseDatasetBuilder
 from minigpt4.datasets.v2 import captions, conversations, flickr, referring, vqa
-
-logger = logging.getLogger(__name__)
 
 
 class V2Builder(BaseDatasetBuilder):
