@@ -273,12 +273,15 @@ class MiniGPT4(BaseModel):
     ) -> dict[str, torch.Tensor]:
         """What ``forward`` feeds the LLM: ``inputs_embeds``, ``attention_mask`` and ``labels``.
 
-        ``samples``: ``image`` [B, 3, H, W] and ``text_input`` (or ``answer``) B strings, and
+        ``samples``: ``image`` [B, 3, H, W] (absent in a text-only batch) and ``text_input`` (or
+        ``answer``) B strings, and
         optionally ``instruction_input`` (B prompts, "" where a sample has none). The samples
         without one get ``prompt``, by default one random choice from ``prompt_list`` for the
         whole batch (none in stage 1). A conversation batch (``conv_q``, ``conv_a``,
         ``connect_sym``) is laid out by :mod:`minigpt4.models.multi_turn`.
         """
+        if "image" not in samples:  # text only (MiniGPT-v2's unnatural instructions)
+            return self._text_only_inputs(samples)
         image = samples["image"]
         img_embeds, atts_img = self.encode_img(image)
         tokenizer = self.llama_tokenizer
@@ -311,6 +314,27 @@ class MiniGPT4(BaseModel):
             tokenizer.pad_token_id,
             targets,
         )
+
+    def _text_only_inputs(self, samples: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """A batch of ``instruction_input``/``answer`` without images, laid out as the
+        original's: [BOS][prompt in the template][answer + end_sym][padding]."""
+        tokenizer = self.llama_tokenizer
+        own = list(samples.get("instruction_input") or [])
+        if not own or not all(own):
+            raise ValueError("a batch without images needs an instruction_input per sample")
+        texts = self._answers(samples, len(own))
+        if self.config.template_instructions:
+            own = [self.config.prompt_template.format(p) for p in own]
+        cond, cond_mask = assembly.wrap_text_prompts(
+            tokenizer, self.embed_tokens, own, self.device, self.max_context_len
+        )
+        ids, mask = tokenizer.pad_batch(
+            [t + self.end_sym for t in texts], self.max_txt_len, device=self.device
+        )
+        return assembly.training_inputs(
+            cond, cond_mask, ids, mask, self.embed_tokens, tokenizer.bos_token_id,
+            tokenizer.pad_token_id,
+        )  # fmt: skip
 
     @staticmethod
     def _answers(samples: Mapping[str, Any], count: int) -> list[str]:
