@@ -1,5 +1,6 @@
 """Every YAML the repository ships loads through Config; the entry points answer --help."""
 
+import re
 import subprocess
 import sys
 import types
@@ -9,6 +10,9 @@ import pytest
 
 import minigpt4  # noqa: F401  (registers models and builders)
 from minigpt4.common.config import Config
+from minigpt4.common.config_error import ConfigError
+from minigpt4.common.registry import RegistryError
+from tests.model_fixtures import AWAITING
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(
@@ -30,7 +34,7 @@ def test_original_configs_are_shipped():
         assert name in SHIPPED
 
 
-@pytest.mark.parametrize("cfg_path", SHIPPED)
+@pytest.mark.parametrize("cfg_path", [p for p in SHIPPED if p not in AWAITING])
 def test_shipped_config_loads(cfg_path, monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("MINIGPT4_DATASET", "/data")
@@ -38,9 +42,18 @@ def test_shipped_config_loads(cfg_path, monkeypatch):
     assert (cfg.model_cfg.arch, cfg.model_cfg.model_type) in {
         ("mini_gpt4", "pretrain_vicuna"),
         ("minigpt4", "pretrain_llama2"),
+        ("minigpt_v2", "pretrain"),
     }
     assert cfg.run_cfg.task == "image_text_pretrain"
     assert len(cfg.datasets_cfg) >= 1
+
+
+@pytest.mark.parametrize(("cfg_path", "error"), sorted(AWAITING.items()))
+def test_configs_awaiting_a_part_name_it(cfg_path, error, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert cfg_path in SHIPPED
+    with pytest.raises((ConfigError, RegistryError), match=re.escape(error)):
+        Config(types.SimpleNamespace(cfg_path=cfg_path, options=None))
 
 
 def test_original_stage1_values():

@@ -8,6 +8,7 @@ import argparse
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 import minigpt4  # noqa: F401  (registers the model classes)
 from minigpt4.common.config import Config
 from minigpt4.models.train_memory import config_of, estimate, main
+from tests.model_fixtures import AWAITING
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(str(p.relative_to(REPO)) for p in (REPO / "train_configs").glob("*.yaml"))
@@ -28,7 +30,7 @@ def _config(path: str, **overrides):
     return config_of(cfg, **overrides)
 
 
-@pytest.mark.parametrize("cfg_path", SHIPPED)
+@pytest.mark.parametrize("cfg_path", [p for p in SHIPPED if p not in AWAITING])
 def test_every_shipped_config_is_estimated_and_grows_with_the_batch(cfg_path):
     size = None if "tiny" in cfg_path else "7b"
     model_cls, config = _config(cfg_path, device="cuda")
@@ -36,6 +38,25 @@ def test_every_shipped_config_is_estimated_and_grows_with_the_batch(cfg_path):
         estimate(model_cls, config, "cuda", batch, llm_size=size).total for batch in (1, 4, 12)
     ]
     assert totals[0] < totals[1] < totals[2], totals
+
+
+def test_minigptv2_lora_weights_are_trained_parameters():
+    """MiniGPT-v2 at 7B: llama_proj (5632 -> 4096) plus LoRA of rank 64 on q_proj and v_proj
+    of 32 layers (4096 -> 4096), 64 * 8192 each."""
+    from omegaconf import OmegaConf
+
+    from tests.model_fixtures import V2_CONFIGS
+
+    section = OmegaConf.load(REPO / V2_CONFIGS["finetune"]).model
+    cfg = types.SimpleNamespace(model_cfg=section)
+    sizes = {}
+    for rank in (0, 64):
+        model_cls, config = config_of(cfg, device="cuda", lora_r=rank)
+        sizes[rank] = estimate(model_cls, config, "cuda", 1, llm_size="7b")
+    llama_proj = 5632 * 4096 + 4096
+    assert sizes[0].trainable_params == llama_proj
+    assert sizes[64].trainable_params == llama_proj + 32 * 2 * 64 * (4096 + 4096)
+    assert sizes[64].optimizer > sizes[0].optimizer and sizes[64].weights > sizes[0].weights
 
 
 def test_llm_checkpointing_shrinks_the_activations_of_7b_stage2():

@@ -170,12 +170,17 @@ CHAT_TEMPLATES = {
     "pretrain_llama2": ChatTemplate(
         CONV_VISION_LLama2, settings=HEAD_SETTINGS, skip_special_tokens=True
     ),
+    # MiniGPT-v2 (its model_type is "pretrain"; "minigptv2" names the template in a config)
+    "pretrain": ChatTemplate(
+        CONV_VISION_minigptv2, settings=HEAD_SETTINGS, skip_special_tokens=True
+    ),
 }
+CHAT_TEMPLATES["minigptv2"] = CHAT_TEMPLATES["pretrain"]
 
 
 def chat_template(model_type: str) -> ChatTemplate:
     """The chat template of ``model_type`` (``pretrain_vicuna``, ``pretrain_vicuna0``,
-    ``pretrain_llama2``)."""
+    ``pretrain_llama2``, ``pretrain`` for MiniGPT-v2)."""
     if model_type not in CHAT_TEMPLATES:
         raise KeyError(
             f"no chat template for model_type '{model_type}'; known: {sorted(CHAT_TEMPLATES)}"

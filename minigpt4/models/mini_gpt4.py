@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 import threading
@@ -27,16 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from minigpt4.common.registry import registry
-from minigpt4.models import generation, quantized
+from minigpt4.models import generation, lora, multi_turn, quantized
 from minigpt4.models import prompt as assembly
 from minigpt4.models.base_model import BaseModel, LayerNorm
 from minigpt4.models.eva_vit import create_eva_vit_g
 from minigpt4.models.model_config import MiniGPT4Config
 from minigpt4.models.model_section import complete_section
 from minigpt4.models.precision import Precision, materialize, run_device_kind
-from minigpt4.models.projection import grouped_patches, image_feature_width, qformer_queries
 from minigpt4.models.prompt import IGNORE_INDEX
-from minigpt4.models.qformer import build_qformer
 from minigpt4.models.tokenizer_base import Tokenizer
 from minigpt4.models.trainable import apply_trainable, eval_frozen_parts, trainable_names
 
@@ -78,18 +77,10 @@ class MiniGPT4(BaseModel):
             vit, config.drop_path_rate, config.use_grad_checkpoint
         )
         self.ln_vision = LayerNorm(vit.embed_dim)  # the original's default eps 1e-5
-        if config.has_qformer:
-            qcfg = config.qformer_config
-            self.Qformer = build_qformer(qcfg, vit.embed_dim)
-            self.query_tokens = nn.Parameter(
-                torch.zeros(1, config.num_query_token, qcfg.hidden_size)
-            )
-            self.query_tokens.data.normal_(mean=0.0, std=0.02)  # BLIP-2's init
+        self.image_adapter = config.adapter
+        width = self.image_adapter.build(self, config)
         self.register_module("llama_model", None)  # keeps the original's module order
         self.llama_tokenizer: Tokenizer | None = None
-        width = image_feature_width(
-            config.has_qformer, vit.embed_dim, config.qformer_config.hidden_size
-        )
         self.llama_proj = nn.Linear(width, llm_hidden_size)
         # The LLM comes later (attach_llm), so names inside it are checked then.
         apply_trainable(self, trainable_names(config), check=False)
@@ -115,25 +106,44 @@ class MiniGPT4(BaseModel):
                 f"the LLM's hidden size {llm.config.hidden_size} differs from llama_proj's "
                 f"{self.llama_proj.out_features}"
             )
-        self.llama_model = llm
-        self.llama_tokenizer = tokenizer
-        apply_trainable(self, trainable_names(self.config))
         if self.config.use_grad_checkpoint_llm:
             # Non-reentrant: gradients reach llama_proj through the frozen LLM from the
             # inputs_embeds, which require grad; transformers also hooks the embedding output.
             llm.activation_checkpointing_enable({"use_reentrant": False})
+        if self.config.lora_r:
+            llm = lora.add_lora(llm, self.config.lora_r, self.config.lora_alpha)
+        self._lora_dropouts = {id(m) for m in lora.dropout_modules(llm)}
+        self.llama_model = llm
+        self.llama_tokenizer = tokenizer
+        apply_trainable(self, trainable_names(self.config))
         self.train(self.training)
+
+    def merge_lora(self) -> None:
+        """Fold the LoRA weights into the LLM's own (``model.merge_lora``: inference without
+        the extra products); the LLM is a plain Hugging Face model afterwards."""
+        if not self.config.lora_r:
+            raise ValueError("model.merge_lora is set but the model has no LoRA (model.lora_r 0)")
+        self.llama_model = self.llama_model.merge_and_unload()
+        self._lora_dropouts = set()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign=False):
+        """``nn.Module.load_state_dict`` that also takes the original's LoRA names (peft 0.2.0,
+        :mod:`minigpt4.models.lora`), as its checkpoints and ``strict=False`` loading use them."""
+        return super().load_state_dict(lora.from_original_names(state_dict), strict, assign)
 
     def train(self, mode: bool = True) -> MiniGPT4:
         """Train mode where a part trains; parts without a trained parameter stay in eval mode
         (dropout off, as the original's frozen parts), except an LLM under gradient
-        checkpointing, which transformers runs only in train mode (LLaMA has no dropout)."""
+        checkpointing, which transformers runs only in train mode (LLaMA has no dropout), and
+        LoRA's dropout, active in training as in the original."""
         super().train(mode)
         if mode:
             eval_frozen_parts(self, self._keeps_training)
         return self
 
     def _keeps_training(self, part: nn.Module) -> bool:
+        if id(part) in getattr(self, "_lora_dropouts", ()):
+            return True
         return part is self.llama_model and self.config.use_grad_checkpoint_llm
 
     @classmethod
@@ -202,10 +212,7 @@ class MiniGPT4(BaseModel):
             # Without autocast (CPU) each part computes in its own weights' dtype.
             image = image.to(vit.patch_embed.proj.weight.dtype)
             image_embeds = self.ln_vision(vit(image)).to(device)
-            if self.config.has_qformer:
-                features = qformer_queries(self.Qformer, self.query_tokens, image_embeds)
-            else:
-                features = grouped_patches(image_embeds)
+            features = self.image_adapter.features(self, image_embeds)
             inputs_llama = self.llama_proj(features.to(self.llama_proj.weight.dtype))
         inputs_llama = inputs_llama.to(self.llm_input_dtype)
         atts_llama = torch.ones(inputs_llama.shape[:-1], dtype=torch.long, device=device)
@@ -237,6 +244,8 @@ class MiniGPT4(BaseModel):
     def _batch_prompts(self, samples: Mapping[str, Any], given: str | None, n: int):
         own = list(samples.get("instruction_input") or [""] * n)  # one prompt per sample
         if all(own):
+            if self.config.template_instructions:  # the original's chat_template: True
+                return [self.config.prompt_template.format(p) for p in own]
             return own
         if given is None and self.prompt_list:
             given = random.choice(self.prompt_list)  # one random prompt for the whole batch
@@ -257,26 +266,31 @@ class MiniGPT4(BaseModel):
         ``samples``: ``image`` [B, 3, H, W] and ``text_input`` (or ``answer``) B strings, and
         optionally ``instruction_input`` (B prompts, "" where a sample has none). The samples
         without one get ``prompt``, by default one random choice from ``prompt_list`` for the
-        whole batch (none in stage 1).
+        whole batch (none in stage 1). A conversation batch (``conv_q``, ``conv_a``,
+        ``connect_sym``) is laid out by :mod:`minigpt4.models.multi_turn`.
         """
         image = samples["image"]
-        texts = samples["text_input"] if "text_input" in samples else samples.get("answer")
-        if isinstance(texts, str) or texts is None or len(texts) != image.shape[0]:
-            raise ValueError(
-                f"samples['text_input'] must be a list of {image.shape[0]} strings (one per image)"
-            )
         img_embeds, atts_img = self.encode_img(image)
-        prompts = self._batch_prompts(samples, prompt, image.shape[0])
         tokenizer = self.llama_tokenizer
+        targets = None
+        if multi_turn.is_conversation(samples):
+            questions, answers = multi_turn.split_turns(samples, self.config.prompt_template)
+            prompts = [q[0] for q in questions]
+            ids, mask, targets = multi_turn.conversation_targets(
+                tokenizer, questions, answers, self.end_sym, self.max_txt_len, img_embeds.device
+            )
+        else:
+            texts = self._answers(samples, image.shape[0])
+            prompts = self._batch_prompts(samples, prompt, image.shape[0])
+            ids, mask = tokenizer.pad_batch(
+                [t + self.end_sym for t in texts], self.max_txt_len, device=img_embeds.device
+            )
         if prompts:
             cond, cond_mask = assembly.wrap_prompts(
                 tokenizer, self.embed_tokens, img_embeds, prompts, self.max_context_len
             )
         else:
             cond, cond_mask = img_embeds, atts_img
-        ids, mask = tokenizer.pad_batch(
-            [t + self.end_sym for t in texts], self.max_txt_len, device=img_embeds.device
-        )
         return assembly.training_inputs(
             cond,
             cond_mask,
@@ -285,7 +299,17 @@ class MiniGPT4(BaseModel):
             self.embed_tokens,
             tokenizer.bos_token_id,
             tokenizer.pad_token_id,
+            targets,
         )
+
+    @staticmethod
+    def _answers(samples: Mapping[str, Any], count: int) -> list[str]:
+        texts = samples["text_input"] if "text_input" in samples else samples.get("answer")
+        if isinstance(texts, str) or texts is None or len(texts) != count:
+            raise ValueError(
+                f"samples['text_input'] must be a list of {count} strings (one per image)"
+            )
+        return list(texts)
 
     def forward(
         self, samples: Mapping[str, Any], reduction: str = "mean"
@@ -304,6 +328,36 @@ class MiniGPT4(BaseModel):
             )
             loss = causal_lm_loss(outputs.logits, llm_inputs["labels"], reduction)
         return {"loss": loss}
+
+    @torch.no_grad()
+    def multi_select(
+        self,
+        images: torch.Tensor,
+        texts: Sequence[str],
+        answers: Sequence[Sequence[str]],
+        num_cand: Sequence[int] | None = None,
+    ) -> list[list[int]]:
+        """Candidate answers ranked by loss, as the original's (IconQA evaluation).
+
+        ``texts[i]``: the prompt of image i (with ``<ImageHere>``); ``answers[j][i]``:
+        candidate j of sample i. Returns per sample the candidate indices, lowest loss first;
+        the loss of a candidate is ``forward``'s ``reduction="none"`` value (its token losses
+        summed over the row and divided by the row length - 1). Candidates at or beyond
+        ``num_cand[i]`` (padding of samples with fewer candidates) rank last.
+        """
+        losses = torch.stack(
+            [
+                self(
+                    {"image": images, "instruction_input": list(texts), "answer": list(column)},
+                    reduction="none",
+                )["loss"]
+                for column in answers
+            ],
+            dim=-1,
+        )
+        for i, count in enumerate(num_cand or ()):
+            losses[i, count:] = math.inf
+        return torch.argsort(losses, dim=-1, stable=True).tolist()
 
     # --- generation --------------------------------------------------------------------------
 

@@ -38,5 +38,7 @@ class MiniGPT4Llama2(MiniGPT4):
 
     @classmethod
     def default_model_type(cls, section: Mapping) -> str:
-        """HEAD's code default is ``has_qformer: True``, the Vicuna v0 model."""
-        return "pretrain_llama2" if section.get("has_qformer") is False else "pretrain_vicuna0"
+        """HEAD's code default is the Q-Former (``has_qformer: True``), the Vicuna v0 model; the
+        grouping adapter (``has_qformer: False`` or ``image_adapter: group``) is LLaMA-2's."""
+        grouped = section.get("image_adapter") == "group" or section.get("has_qformer") is False
+        return "pretrain_llama2" if grouped else "pretrain_vicuna0"

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from minigpt4.common.config_fields import BadValue, Rule, base_kind, parse_value, plain
 from minigpt4.models.base_model import AUTOCAST_DTYPES
 from minigpt4.models.eva_vit import EvaVitConfig
+from minigpt4.models.projection import ADAPTER_NAMES, NEIGHBOURS, make_adapter
 from minigpt4.models.qformer import QFormerConfig
 from minigpt4.models.trainable import frozen_contradiction
 
@@ -44,6 +45,8 @@ FIELD_RULES = {
     "image_size": Rule(minimum=1),
     "drop_path_rate": Rule(minimum=0, below=1),
     "num_query_token": Rule(minimum=1),
+    "group_size": Rule(minimum=1),
+    "lora_r": Rule(minimum=0),
     "max_txt_len": Rule(minimum=1),
     "max_context_len": Rule(minimum=1),
 }
@@ -100,8 +103,11 @@ class MiniGPT4Config:
     vit_precision: str = "fp16"
     freeze_vit: bool = True
     vit_config: EvaVitConfig = field(default_factory=EvaVitConfig)
-    # Q-Former (has_qformer False: 4 neighbouring patch tokens per LLM token instead)
-    has_qformer: bool = True
+    # the image-to-token adapter (minigpt4.models.projection): "qformer", or "group" (group_size
+    # neighbouring patch tokens per LLM token); unset: from the original's has_qformer key
+    image_adapter: str | None = None
+    group_size: int = NEIGHBOURS
+    has_qformer: bool | None = None  # the original's key: True = qformer (default), False = group
     q_former_model: str = BLIP2_FLANT5XXL_URL
     freeze_qformer: bool = True
     num_query_token: int = 32
@@ -109,13 +115,21 @@ class MiniGPT4Config:
     # LLM
     llama_model: str = ""
     use_grad_checkpoint_llm: bool = False  # the original HEAD's key: checkpoint the LLM's layers
+    # LoRA on the LLM's q_proj/v_proj (MiniGPT-v2; minigpt4.models.lora): rank 0 means none
+    lora_r: int = 0
+    lora_alpha: int = 32
+    merge_lora: bool = False  # fold LoRA into the LLM's weights after loading (inference)
     pad_token: str | None = None  # None: the tokenizer's, else the end-of-sequence token
     # the LLM's tokenizer and chat (README "Adding an LLM"); unset: the LLaMA/Vicuna behaviour
     tokenizer: str | None = None  # TOKENIZER_KINDS
     tokenizer_path: str = ""  # a folder holding the tokenizer; "": the llama_model folder
     bos_token: str | None = None  # None: the tokenizer's; "": no BOS (auto tokenizers)
     eos_token: str | None = None  # None: the tokenizer's (auto tokenizers)
-    chat_template: str | None = None  # a known template name, "tokenizer", None: by model_type
+    # a known template name, "tokenizer", None: by model_type; True/False is MiniGPT-v2's own
+    # meaning of the key and sets template_instructions instead
+    chat_template: str | bool | None = None
+    # training instructions are formatted into prompt_template (the original's chat_template: True)
+    template_instructions: bool = False
     stop_words: tuple[str, ...] = ()  # text that also ends an answer
     stop_token_ids: tuple[int, ...] = ()  # token ids that also end an answer
     low_resource: bool = False
@@ -161,6 +175,7 @@ class MiniGPT4Config:
         for key, ok, rule in checks:
             if not ok:
                 raise ValueError(f"model.{key} {rule}; got {getattr(self, key)!r}")
+        self._resolve_adapter()
         self._check_llm_keys()
         self._check_trainable()
         self.device_8bit = parse_device_8bit(self.device_8bit)
@@ -173,11 +188,40 @@ class MiniGPT4Config:
             self.device = "cpu"  # the caller's way of saying where the model runs
         if not self.llama_model:
             raise ValueError("model.llama_model is not set: point it at your LLM folder")
+        if self.merge_lora and not self.lora_r:
+            raise ValueError(
+                "model.merge_lora is set but the model has no LoRA (model.lora_r 0): set "
+                "model.lora_r or remove model.merge_lora"
+            )
+
+    def _resolve_adapter(self) -> None:
+        """``image_adapter`` from the original's ``has_qformer`` when unset (both must agree)."""
+        implied = None if self.has_qformer is None else ADAPTER_NAMES[0 if self.has_qformer else 1]
+        if self.image_adapter is None:
+            self.image_adapter = implied or "qformer"
+        if self.image_adapter not in ADAPTER_NAMES:
+            raise ValueError(
+                f"model.image_adapter must be one of {list(ADAPTER_NAMES)}; got "
+                f"{self.image_adapter!r}"
+            )
+        if implied is not None and implied != self.image_adapter:
+            raise ValueError(
+                f"model.has_qformer {self.has_qformer} and model.image_adapter "
+                f"{self.image_adapter!r} contradict each other; remove one of them"
+            )
+        self.has_qformer = self.image_adapter == "qformer"
+
+    @property
+    def adapter(self):
+        """The image-to-token adapter (:mod:`minigpt4.models.projection`)."""
+        return make_adapter(self.image_adapter, self.group_size)
 
     def _check_llm_keys(self) -> None:
         """Validate (and make tuples of) the tokenizer and chat keys."""
         from minigpt4.conversation.templates import CHAT_TEMPLATES
 
+        if isinstance(self.chat_template, bool):
+            self.template_instructions, self.chat_template = self.chat_template, None
         if self.tokenizer not in TOKENIZER_KINDS:
             raise ValueError(
                 f"model.tokenizer must be null, 'sentencepiece' or 'auto'; got {self.tokenizer!r}"

@@ -115,16 +115,18 @@ def training_inputs(
     embed: Embed,
     bos_id: int | None,
     pad_id: int,
+    targets: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """``inputs_embeds``, ``attention_mask`` and ``labels`` of the training forward.
 
     Per row: [BOS][prompt (cond_mask ones)][answer ids, right-padded][prompt padding]; labels are
-    the answer ids except pad ids, -100 everywhere else. ``bos_id`` None (a tokenizer without
-    BOS, e.g. Qwen): the row starts with the prompt.
+    ``targets`` where given (conversations), else the answer ids except pad ids, -100 everywhere
+    else. ``bos_id`` None (a tokenizer without BOS, e.g. Qwen): the row starts with the prompt.
     """
     device = cond.device
     answer_embeds = embed(answer_ids)
-    targets = answer_ids.masked_fill(answer_ids == pad_id, IGNORE_INDEX)
+    if targets is None:
+        targets = answer_ids.masked_fill(answer_ids == pad_id, IGNORE_INDEX)
     bos = [] if bos_id is None else [bos_id]
     bos_embed = _embed_ids(embed, bos, device)[0]
     one = torch.ones(len(bos), dtype=cond_mask.dtype, device=device)

@@ -40,10 +40,9 @@ from typing import Any
 import torch
 
 from minigpt4.common.utils import resolve_path
-from minigpt4.models import memory
+from minigpt4.models import lora, memory
 from minigpt4.models.model_config import MiniGPT4Config
 from minigpt4.models.precision import Precision
-from minigpt4.models.projection import NEIGHBOURS
 
 logger = logging.getLogger(__name__)
 
@@ -200,11 +199,7 @@ def _prompt_tokens(config: MiniGPT4Config) -> int:
 
 def sample_tokens(config: MiniGPT4Config) -> int:
     """The longest sample: BOS, the longest training prompt, the image tokens, the text."""
-    vit = config.vit_config
-    if config.has_qformer:
-        image = config.num_query_token
-    else:
-        image = (vit.img_size // vit.patch_size) ** 2 // NEIGHBOURS
+    image = config.adapter.tokens_per_image(config)
     return 1 + _prompt_tokens(config) + image + config.max_txt_len
 
 
@@ -238,7 +233,9 @@ def estimate(
     llm_params = sum(
         math.prod(shape) for key, shape in shapes.items() if _under(f"llama_model.{key}", names)
     )
-    trainable = vision_params + llm_params
+    adapter_params = lora.param_count(shapes, config.lora_r)  # LoRA weights, all trained
+    weights += adapter_params * precision.llm.itemsize
+    trainable = vision_params + llm_params + adapter_params
     # fp32 gradients and AdamW state; trained LLM weights also get an fp32 master copy.
     optimizer = trainable * (1 + ADAMW_STATES) * FP32_BYTES
     optimizer += llm_params * (FP32_BYTES - precision.llm.itemsize)

@@ -16,12 +16,18 @@ from collections.abc import Callable, Iterable
 
 from torch import nn
 
+from minigpt4.models.projection import QFORMER_PARTS
+
 # The parts freeze_vit / freeze_qformer: False add to model.trainable, as the original trained them.
 VIT_PARTS = ("visual_encoder", "ln_vision")
-QFORMER_PARTS = ("Qformer", "query_tokens")
+# The trainable name of the LLM's LoRA weights (model.lora_r > 0 adds it): not a module prefix,
+# it names every ``lora_A`` / ``lora_B`` parameter wherever peft put them.
+LORA_PART = "lora"
 
 
 def _under(name: str, prefix: str) -> bool:
+    if prefix == LORA_PART:
+        return ".lora_A." in name or ".lora_B." in name
     return name == prefix or name.startswith(prefix + ".")
 
 
@@ -41,10 +47,11 @@ def trainable_names(config) -> tuple[str, ...]:
     """Module-name prefixes of the parameters that train: ``model.trainable`` plus the vision
     parts that ``freeze_vit`` / ``freeze_qformer`` leave unfrozen."""
     names = list(config.trainable)
+    if config.lora_r:
+        names.append(LORA_PART)
     if not config.freeze_vit:
         names += VIT_PARTS
-    if not config.freeze_qformer and config.has_qformer:
-        names += QFORMER_PARTS
+    names += config.adapter.trainable_parts(config)
     return tuple(dict.fromkeys(names))
 
 

@@ -37,7 +37,7 @@ from minigpt4.common.atomic_write import atomic_write
 from minigpt4.common.checkpoint_files import CheckpointError, atomic_torch_save, torch_load_safely
 from minigpt4.common.output_files import file_kind
 from minigpt4.common.utils import is_url, resolve_path
-from minigpt4.models import memory, quantized
+from minigpt4.models import lora, memory, quantized
 from minigpt4.models.hf_tokenizer import HFTokenizer
 from minigpt4.models.mapped_files import paging_out
 from minigpt4.models.model_config import TOKENIZER_CHAT_TEMPLATE, MiniGPT4Config
@@ -171,8 +171,7 @@ def llm_sources(config: MiniGPT4Config) -> list[WeightSource]:
 def config_sources(config: MiniGPT4Config) -> list[WeightSource]:
     """Every file the config needs: ViT, Q-Former (if used), LLM folder, checkpoint, prompts."""
     sources = [weight_source("model.vit_model_path", config.vit_model_path)]
-    if config.has_qformer:
-        sources.append(weight_source("model.q_former_model", config.q_former_model))
+    sources += [weight_source(key, value) for key, value in config.adapter.weight_files(config)]
     sources += llm_sources(config)
     if config.ckpt:
         sources.append(weight_source("model.ckpt", config.ckpt))
@@ -508,11 +507,13 @@ def load_minigpt4_checkpoint(model: nn.Module, path: str) -> list[str]:
     """
     key = "model.ckpt"
     where = f"{path} ({key})"
-    state = lavis_to_ours(load_state_dict_file(path, key))
+    state = lora.from_original_names(lavis_to_ours(load_state_dict_file(path, key)))
     _check_llama_proj(state, tuple(model.llama_proj.weight.shape), model.config, where)
     own = model.state_dict()
     used = {k: v for k, v in state.items() if k in own}
-    checked_copy(own, used, where, "MiniGPT-4 model", key, required=LLAMA_PROJ_KEYS)
+    lora_weights = lora.lora_keys(own)  # a LoRA model needs every one of its LoRA weights
+    hint = f"{key} and model.lora_r (the LoRA rank)" if lora_weights else key
+    checked_copy(own, used, where, "MiniGPT-4 model", hint, required=LLAMA_PROJ_KEYS + lora_weights)
     ignored = sorted(set(state) - set(used))
     _log_ignored(ignored, path, key)
     return ignored
@@ -573,7 +574,7 @@ def training_checkpoint_state(model: nn.Module) -> dict[str, torch.Tensor]:
         for name, buf in module._buffers.items():
             if buf is not None and name not in module._non_persistent_buffers_set:
                 state[dot + name] = buf.detach()
-    return state
+    return lora.to_original_names(state)  # LoRA weights as the original names them
 
 
 def save_weights(content: Mapping, path: str) -> None:
@@ -791,16 +792,8 @@ def _load_vision(model: nn.Module, config: MiniGPT4Config, allow: bool) -> None:
     if config.freeze_vit:
         logger.info("freeze vision encoder")
     logger.info("Loading VIT Done")
-    if not config.has_qformer:
-        logger.info("Do not use Q-Former here.")
-        return
-    logger.info("Loading Q-Former")
-    with _timed("Q-Former"):
-        path = fetch(weight_source("model.q_former_model", config.q_former_model), allow)
-        report["model.q_former_model"] = load_blip2(model, path)
-    if config.freeze_qformer:
-        logger.info("freeze Qformer")
-    logger.info("Loading Q-Former Done")
+    with _timed(f"image adapter ({config.image_adapter})"):
+        config.adapter.load(model, config, lambda key, val: fetch(weight_source(key, val), allow))
 
 
 def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
@@ -836,5 +829,7 @@ def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
         path = fetch(weight_source("model.ckpt", config.ckpt), allow)
         logger.info(model_cls.CHECKPOINT_LOG, path)
         model.load_report["model.ckpt"] = load_minigpt4_checkpoint(model, path)
+    if config.merge_lora:
+        model.merge_lora()
     memory.release_freed_memory()
     return model

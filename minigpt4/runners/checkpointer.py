@@ -22,6 +22,7 @@ from minigpt4.common import dist_utils
 from minigpt4.common.checkpoint_files import CheckpointError, atomic_torch_save, read_checkpoint
 from minigpt4.common.logger import MetricLogger
 from minigpt4.common.utils import resolve_path
+from minigpt4.models import lora
 from minigpt4.models.weights import training_checkpoint_state
 from minigpt4.runners.resume import (
     RESUME_KEY,
@@ -174,7 +175,7 @@ class Checkpointer:
         parts = self.parts
         model = self.strategy.unwrap(parts.model)
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-        missing = sorted(trainable - set(checkpoint["model"]))
+        missing = sorted(trainable - set(lora.from_original_names(checkpoint["model"])))
         if missing:
             raise CheckpointError(
                 f"{RESUME_KEY}: {path} lacks the trainable weights {missing}: is it a "
