@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
+from gradio.processing_utils import save_pil_to_cache
 from PIL import Image, ImageChops
 
 from demo import build_chat, launch, port_number, requested_port, reserve_port
@@ -97,6 +98,7 @@ class Session:
     conv: Conversation
     img_list: list = field(default_factory=list)
     answer: str = ""  # the last answer's text, for drawing its boxes
+    history: list[dict[str, Any]] = field(default_factory=list)  # the chat as shown
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -143,8 +145,16 @@ def with_drawn_box(message: str, mask: Image.Image | None) -> str:
     return message
 
 
-def image_message(role: str, image: Image.Image) -> dict[str, Any]:
-    return {"role": role, "content": gr.Image(value=image, type="pil")}
+def image_message(role: str, image: Image.Image, cache_dir: str) -> dict[str, Any]:
+    """A chat message showing ``image``, saved as PNG (lossless: the boxes keep their colours)
+    in gradio's cache folder, from where the page loads it."""
+    path = save_pil_to_cache(image, cache_dir, name="boxes", format="png")
+    return {"role": role, "content": {"path": path, "mime_type": "image/png"}}
+
+
+def shown(session: Session) -> list[dict[str, Any]]:
+    """The chat as the page shows it (a copy: gradio compares it with what it sent before)."""
+    return [dict(message) for message in session.history]
 
 
 def _last_question_open(session: Session | None) -> bool:
@@ -163,41 +173,36 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
         chat.upload_img(image, session.conv, session.img_list)
         return session
 
-    def gradio_ask(message: str, chatbot: list | None, session: Session | None, editor: dict):
-        history = list(chatbot or [])
+    def gradio_ask(message: str, session: Session | None, editor: dict | None):
         image, mask = editor_image(editor)
         if image is None:
             gr.Warning("Upload an image first, then ask about it.")
-            return gr.Textbox(value=message), history, session
+            return gr.Textbox(value=message), gr.skip(), session
         if not message or not message.strip():
-            return gr.Textbox(value="", placeholder=PLACEHOLDER_EMPTY), history, session
+            return gr.Textbox(value="", placeholder=PLACEHOLDER_EMPTY), gr.skip(), session
         message = with_drawn_box(message, mask)
         if session is None or session.key != image_key(image):
-            history = [] if session is not None else history  # a new image: a new conversation
-            session = start(image)
+            session = start(image)  # a new image: a new conversation
         over = chat.question_overflow(message, session.img_list)
         if over:
             gr.Warning(
                 f"This question is too long: with the image it is {over} tokens over what the "
                 "model can see before its answer. Shorten the question."
             )
-            return gr.Textbox(value=message), history, session
+            return gr.Textbox(value=message), shown(session), session
         chat.ask(message, session.conv)
-        history.append({"role": "user", "content": message})
+        session.history.append({"role": "user", "content": message})
         if IDENTIFY in message:
             view, _ = draw_answer(image, message)
             if view is not None:
-                history.append(image_message("user", view))
-        return gr.Textbox(value="", placeholder=PLACEHOLDER), history, session
+                session.history.append(image_message("user", view, demo.GRADIO_CACHE))
+        return gr.Textbox(value="", placeholder=PLACEHOLDER), shown(session), session
 
-    def gradio_answer(
-        chatbot: list | None, session: Session | None, temperature: float
-    ) -> Iterator[tuple]:
-        history = list(chatbot or [])
+    def gradio_answer(session: Session | None, temperature: float) -> Iterator[tuple]:
         if not _last_question_open(session):
-            yield history, session
+            yield gr.skip(), session
             return
-        history.append({"role": "assistant", "content": ""})
+        session.history.append({"role": "assistant", "content": ""})
         text = ""
         for text in chat.stream_text(
             session.conv,
@@ -207,23 +212,22 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             max_length=MAX_LENGTH,
             seed=seed,
         ):
-            history[-1]["content"] = html.escape(text, quote=False)  # boxes shown as text
-            yield history, session
+            session.history[-1]["content"] = html.escape(text, quote=False)  # boxes as text
+            yield shown(session), session
         session.answer = text
         session.conv.messages[-1][1] = ANSWER_IN_HISTORY
-        yield history, session
 
-    def gradio_visualize(chatbot: list | None, session: Session | None):
-        history = list(chatbot or [])
+    def gradio_visualize(session: Session | None):
         if session is None or not session.answer:
-            return history
+            return gr.skip()
         view, coloured = draw_answer(session.image, session.answer)
         session.answer = ""
-        if view is not None:
-            if coloured:
-                history[-1] = {"role": "assistant", "content": coloured}
-            history.append(image_message("assistant", view))
-        return history
+        if view is None:
+            return gr.skip()
+        if coloured:
+            session.history[-1] = {"role": "assistant", "content": coloured}
+        session.history.append(image_message("assistant", view, demo.GRADIO_CACHE))
+        return shown(session)
 
     def gradio_reset():
         return [], None, gr.Textbox(value="", placeholder=PLACEHOLDER), None
@@ -271,22 +275,19 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
         for trigger, name in ((text_input.submit, "ask"), (send.click, "send")):
             trigger(
                 gradio_ask,
-                [text_input, chatbot, session, image],
+                [text_input, session, image],
                 [text_input, chatbot, session],
                 api_name=name,
             ).then(
                 gradio_answer,
-                [chatbot, session, temperature],
+                [session, temperature],
                 [chatbot, session],
                 api_name=f"{name}_answer",
-            ).then(gradio_visualize, [chatbot, session], [chatbot], api_name=f"{name}_visualize")
-        clear.click(
-            gradio_reset,
-            None,
-            [chatbot, image, text_input, session],
-            queue=False,
-            api_name="restart",
-        )
+            ).then(gradio_visualize, [session], [chatbot], api_name=f"{name}_visualize")
+        reset_outputs = [chatbot, image, text_input, session]
+        clear.click(gradio_reset, None, reset_outputs, queue=False, api_name="restart")
+        # the chatbot's own trash button restarts too (the model would answer in the old chat)
+        chatbot.clear(gradio_reset, None, reset_outputs, queue=False, api_name="clear")
     return demo
 
 
