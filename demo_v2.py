@@ -300,7 +300,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     logger.info("Initializing Chat")
     chat = build_chat(args)
-    chat.model.eval()  # the original's demo_v2.py: LoRA dropout off
     logger.info("Initialization Finished")
     demo = build_demo(chat, seed=args.seed)
     reserved.close()
