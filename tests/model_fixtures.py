@@ -191,13 +191,10 @@ def load_llama2_reference() -> dict[str, Any]:
 
 V2_DIR = REPO_ROOT / "tests" / "fixtures" / "reference" / "minigptv2"
 # Shipped MiniGPT-v2 configs that Config cannot load yet, and its error: the fine-tuning
-# config's datasets are MiniGPT-v2's own (not registered here yet), and the benchmark config's
-# evaluation_datasets section is the evaluator's (branch v2eval). Tests check the error, so they
-# notice when the missing part arrives: then remove the entry.
+# config's datasets are MiniGPT-v2's own (not registered here yet). Tests check the error, so
+# they notice when the missing part arrives: then remove the entry.
 AWAITING = {
     "train_configs/minigptv2_finetune.yaml": "Unknown builder name 'multitask_conversation'",
-    "eval_configs/minigptv2_benchmark_evaluation.yaml": "unknown top-level section "
-    "'evaluation_datasets'",
 }
 V2_CONFIGS = {
     "finetune": "train_configs/minigptv2_finetune.yaml",

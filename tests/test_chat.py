@@ -14,6 +14,7 @@ import torch
 
 from minigpt4.conversation import Chat
 from minigpt4.conversation.chat import TRUNCATION_WARNING
+from minigpt4.conversation.stopping import criteria_of
 from minigpt4.models.generation import GenerationSettings, StopRule
 from tests.model_fixtures import load_reference, tiny_model_config
 
@@ -97,10 +98,9 @@ def test_left_truncation_at_max_length(chat, ref, caplog):
 
 
 def with_stops(chat, sequences):
-    """The chat with another stop rule (same end ids)."""
-    other = Chat.__new__(Chat)
-    other.__dict__.update(chat.__dict__)
-    other.stop_rule = StopRule(sequences=sequences, end_ids=chat.stop_rule.end_ids)
+    """The chat with the original's stopping criteria of ``sequences`` (same end ids)."""
+    other = Chat(chat.model, chat.vis_processor, "cpu", stopping_criteria=criteria_of(sequences))
+    assert other.stop_rule == StopRule(sequences=sequences, end_ids=chat.stop_rule.end_ids)
     return other
 
 

@@ -15,6 +15,7 @@ from minigpt4.conversation import (
     chat_template,
     stop_word_ids,
 )
+from minigpt4.models.answer_text import AnswerDecoder
 from minigpt4.models.generation import StopRule
 from minigpt4.models.tokenizer import LlamaTokenizer
 
@@ -153,15 +154,9 @@ def test_stop_rule_checks_sequences_strings_and_end_ids(tokenizer):
 
 
 def test_answer_post_processing(tokenizer):
-    chat = Chat.__new__(Chat)
-
-    class _Model:
-        llama_tokenizer = tokenizer
-
-    chat.model = _Model()
-    chat.template = chat_template("pretrain_vicuna")
-    chat.stop_rule = StopRule(end_ids=frozenset({tokenizer.eos_token_id}))
+    template = chat_template("pretrain_vicuna")
+    decoder = AnswerDecoder(tokenizer, template, frozenset({tokenizer.eos_token_id}))
     ids = tokenizer.encode("Assistant: a red circle###Human: next")
-    assert chat.decode_answer(ids) == "a red circle"
+    assert decoder.decode(ids) == "a red circle"
     # A trailing end-of-sequence token (or padding) is not part of the answer.
-    assert chat.decode_answer(tokenizer.encode("a cat") + [2, 2]) == "a cat"
+    assert decoder.decode(tokenizer.encode("a cat") + [2, 2]) == "a cat"

@@ -114,3 +114,33 @@ def test_merged_lora_answers_the_same(ref, model):
 def test_merge_lora_without_lora_is_an_error(ref):
     with pytest.raises(ValueError, match="model.merge_lora is set but the model has no LoRA"):
         v2_model("eval", ref["tiny_hparams"], ["model.merge_lora=True", "model.lora_r=0"])
+
+
+def test_a_minigptv2_checkpoint_on_minigpt4_names_both():
+    """The v2 checkpoint on the tiny MiniGPT-4 v1 model: the error says which model each is."""
+    from minigpt4.models.mini_gpt4 import MiniGPT4
+    from tests.model_fixtures import tiny_model_config
+
+    with pytest.raises(CheckpointError) as info:
+        MiniGPT4.from_config(tiny_model_config(ckpt=str(ORIGINAL_CKPT)))
+    message = str(info.value)
+    assert "is a checkpoint of MiniGPT-v2 (LLaMA-2 Chat with LoRA: arch minigpt_v2" in message
+    assert "builds MiniGPT-4 (Vicuna, Q-Former" in message
+
+
+def test_real_size_layout_is_the_released_checkpoints():
+    """At 7B (meta tensors, nothing allocated): what trains and is saved is the layout of the
+    released ``minigptv2_checkpoint.pth``: llama_proj [4096, 5632] and rank-64 LoRA on q_proj
+    and v_proj of 32 layers, in peft 0.2.0 names."""
+    from tests.model_fixtures import build_full_size
+
+    model = build_full_size("7B", device="cpu", arch="minigpt_v2")
+    assert model.visual_encoder.pos_embed.shape == (1, 1025, 1408)  # 448 px: 32 x 32 + CLS
+    expected = {"llama_proj.weight": (4096, 5632), "llama_proj.bias": (4096,)}
+    for i in range(32):
+        for proj in ("q_proj", "v_proj"):
+            key = f"{lora.WRAPPED}model.layers.{i}.self_attn.{proj}"
+            expected[f"{key}.lora_A.weight"] = (64, 4096)
+            expected[f"{key}.lora_B.weight"] = (4096, 64)
+    saved = training_checkpoint_state(model)
+    assert {k: tuple(v.shape) for k, v in saved.items()} == expected

@@ -75,3 +75,25 @@ def test_training_moves_only_llama_proj_and_lora_and_saves_them(ref, tmp_path):
     model.eval()
     with torch.no_grad():
         assert torch.allclose(again(samples)["loss"], model(samples)["loss"], atol=1e-6)
+
+
+def test_cpu_training_keeps_lora_in_fp32_beside_a_bf16_llm(ref):
+    """On a CPU (bf16 LLM, no autocast) LoRA's weights train as fp32 master weights, as
+    llama_proj: peft casts their input and output."""
+    from minigpt4.common.run_config import RunConfig
+    from minigpt4.models.training_precision import prepare_for_training
+
+    model = v2_model("finetune", ref["tiny_hparams"], ["model.cpu_dtype=bf16"])
+    model, _ = prepare_for_training(
+        model, RunConfig.from_node({"device": "cpu"}), torch.device("cpu")
+    )
+    trained = {n: p.dtype for n, p in model.named_parameters() if p.requires_grad}
+    assert set(trained.values()) == {torch.float32} and any(lora.is_lora_weight(n) for n in trained)
+    assert model.llama_model.get_input_embeddings().weight.dtype == torch.bfloat16
+    processor = Blip2ImageEvalProcessor(image_size=model.config.image_size)
+    images = torch.stack([processor(raw_image(ref, i)) for i in range(2)])
+    loss = model.train()(batch_samples(ref, images, "caption"))["loss"]
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    lora_grads = [p.grad for n, p in model.named_parameters() if lora.is_lora_weight(n)]
+    assert all(g is not None and g.dtype == torch.float32 for g in lora_grads)

@@ -250,6 +250,22 @@ def test_chat_two_turns(models, ref, images):
     assert_close(img_list[0], expected["image_emb"], "image_emb")
     for turn in expected["turns"]:
         check_chat_turn(chat, conv, img_list, turn, expected["max_new_tokens"])
+        assert conv.get_prompt() == turn["conv_after"]
+        assert conv.messages == [list(m) for m in turn["messages_after"]]
+
+
+def test_demo_v2_history_keeps_eos_as_each_answer(models, ref, images):
+    """demo_v2.py stores '</s>' as every finished answer, so its next prompt reads
+    '[/INST]</s><s>[INST] ...'; the same turns through the Chat with that history."""
+    expected = ref["chat"]
+    chat = Chat(models["eval"].eval(), vis_processor=None, device="cpu")
+    conv, img_list = chat.new_conversation(), []
+    chat.upload_img(images[expected["image_index"]], conv, img_list)
+    for turn in expected["demo_v2_history_variant"]["turns"]:
+        check_chat_turn(chat, conv, img_list, turn, expected["max_new_tokens"])
+        conv.messages[-1][1] = "</s>"  # what gradio_stream_answer leaves in the state
+        assert conv.get_prompt() == turn["conv_after"]
+        assert conv.messages == [list(m) for m in turn["messages_after"]]
 
 
 def check_chat_turn(chat, conv, img_list, turn: dict, max_new_tokens: int) -> None:
@@ -269,8 +285,6 @@ def check_chat_turn(chat, conv, img_list, turn: dict, max_new_tokens: int) -> No
     text, tokens = chat.answer(conv, img_list, max_new_tokens=max_new_tokens, top_p=1e-3, seed=0)
     assert tokens.tolist() == turn["answer_tokens"][1:].tolist()
     assert text == turn["answer_text"]
-    assert conv.get_prompt() == turn["conv_after"]
-    assert conv.messages == [list(m) for m in turn["messages_after"]]
 
 
 @pytest.mark.parametrize("name", ["refcoco", "vqa"])

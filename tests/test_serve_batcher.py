@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from minigpt4.conversation.templates import IMAGE_MESSAGE
-from minigpt4.models.generation import Generation, StopRule
+from minigpt4.models.answering import Answer
 from minigpt4.serve.batcher import Batcher, Cancelled
 from minigpt4.tiny_world import evaluate, text
 
@@ -26,17 +26,22 @@ def chat():
 
 @pytest.fixture(scope="module")
 def contexts(chat):
-    """Demo-conversation prompts of six held-out images, each with another question, and their
+    """Demo conversations about six held-out images, each with another question, and their
     processed images (what the server submits)."""
     out = []
     for i, (_, image) in enumerate(evaluate.held_out_images(evaluate.HELD_OUT_SEED, 6)):
         conv = chat.new_conversation()
         conv.append_message(conv.roles[0], IMAGE_MESSAGE)
         chat.ask(QUESTIONS[i % len(QUESTIONS)], conv)
-        conv.append_message(conv.roles[1], None)
-        out.append((conv.get_prompt(), [chat.process_image(image)]))
-    assert len({len(prompt) for prompt, _ in out}) > 1  # rows of different lengths
+        out.append((conv, [chat.process_image(image)]))
+    assert len({len(conv.get_prompt()) for conv, _ in out}) > 1  # rows of different lengths
     return out
+
+
+def submit(batcher: Batcher, context: tuple, *args, **kwargs):
+    """Submit a copy of ``context``'s conversation (answering fills it in) and its images."""
+    conv, images = context
+    return batcher.submit(conv.copy(), images, *args, **kwargs)
 
 
 class Calls:
@@ -53,19 +58,19 @@ class Calls:
         monkeypatch.setattr(model, "generate_from_embeddings", counting)
 
 
-def run_all(batcher: Batcher, jobs: list[tuple], rule: StopRule, timeout_s: float = 60) -> list:
-    """Submit every ((prompt, images), settings[, on_token]) with ``rule`` before the worker
-    starts (so they are waiting together), run, and return each job's result."""
+def run_all(batcher: Batcher, jobs: list[tuple], timeout_s: float = 60) -> list:
+    """Submit every ((conversation, images), settings[, on_text]) before the worker starts (so
+    they are waiting together), run, and return each job's result."""
     results: list = [None] * len(jobs)
     done = [threading.Event() for _ in jobs]
-    for i, ((prompt, images), settings, *rest) in enumerate(jobs):
+    for i, (context, settings, *rest) in enumerate(jobs):
 
         def on_done(result, i=i):
             results[i] = result
             done[i].set()
 
-        on_token = rest[0] if rest else None
-        batcher.submit(prompt, images, settings, rule, on_done, on_token)
+        on_text = rest[0] if rest else None
+        submit(batcher, context, settings, on_done, on_text)
     batcher.start()
     try:
         for event in done:
@@ -78,13 +83,9 @@ def run_all(batcher: Batcher, jobs: list[tuple], rule: StopRule, timeout_s: floa
 def test_batched_rows_answer_as_one_at_a_time(chat, contexts, monkeypatch):
     lengths = [60, 12, 60, 30, 5, 60]
     settings = [chat.settings(do_sample=False, max_new_tokens=n) for n in lengths]
-    alone = run_all(
-        Batcher(chat.model, max_batch_size=1), list(zip(contexts, settings)), chat.stop_rule
-    )
+    alone = run_all(Batcher(chat.model, max_batch_size=1), list(zip(contexts, settings)))
     calls = Calls(chat.model, monkeypatch)
-    together = run_all(
-        Batcher(chat.model, max_batch_size=8), list(zip(contexts, settings)), chat.stop_rule
-    )
+    together = run_all(Batcher(chat.model, max_batch_size=8), list(zip(contexts, settings)))
     assert calls.sizes == [6]
     assert [g.tokens for g in together] == [g.tokens for g in alone]
     assert [g.finish_reason for g in together] == [g.finish_reason for g in alone]
@@ -105,33 +106,33 @@ def test_batch_size_and_incompatible_settings_split_batches(chat, contexts, monk
         (contexts[5], penalised),
     ]
     calls = Calls(chat.model, monkeypatch)
-    results = run_all(Batcher(chat.model, max_batch_size=8), jobs, chat.stop_rule)
+    results = run_all(Batcher(chat.model, max_batch_size=8), jobs)
     assert calls.sizes == [2, 2, 1, 1]  # greedy pair, penalised pair, each beam row alone
-    assert all(isinstance(r, Generation) for r in results)
+    assert all(isinstance(r, Answer) for r in results)
 
     calls.sizes.clear()
-    run_all(Batcher(chat.model, max_batch_size=4), [(c, greedy) for c in contexts], chat.stop_rule)
+    run_all(Batcher(chat.model, max_batch_size=4), [(c, greedy) for c in contexts])
     assert calls.sizes == [4, 2]
 
 
-def test_streamed_tokens_are_the_rows_tokens(chat, contexts):
+def test_streamed_text_grows_to_each_rows_answer(chat, contexts):
     settings = chat.settings(do_sample=False, max_new_tokens=40)
-    streamed: list[list[int]] = [[] for _ in contexts[:3]]
+    streamed: list[list[str]] = [[] for _ in contexts[:3]]
     jobs = [(c, settings, streamed[i].append) for i, c in enumerate(contexts[:3])]
-    results = run_all(Batcher(chat.model), jobs, chat.stop_rule)
-    assert [r.tokens for r in results] == streamed
+    results = run_all(Batcher(chat.model), jobs)
+    for texts, result in zip(streamed, results):
+        assert len(texts) > 1 and all(b.startswith(a) for a, b in zip(texts, texts[1:]))
+        assert result.text.startswith(texts[-1])
 
 
 def test_a_cancelled_row_stops_and_the_others_go_on(chat, contexts, monkeypatch):
     settings = chat.settings(do_sample=False, max_new_tokens=60)
-    alone = run_all(
-        Batcher(chat.model, max_batch_size=1), [(c, settings) for c in contexts[:2]], chat.stop_rule
-    )
-    seen: list[int] = []
+    alone = run_all(Batcher(chat.model, max_batch_size=1), [(c, settings) for c in contexts[:2]])
+    seen: list[str] = []
     handle: list = []
 
-    def leave_after_three(token: int) -> None:  # the client hangs up after 3 tokens
-        seen.append(token)
+    def leave_after_three(text: str) -> None:  # the client hangs up after 3 pieces of text
+        seen.append(text)
         if len(seen) == 3:
             handle[0].cancel()
 
@@ -147,37 +148,37 @@ def test_a_cancelled_row_stops_and_the_others_go_on(chat, contexts, monkeypatch)
 
         return on_done
 
-    dropped = batcher.submit(*contexts[2], settings, chat.stop_rule, collect(2))
+    dropped = submit(batcher, contexts[2], settings, collect(2))
     dropped.cancel()  # gone before it started
-    handle.append(
-        batcher.submit(*contexts[0], settings, chat.stop_rule, collect(0), leave_after_three)
-    )
-    batcher.submit(*contexts[1], settings, chat.stop_rule, collect(1))
+    handle.append(submit(batcher, contexts[0], settings, collect(0), leave_after_three))
+    submit(batcher, contexts[1], settings, collect(1))
     calls = Calls(chat.model, monkeypatch)
     batcher.start()
     assert done.wait(60)
     batcher.close()
     assert calls.sizes == [2]  # the dropped job is not generated
     assert isinstance(results[2], Cancelled)
-    # it ends at the next stop check: with this token or the next (streamed no more)
-    assert len(results[0].tokens) in (3, 4) and seen == results[0].tokens[:3]
-    assert len(alone[0].tokens) > 4  # alone it goes on
+    # it ends at the next stop check, streamed no more; alone it goes on
+    cut = results[0].tokens
+    assert len(seen) == 3 and len(cut) < len(alone[0].tokens) - 1
+    assert cut == alone[0].tokens[: len(cut)] and results[0].text.startswith(seen[-1])
     assert results[1].tokens == alone[1].tokens
     assert batcher.stats.cancelled == 2
 
 
 def test_a_failing_row_fails_alone_and_the_worker_goes_on(chat, contexts):
     settings = chat.settings(do_sample=False, max_new_tokens=10)
-    prompt, images = contexts[0]
-    wrong = (prompt + IMAGE_MESSAGE, images)  # two image placeholders, one image
-    (failed,) = run_all(Batcher(chat.model), [(wrong, settings)], chat.stop_rule)
+    conv, images = contexts[0]
+    wrong = (conv.copy(), images)
+    wrong[0].messages[-1][1] += IMAGE_MESSAGE  # two image placeholders, one image
+    (failed,) = run_all(Batcher(chat.model), [(wrong, settings)])
     assert isinstance(failed, ValueError) and "placeholders" in str(failed)
-    (alone,) = run_all(Batcher(chat.model), [(contexts[0], settings)], chat.stop_rule)
-    assert isinstance(alone, Generation) and alone.tokens
+    (alone,) = run_all(Batcher(chat.model), [(contexts[0], settings)])
+    assert isinstance(alone, Answer) and alone.tokens
     jobs = [(wrong, settings), (contexts[0], settings), (contexts[1], settings)]
-    failed, ok, other = run_all(Batcher(chat.model), jobs, chat.stop_rule)
+    failed, ok, other = run_all(Batcher(chat.model), jobs)
     assert isinstance(failed, ValueError)
-    assert ok == alone and isinstance(other, Generation)
+    assert ok == alone and isinstance(other, Answer)
 
 
 def test_a_row_that_fails_generation_is_retried_apart_from_the_others(chat, contexts):
@@ -185,17 +186,18 @@ def test_a_row_that_fails_generation_is_retried_apart_from_the_others(chat, cont
     would refuse) fails alone; its batch-mates are generated again without it."""
     greedy = chat.settings(do_sample=False, max_new_tokens=10)
     broken = chat.settings(max_new_tokens=10).replace(temperature=1e-300)
-    (alone,) = run_all(Batcher(chat.model), [(contexts[1], greedy)], chat.stop_rule)
-    tokens: list[int] = []
-    jobs = [(contexts[0], broken), (contexts[1], greedy, tokens.append)]
-    failed, ok = run_all(Batcher(chat.model), jobs, chat.stop_rule)
+    texts_alone: list[str] = []
+    (alone,) = run_all(Batcher(chat.model), [(contexts[1], greedy, texts_alone.append)])
+    texts: list[str] = []
+    jobs = [(contexts[0], broken), (contexts[1], greedy, texts.append)]
+    failed, ok = run_all(Batcher(chat.model), jobs)
     assert isinstance(failed, RuntimeError)
-    assert ok == alone and tokens == alone.tokens  # streamed once, not twice
+    assert ok == alone and texts == texts_alone and texts  # streamed once, not twice
 
 
 def submit_and_note(batcher, chat, context, settings) -> threading.Event:
     done = threading.Event()
-    batcher.submit(*context, settings, chat.stop_rule, lambda r: done.set())
+    submit(batcher, context, settings, lambda r: done.set())
     return done
 
 
@@ -235,7 +237,7 @@ def test_right_after_a_batch_its_clients_are_waited_for(chat, contexts, monkeypa
     batcher = Batcher(chat.model, max_wait_s=1.5)
     pair = [(contexts[0], settings), (contexts[1], settings)]
     try:
-        run_all(batcher, pair, chat.stop_rule)  # one batch of two (then closed)
+        run_all(batcher, pair)  # one batch of two (then closed)
         batcher.start()
         first = submit_and_note(batcher, chat, contexts[2], settings)
         time.sleep(0.5)  # the second client comes back later: its row is waited for

@@ -11,13 +11,13 @@ import zlib
 import pytest
 from PIL import Image
 
+from minigpt4.models.answer_text import Pieces, VisibleText
 from minigpt4.models.generation import GenerationSettings
 from minigpt4.serve import images
 from minigpt4.serve.app import settings_for
 from minigpt4.serve.errors import APIError
 from minigpt4.serve.messages import plan_conversation
 from minigpt4.serve.protocol import parse_request
-from minigpt4.serve.streaming import AnswerStream, final_text
 from minigpt4.tiny_world import evaluate
 from tests.serve_helpers import LOCAL, data_url, image_part, png_bytes, user_with_image
 
@@ -230,11 +230,14 @@ def test_remote_images_when_allowed(http_image, monkeypatch):
 
 
 def pieces(chat, text: str, stops=()) -> tuple[list[str], str]:
+    """The pieces a stream sends for the tokens of ``text`` (the model's hold-back, then only
+    what extends the text sent), the last one completing the final answer."""
     tokens = chat.model.llama_tokenizer.encode(text)
-    stream = AnswerStream(chat.decode_answer, stops)
-    sent = [stream.push(t) for t in tokens]
-    final = final_text(chat.decode_answer, tokens, stops)
-    return sent + [stream.finish(final)], final
+    decoder = chat.answerer.decoder
+    visible, to_send = VisibleText(decoder, stops), Pieces()
+    sent = [to_send.next(visible.text) if visible.push(t) else "" for t in tokens]
+    final = decoder.final(tokens, stops)
+    return sent + [to_send.next(final)], final
 
 
 def test_streamed_pieces_add_up_to_the_answer(chat):

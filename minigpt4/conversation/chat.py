@@ -1,9 +1,12 @@
-"""The Chat: conversations in, answers out, through the model's single generation path.
+"""The Chat: conversations in, answers out, each answer one call of the model's answerer.
 
-The Chat keeps what is the chat's own: the conversation template, stop words, the original's
-left truncation of long conversations, streaming and answer post-processing. Turning the prompt
-and images into embeddings, and generating, are the model's (:meth:`MiniGPT4.get_context_emb`,
-:meth:`MiniGPT4.generate`). What differs from the original, on purpose:
+The Chat keeps what is the chat's own: the conversation template (and stop words or stopping
+criteria of the caller's), the conversation's turns and images (read, processed, encoded at
+upload as v1 did). Every answer (v1's ``answer``, HEAD's ``answer_prepare`` and
+``stream_answer``, :meth:`Chat.stream_text`, :meth:`Chat.answer_batch`) is one call of its
+:class:`~minigpt4.models.answering.Answerer`, which builds the prompt, embeds the context once,
+applies the original's left truncation of long conversations, generates and post-processes the
+text. What differs from the original, on purpose:
 
 - stop words are computed from the tokenizer (not hard-coded LLaMA ids) and checked for every
   row of a batch (the original looked at row 0 only);
@@ -24,10 +27,7 @@ answer so far at each step).
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Iterator, Sequence
-from queue import Queue
 from typing import Any
 
 import numpy as np
@@ -38,56 +38,13 @@ from transformers import StoppingCriteriaList
 from minigpt4.conversation.model_template import template_for
 from minigpt4.conversation.stopping import criteria_of, split_criteria
 from minigpt4.conversation.templates import IMAGE_MESSAGE, ChatTemplate, Conversation
+from minigpt4.models.answer_text import Pieces, stop_word_ids
+from minigpt4.models.answering import TRUNCATION_WARNING, Answerer, Question, truncate
 from minigpt4.models.generation import GenerationSettings, StopRule
-from minigpt4.models.tokenizer_base import Tokenizer
 from minigpt4.processors.image_io import load_image
 
-logger = logging.getLogger(__name__)
-
-TRUNCATION_WARNING = (
-    "Warning: The number of tokens in current conversation exceeds the max length. "
-    "The model will not see the contexts outside the range."
-)
-
-
-def stop_word_ids(tokenizer: Tokenizer, word: str) -> list[list[int]]:
-    """Every token-id sequence by which the LLM can write ``word``.
-
-    The original listed two encodings of "###" for the LLaMA vocabulary: one piece ("###") and
-    "##" + "#". Those are looked up as pieces; the encodings the tokenizer itself produces, for the
-    word after other text and on its own (with SentencePiece's leading "▁"), are added. Sequences
-    containing the unknown token (a piece missing from the vocabulary; None for a vocabulary
-    without one) are left out.
-    """
-    candidates = [
-        [tokenizer.piece_to_id(word)],
-        [tokenizer.piece_to_id(p) for p in (word[:-1], word[-1])],
-    ]
-    anchor = tokenizer.encode("a")
-    after_text = tokenizer.encode("a" + word)
-    if after_text[: len(anchor)] == anchor:
-        candidates.append(after_text[len(anchor) :])
-    candidates.append(tokenizer.encode(word))
-    result: list[list[int]] = []
-    for ids in candidates:
-        known = all(i is not None and i != tokenizer.unk_token_id for i in ids)
-        if ids and known and ids not in result:
-            result.append(ids)
-    if not result:
-        raise ValueError(f"the tokenizer cannot encode the stop word {word!r}")
-    return result
-
-
-def truncate(embs: torch.Tensor, max_new_tokens: int, max_length: int) -> torch.Tensor:
-    """The original's left truncation: keep room for ``max_new_tokens`` within ``max_length``.
-
-    It cuts embeddings, not tokens, and may cut the BOS and the system text; a warning says so.
-    """
-    current_max_len = embs.shape[1] + max_new_tokens
-    if current_max_len - max_length > 0:
-        logger.warning(TRUNCATION_WARNING)
-    begin_idx = max(0, current_max_len - max_length)
-    return embs[:, begin_idx:]
+# Re-exported: their import path before they moved to the model's answering modules.
+__all__ = ["TRUNCATION_WARNING", "Chat", "stop_word_ids", "truncate"]
 
 
 class Chat:
@@ -112,15 +69,14 @@ class Chat:
         self.vis_processor = vis_processor
         self.template = template or template_for(model)
         if stopping_criteria is None:
-            tokenizer = model.llama_tokenizer
-            words = self.template.stop_words
-            sequences = tuple(tuple(ids) for w in words for ids in stop_word_ids(tokenizer, w))
-            self.extra_criteria: tuple = ()
-            self.stopping_criteria = criteria_of(sequences)
+            self.answerer = Answerer(model, self.template)
+            self.stopping_criteria = criteria_of(self.answerer.stop_rule.sequences)
         else:
-            sequences, self.extra_criteria = split_criteria(stopping_criteria)
+            sequences, extra = split_criteria(stopping_criteria)
+            rule = StopRule(sequences=sequences, end_ids=model.end_token_ids)
+            self.answerer = Answerer(model, self.template, rule, extra)
             self.stopping_criteria = stopping_criteria
-        self.stop_rule = StopRule(sequences=sequences, end_ids=model.end_token_ids)
+        self.stop_rule = self.answerer.stop_rule
 
     # --- conversation ----------------------------------------------------------------------------
 
@@ -204,13 +160,10 @@ class Chat:
 
     # --- prompt ----------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def context_length(self, conv: Conversation, img_list: Sequence[torch.Tensor]) -> int:
+    def context_length(self, conv: Conversation, img_list: Sequence[Any]) -> int:
         """How many embeddings the LLM gets for the conversation's next answer, before the
-        left truncation (compare with ``max_length - max_new_tokens``)."""
-        conv = conv.copy()
-        conv.append_message(conv.roles[1], None)
-        return self.get_context_emb(conv, img_list).shape[1]
+        left truncation (compare with ``max_length - max_new_tokens``); counted, not embedded."""
+        return self.answerer.context_length(conv, img_list)
 
     @torch.no_grad()
     def get_context_emb(self, conv: Conversation, img_list: Sequence[Any]) -> torch.Tensor:
@@ -243,37 +196,13 @@ class Chat:
         self.ask(question, probe)
         return self.overflow(probe, img_list[:1], settings)
 
-    @torch.no_grad()
-    def _open_answer(
-        self, conv: Conversation, img_list: Sequence[torch.Tensor], settings: GenerationSettings
-    ) -> torch.Tensor:
-        img_list = self._embedded(img_list)
-        conv.append_message(conv.roles[1], None)
-        embs = self.get_context_emb(conv, img_list)
-        return truncate(embs, settings.max_new_tokens, settings.max_length)
-
     def decode_answer(self, token_ids: torch.Tensor | Sequence[int]) -> str:
         """The original's post-processing: text before the first stop word ("###"), after the
         last "Assistant:" (the template's ``stop_words`` and ``answer_after``)."""
         ids = token_ids.tolist() if isinstance(token_ids, torch.Tensor) else list(token_ids)
-        tokenizer = self.model.llama_tokenizer
-        end_ids = set(self.stop_rule.end_ids) | {tokenizer.pad_token_id}
-        while ids and ids[-1] in end_ids:  # end of sequence / padding of rows that ended early
-            ids.pop()
-        text = tokenizer.decode(ids, skip_special_tokens=self.template.skip_special_tokens)
-        for word in self.template.stop_words:
-            text = text.split(word)[0]
-        if self.template.answer_after:
-            text = text.split(self.template.answer_after)[-1]
-        return text.strip()
+        return self.answerer.decoder.decode(ids)
 
-    # --- answers ---------------------------------------------------------------------------------
-
-    def _generate(self, embs: torch.Tensor, settings: GenerationSettings, on_token: Any = None):
-        (result,) = self.model.generate_from_embeddings(
-            [embs], [settings], [self.stop_rule], on_token=on_token, extra=self.extra_criteria
-        )
-        return result
+    # --- answers: each one call of the model's answerer ------------------------------------------
 
     def answer(
         self,
@@ -289,11 +218,8 @@ class Chat:
         ``temperature``, ``max_length``, and ``do_sample``, ``top_k``, ``seed``).
         """
         settings = self.settings(settings, **overrides)
-        embs = self._open_answer(conv, img_list, settings)
-        result = self._generate(embs, settings)
-        text = self.decode_answer(result.tokens)
-        conv.messages[-1][1] = text
-        return text, np.array(result.tokens, dtype=np.int64)
+        result = self.answerer.answer(conv, self._embedded(img_list), settings)
+        return result.text, np.array(result.tokens, dtype=np.int64)
 
     def answer_prepare(
         self,
@@ -312,7 +238,7 @@ class Chat:
                 "answer_prepare cannot carry a seed (transformers' generate samples from the "
                 "global generator): call torch.manual_seed before model_generate, or use answer"
             )
-        embs = self._open_answer(conv, img_list, settings)
+        embs = self.answerer.context(conv, self._embedded(img_list), settings)
         return {
             "inputs_embeds": embs,
             "max_new_tokens": settings.max_new_tokens,
@@ -345,39 +271,7 @@ class Chat:
         search (which cannot be streamed) the answer comes in one piece.
         """
         settings = self.settings(settings, **overrides)
-        if settings.num_beams > 1:
-            yield self.answer(conv, img_list, settings)[0]
-            return
-        embs = self._open_answer(conv, img_list, settings)
-        tokens: Queue[int | None] = Queue()
-        outcome: list[Any] = []
-
-        def run() -> None:
-            try:
-                outcome.append(self._generate(embs, settings, lambda _, t: tokens.put(t)))
-            except BaseException as exc:  # handed to the consumer below
-                outcome.append(exc)
-            tokens.put(None)
-
-        thread = threading.Thread(target=run, name="minigpt4-generate", daemon=True)
-        thread.start()
-        received: list[int] = []
-        shown = ""
-        while (token := tokens.get()) is not None:
-            received.append(token)
-            # Hold back a trailing "#" (maybe the start of the "###" stop word) and half a UTF-8
-            # character (byte-fallback tokens arrive one byte at a time).
-            text = self.decode_answer(received).rstrip("#\ufffd").rstrip()
-            if text != shown:
-                shown = text
-                yield text
-        thread.join()
-        if outcome and isinstance(outcome[0], BaseException):
-            raise outcome[0]
-        text = self.decode_answer(outcome[0].tokens)
-        conv.messages[-1][1] = text
-        if text != shown:
-            yield text
+        yield from self.answerer.stream(conv, self._embedded(img_list), settings)
 
     def stream_answer(
         self,
@@ -392,46 +286,46 @@ class Chat:
         The pieces come from :meth:`stream_text`, so they are post-processed like the answer
         (no "###", nothing after it); the final answer is stored in ``conv``.
         """
-        shown = ""
+        pieces = Pieces()
         for text in self.stream_text(conv, img_list, settings, **overrides):
-            if text.startswith(shown) and text != shown:
-                yield text[len(shown) :]
-                shown = text
+            if piece := pieces.next(text):
+                yield piece
 
     def answer_batch(
         self,
         images: torch.Tensor | Sequence[str | Image.Image | torch.Tensor],
         questions: str | Sequence[str],
         settings: GenerationSettings | Sequence[GenerationSettings] | None = None,
+        stop: Sequence[str] = (),
         **overrides: Any,
     ) -> list[str]:
         """Answers to one question per image, each in a fresh conversation (upload, ask, answer,
         as the demo asks it), generated together in one batch.
 
         ``images``: a processed batch [B, 3, H, W] or B paths / PIL images / tensors;
-        ``questions``: one for all or B; ``settings``: one for all or B (e.g. per-row seeds).
+        ``questions``: one for all or B; ``settings``: one for all or B (e.g. per-row seeds);
+        ``stop``: strings that end an answer, left out of it.
         """
         if isinstance(images, torch.Tensor):
             batch = images.to(self.device)
         else:
             batch = torch.cat([self.process_image(im) for im in images])
         count = batch.shape[0]
-        questions = [questions] * count if isinstance(questions, str) else list(questions)
+        texts = [questions] * count if isinstance(questions, str) else list(questions)
         if isinstance(settings, GenerationSettings) or settings is None:
             settings = [self.settings(settings, **overrides)] * count
         else:
             settings = [self.settings(s, **overrides) for s in settings]
-        if not len(questions) == len(settings) == count:
+        if not len(texts) == len(settings) == count:
             raise ValueError(f"{count} images need {count} questions and settings")
-        with torch.no_grad():
-            image_embs, _ = self.model.encode_img(batch)
-        contexts = []
-        for image_emb, question, row_settings in zip(image_embs, questions, settings):
+        rows = []
+        for pixels, text, row_settings in zip(batch, texts, settings):
             conv = self.new_conversation()
             conv.append_message(conv.roles[0], IMAGE_MESSAGE)
-            self.ask(question, conv)
-            contexts.append(self._open_answer(conv, [image_emb[None]], row_settings))
-        results = self.model.generate_from_embeddings(
-            contexts, settings, [self.stop_rule] * count, extra=self.extra_criteria
-        )
-        return [self.decode_answer(r.tokens) for r in results]
+            self.ask(text, conv)
+            rows.append(Question(conv, [pixels[None]], row_settings, stop=tuple(stop)))
+        results = self.answerer.answer_batch(rows)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [result.text for result in results]

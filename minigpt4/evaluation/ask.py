@@ -25,11 +25,16 @@ def item_image(item: Item) -> Image.Image:
 
 
 def answer_batch(
-    chat: Any, images: list[Image.Image], questions: list[str], settings: dict[str, Any]
+    chat: Any,
+    images: list[Image.Image],
+    questions: list[str],
+    settings: dict[str, Any],
+    stop: Sequence[str] = (),
 ) -> list[str]:
     """The chat's answers, one fresh conversation per (image, question), in one batch: the one
-    call that produces every answer of an evaluation (``settings``: GenerationSettings fields)."""
-    return chat.answer_batch(images, questions, **settings)
+    call that produces every answer of an evaluation (``settings``: GenerationSettings fields;
+    ``stop``: strings that end an answer, left out of it)."""
+    return chat.answer_batch(images, questions, stop=stop, **settings)
 
 
 def build_chat(cfg: Any, device: str | None = None, gpu_id: int = 0) -> Any:

@@ -40,14 +40,6 @@ def generation_settings(gen_kwargs: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def cut_at(text: str, until: list[str]) -> str:
-    """``text`` up to the first of the stop strings a task gives."""
-    for stop in until:
-        if stop and stop in text:
-            text = text.split(stop)[0]
-    return text
-
-
 class MiniGPT4(lmms):
     is_simple = True
 
@@ -99,8 +91,10 @@ class MiniGPT4(lmms):
                 chunk = indices[start : start + self.batch_size]
                 images = [self._image(requests[i]) for i in chunk]
                 questions = [requests[i].args[0].replace(IMAGE_TOKEN, "").strip() for i in chunk]
-                for i, text in zip(chunk, answer_batch(self.chat, images, questions, settings)):
-                    answers[i] = cut_at(text, until)
+                # lmms-eval's "until": the model stops there and leaves it out of the answer.
+                texts = answer_batch(self.chat, images, questions, settings, stop=until)
+                for i, text in zip(chunk, texts):
+                    answers[i] = text
                 bar.update(len(chunk))
         bar.close()
         return answers

@@ -102,6 +102,11 @@ def param_count(llm_shapes: Mapping[str, tuple[int, ...]], r: int) -> int:
     return sum(r * sum(shape) for key, shape in llm_shapes.items() if pattern.search(key))
 
 
+def is_lora_weight(name: str) -> bool:
+    """Whether the parameter ``name`` is a LoRA weight (in either naming)."""
+    return ".lora_A." in name or ".lora_B." in name
+
+
 def lora_keys(state: Mapping[str, torch.Tensor]) -> tuple[str, ...]:
     """The LoRA weights among ``state``'s keys (every one must be in a checkpoint)."""
-    return tuple(k for k in state if ".lora_A." in k or ".lora_B." in k)
+    return tuple(k for k in state if is_lora_weight(k))

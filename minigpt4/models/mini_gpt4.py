@@ -3,7 +3,9 @@
 The model owns the math: it turns images into LLM input tokens (:meth:`MiniGPT4.encode_img`),
 a prompt with image placeholders plus image embeddings into LLM inputs (training:
 :meth:`prepare_llm_inputs`; generation: :meth:`get_context_emb`) and generates
-(:meth:`generate`). The chat, the batch command, the server and the evaluator are its clients.
+(:meth:`generate_from_embeddings`). :meth:`answer` / :meth:`answer_batch` do the whole sequence
+for a conversation (:mod:`minigpt4.models.answering`): the chat, the demo, the batch command, the
+server and the evaluator answer through them.
 
 ``MiniGPT4`` is registered as ``mini_gpt4`` (MiniGPT-4 v1, Vicuna); the LLaMA-2 Chat model is the
 same class with other defaults (:mod:`minigpt4.models.minigpt4_llama2`). Building is apart from
@@ -15,6 +17,7 @@ reads the config and loads every weight file through :mod:`minigpt4.models.weigh
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -30,6 +33,7 @@ from torch import nn
 from minigpt4.common.registry import registry
 from minigpt4.models import generation, lora, multi_turn, quantized
 from minigpt4.models import prompt as assembly
+from minigpt4.models.answering import Answer, Answerer, Question
 from minigpt4.models.base_model import BaseModel, LayerNorm
 from minigpt4.models.eva_vit import create_eva_vit_g
 from minigpt4.models.model_config import MiniGPT4Config
@@ -218,6 +222,11 @@ class MiniGPT4(BaseModel):
         atts_llama = torch.ones(inputs_llama.shape[:-1], dtype=torch.long, device=device)
         return inputs_llama, atts_llama
 
+    @property
+    def image_token_count(self) -> int:
+        """How many LLM input tokens :meth:`encode_img` makes of one image."""
+        return self.image_adapter.tokens_per_image(self.config)
+
     # --- prompts -----------------------------------------------------------------------------
 
     @property
@@ -403,6 +412,38 @@ class MiniGPT4(BaseModel):
                 extra=extra,
                 vocab_size=len(self.llama_tokenizer),
             )
+
+    @functools.cached_property
+    def answerer(self) -> Answerer:
+        """The :class:`~minigpt4.models.answering.Answerer` of the model's own chat template."""
+        # Imported here: the conversation package imports this one (its templates' settings).
+        from minigpt4.conversation.model_template import template_for
+
+        return Answerer(self, template_for(self))
+
+    def answer(
+        self,
+        conversation: Any,
+        images: Sequence[torch.Tensor],
+        settings: generation.GenerationSettings | None = None,
+        stream: bool = False,
+    ) -> Answer | Iterator[str]:
+        """The answer to ``conversation`` (a ``Conversation`` in the model's template, ending
+        with the user's question; the answer is stored in it) about ``images`` (one per
+        ``<ImageHere>``: processed [1, 3, H, W] or encoded [1, T, H]). ``settings`` default to
+        the template's. Returns the :class:`~minigpt4.models.answering.Answer`, or with
+        ``stream`` an iterator of its text so far. The prompt is built, the context embedded
+        once, cut on the left to fit ``max_length`` (logged) and answered."""
+        answerer = self.answerer
+        settings = settings or answerer.template.settings
+        if stream:
+            return answerer.stream(conversation, images, settings)
+        return answerer.answer(conversation, images, settings)
+
+    def answer_batch(self, questions: Sequence[Question]) -> list[Answer | Exception]:
+        """Answers to many :class:`~minigpt4.models.answering.Question` s, generated together
+        (:meth:`Answerer.answer_batch`)."""
+        return self.answerer.answer_batch(questions)
 
     @torch.no_grad()
     def llm_generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:

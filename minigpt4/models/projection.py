@@ -114,8 +114,7 @@ class GroupAdapter:
         return grouped_patches(image_embeds, self.group_size)
 
     def tokens_per_image(self, config: Any) -> int:
-        vit = config.vit_config
-        return (vit.img_size // vit.patch_size) ** 2 // self.group_size
+        return config.vit_config.num_patches // self.group_size
 
     def weight_files(self, config: Any) -> list[tuple[str, str]]:
         return []

@@ -39,6 +39,15 @@ def segment_ids(tokenizer: Tokenizer, prompt: str) -> list[list[int]]:
     return [tokenizer.encode(seg, add_bos=(i == 0)) for i, seg in enumerate(segments)]
 
 
+def check_image_count(seg_ids: Sequence[Sequence[int]], images: int) -> None:
+    """A prompt of ``seg_ids`` (:func:`segment_ids`) has a placeholder for each of ``images``."""
+    if len(seg_ids) != images + 1:
+        raise ValueError(
+            f"the conversation has {len(seg_ids) - 1} image placeholders but "
+            f"{images} images were uploaded"
+        )
+
+
 def _embed_ids(embed: Embed, ids: Sequence[int], device: torch.device) -> torch.Tensor:
     return embed(torch.tensor([list(ids)], dtype=torch.long, device=device))
 
@@ -48,11 +57,7 @@ def context_embeddings(
 ) -> torch.Tensor:
     """Embeddings [1, L, H] of ``prompt`` with ``images[i]`` ([1, Q, H]) at placeholder i."""
     seg_ids = segment_ids(tokenizer, prompt)
-    if len(seg_ids) != len(images) + 1:
-        raise ValueError(
-            f"the conversation has {len(seg_ids) - 1} image placeholders but "
-            f"{len(images)} images were uploaded"
-        )
+    check_image_count(seg_ids, len(images))
     device = images[0].device if images else torch.device("cpu")
     segments = [_embed_ids(embed, ids, device) for ids in seg_ids]
     mixed: list[torch.Tensor] = []

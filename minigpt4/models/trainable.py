@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 
 from torch import nn
 
+from minigpt4.models.lora import is_lora_weight
 from minigpt4.models.projection import QFORMER_PARTS
 
 # The parts freeze_vit / freeze_qformer: False add to model.trainable, as the original trained them.
@@ -27,7 +28,7 @@ LORA_PART = "lora"
 
 def _under(name: str, prefix: str) -> bool:
     if prefix == LORA_PART:
-        return ".lora_A." in name or ".lora_B." in name
+        return is_lora_weight(name)
     return name == prefix or name.startswith(prefix + ".")
 
 

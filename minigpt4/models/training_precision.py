@@ -15,7 +15,8 @@ sections together (:func:`decide`) and gives a :class:`TrainingPrecision`:
   and each part computes in its own dtype; ``run.amp: True`` means that bf16.
 - Trained parameters are fp32 master weights (``llama_proj`` is fp32 in the original), so their
   gradients and AdamW state are fp32: all of them on CUDA, where the autocast computes in half
-  precision whatever they are stored in; on a CPU ``llama_proj`` (the model casts its input),
+  precision whatever they are stored in; on a CPU ``llama_proj`` (the model casts its input)
+  and LoRA's weights (peft casts theirs),
   while a trained part inside a bf16 LLM or vision side keeps its neighbours' dtype, since
   without autocast its input comes in that dtype. The loss is fp32.
 
@@ -40,12 +41,14 @@ from torch import nn
 from minigpt4.common.config_error import ConfigError
 from minigpt4.common.run_config import AMP_DTYPES, RunConfig
 from minigpt4.models.base_model import AUTOCAST_DTYPES
+from minigpt4.models.lora import is_lora_weight
 from minigpt4.models.precision import CPU_DTYPES, DTYPE_NAMES, Precision
 
 logger = logging.getLogger(__name__)
 
 TRAINABLE_DTYPE = torch.float32  # master weights, their gradients and AdamW state
-# Without autocast, a trained part computes in fp32 only where the model casts its input.
+# Without autocast, a trained part computes in fp32 only where the model casts its input
+# (llama_proj; peft casts LoRA's input to its weights' dtype and its output back).
 _CASTS_ITS_INPUT = ("llama_proj.",)
 _QUANTIZED = {"8bit": "8-bit int8", "4bit": "4-bit NF4"}
 
@@ -220,7 +223,7 @@ def prepare_for_training(
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if device.type == "cuda" or name.startswith(_CASTS_ITS_INPUT):
+        if device.type == "cuda" or name.startswith(_CASTS_ITS_INPUT) or is_lora_weight(name):
             param.data = param.data.to(TRAINABLE_DTYPE)
         trained.add(DTYPE_NAMES[param.dtype])
     plan = dataclasses.replace(plan, trainable=" and ".join(sorted(trained)) or "none")

@@ -476,7 +476,9 @@ def _llm_size(hidden: int) -> str:
     return f"{LLM_SIZE_BY_HIDDEN.get(hidden, f'hidden-size-{hidden}')} LLM"
 
 
-def _model_kind(in_features: int, config: MiniGPT4Config) -> str:
+def _model_kind(in_features: int, config: MiniGPT4Config, lora_weights: bool = False) -> str:
+    if lora_weights:
+        return "MiniGPT-v2 (LLaMA-2 Chat with LoRA: arch minigpt_v2, model_type pretrain)"
     if in_features == config.qformer_config.hidden_size:
         return "MiniGPT-4 (Vicuna, Q-Former: arch mini_gpt4, model_type pretrain_vicuna)"
     if in_features == 4 * config.vit_config.embed_dim:
@@ -488,8 +490,10 @@ def _check_llama_proj(state: Mapping, model_shape: tuple, config: MiniGPT4Config
     weight = state.get("llama_proj.weight")
     if weight is None or weight.ndim != 2 or tuple(weight.shape) == model_shape:
         return  # a missing key is reported by checked_copy
-    file_desc = f"{_model_kind(weight.shape[1], config)} with a {_llm_size(weight.shape[0])}"
-    model_desc = f"{_model_kind(model_shape[1], config)} with a {_llm_size(model_shape[0])}"
+    file_kind = _model_kind(weight.shape[1], config, bool(lora.lora_keys(state)))
+    file_desc = f"{file_kind} with a {_llm_size(weight.shape[0])}"
+    model_kind = _model_kind(model_shape[1], config, bool(config.lora_r))
+    model_desc = f"{model_kind} with a {_llm_size(model_shape[0])}"
     raise CheckpointError(
         f"{where} is a checkpoint of {file_desc} (llama_proj {list(weight.shape)}), but the config "
         f"builds {model_desc} (llama_proj {list(model_shape)}, LLM at model.llama_model): they "

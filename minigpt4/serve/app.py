@@ -2,23 +2,23 @@
 
 ``create_app(chat, model_name)`` returns a FastAPI app serving ``GET /health``,
 ``GET /v1/models`` (and ``/v1/models/{id}``) and ``POST /v1/chat/completions``. A request is
-turned into the demo's conversation, prompt and processed images
-(:mod:`minigpt4.serve.messages`; image decoding and processing run in a worker thread, so the
-event loop keeps accepting requests while the model is busy), and its answer is one row of a
-batch (:mod:`minigpt4.serve.batcher`), which encodes the batch's images together and computes
-each row's context embeddings as the Chat does (``model.get_context_emb``).
+turned into the demo's conversation and processed images (:mod:`minigpt4.serve.messages`; image
+decoding and processing run in a worker thread, so the event loop keeps accepting requests while
+the model is busy), and its answer is one row of a batch (:mod:`minigpt4.serve.batcher`): one
+call of the model's answer entry (:class:`~minigpt4.models.answering.Answerer`, the Chat's), which
+builds the prompt, embeds the context, generates and holds back what a stream may not show yet.
 
 Long conversations: the demo's Chat cuts the context on the left to keep room for the answer
-(and may cut the image); the API refuses instead, with a 400 ``context_length_exceeded`` that
-says by how many tokens the conversation or ``max_tokens`` is too long. Without ``max_tokens`` an
-answer gets the Chat's default length or what room is left, whichever is less.
+(and may cut the image); the API refuses instead (the model's
+:func:`~minigpt4.models.answering.fit`), with a 400 ``context_length_exceeded`` that says by how
+many tokens the conversation or ``max_tokens`` is too long. Without ``max_tokens`` an answer gets
+the Chat's default length or what room is left, whichever is less.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hmac
 import json
 import logging
@@ -31,19 +31,19 @@ from typing import Any
 import torch
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from minigpt4.models.generation import Generation, GenerationSettings, StopRule
+from minigpt4.models.answer_text import Pieces
+from minigpt4.models.answering import Answer, ContextTooLong, fit
+from minigpt4.models.generation import GenerationSettings
 from minigpt4.models.memory import release_freed_memory
 from minigpt4.serve import images, protocol
 from minigpt4.serve.batcher import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S, Batcher
 from minigpt4.serve.errors import APIError, bad_request, install_handlers
 from minigpt4.serve.hosts import LOOPBACK_NAMES, HostAllowList
-from minigpt4.serve.messages import Plan, build_prompt, plan_conversation
+from minigpt4.serve.messages import Plan, build_conversation, plan_conversation
 from minigpt4.serve.slow_clients import DEFAULT_READ_TIMEOUT_S, read_body
-from minigpt4.serve.streaming import AnswerStream, final_text
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ MAX_BODY_BYTES = 64 * 1024 * 1024  # a few images as base64 fit
 DISCONNECT_POLL_S = 0.25
 CLIENT_CLOSED = 499  # nginx's status for a client that left before its answer
 CREATED = int(time.time())
-BLANK_SIDE = 32  # a blank image, resized by the processor, to count the tokens of an image
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # A temperature this close to 0 samples the arg-max anyway, and dividing the logits by it would
 # overflow to inf (then NaN probabilities): it is answered greedily, as 0 is.
@@ -63,10 +62,10 @@ TRIM_AFTER_BYTES = 64 * 1024 * 1024
 
 @dataclass
 class Prepared:
-    """A request ready for the batcher; ``length``: its context embeddings (text and images),
-    as ``chat.context_length`` counts them."""
+    """A request ready for the batcher: its conversation, processed images, context length
+    (text and image tokens, ``chat.context_length``) and generation settings."""
 
-    prompt: str
+    conversation: Any
     images: list[torch.Tensor]
     length: int
     settings: GenerationSettings
@@ -127,16 +126,16 @@ class Server:
     # --- a completion ----------------------------------------------------------------------------
 
     async def prepare(self, req: protocol.ChatCompletionRequest) -> Prepared:
-        """A request's prompt, images and generation settings (or a 400)."""
+        """A request's conversation, images and generation settings (or a 400)."""
         self.check_model(req.model)
         plan = plan_conversation(req.messages)
         # One trip to a worker thread: each hop waits for the GIL, which generation holds often.
-        prompt, pixels, length = await run_in_threadpool(self._prompt, plan)
-        return Prepared(prompt, pixels, length, settings_for(self.chat.settings(), req, length))
+        conv, pixels, length = await run_in_threadpool(self._conversation, plan)
+        return Prepared(conv, pixels, length, settings_for(self.chat.settings(), req, length))
 
-    def _prompt(self, plan: Plan) -> tuple[str, list[torch.Tensor], int]:
-        """Fetch and decode the images; the Chat's prompt, the processed images and the context
-        length (text tokens and image embeddings)."""
+    def _conversation(self, plan: Plan) -> tuple[Any, list[torch.Tensor], int]:
+        """Fetch and decode the images; the Chat's conversation, the processed images and the
+        context length (text tokens and image embeddings)."""
         budget = images.ImageBudget()
         encoded = [
             (turn, images.image_bytes(turn.image_url, turn.image_param, self.allow_remote_images))
@@ -147,27 +146,19 @@ class Server:
             budget.spend(data, turn.image_param)
         for turn, data in encoded:
             turn.image = images.decode_image(data, turn.image_param)
-        prompt, pixels = build_prompt(self.chat, plan)
+        conv, pixels = build_conversation(self.chat, plan)
         for turn in plan.turns:
             turn.image = None  # processed: the decoded pixels can go
         if budget.bytes > TRIM_AFTER_BYTES:
             release_freed_memory()
-        length = sum(map(len, self.chat.model.segment_ids(prompt)))
-        return prompt, pixels, length + len(pixels) * self.image_tokens
+        return conv, pixels, self.chat.context_length(conv, pixels)
 
-    @functools.cached_property
-    def image_tokens(self) -> int:
-        """How many embeddings the LLM gets per image (the vision encoder's output length)."""
-        with torch.no_grad():
-            blank = self.chat.process_image(Image.new("RGB", (BLANK_SIDE, BLANK_SIDE)))
-            return self.chat.model.encode_img(blank)[0].shape[1]
-
-    def stop_rule(self, req: protocol.ChatCompletionRequest) -> StopRule:
-        rule = self.chat.stop_rule
-        return StopRule(rule.sequences, tuple(req.stop), rule.end_ids)
-
-    def text(self, result: Generation, req: protocol.ChatCompletionRequest) -> str:
-        return final_text(self.chat.decode_answer, result.tokens, req.stop)
+    def submit(self, p: Prepared, req: protocol.ChatCompletionRequest, answer: _Answer) -> Any:
+        """Queue ``p``'s answer (streamed if ``req`` asks for it); returns the job."""
+        on_text = answer.on_text if req.stream else None
+        return self.batcher.submit(
+            p.conversation, p.images, p.settings, answer.on_done, on_text, req.stop
+        )
 
 
 def settings_for(
@@ -182,28 +173,32 @@ def settings_for(
     for name in ("top_p", "top_k", "seed", "num_beams", "repetition_penalty", "length_penalty"):
         if getattr(req, name) is not None:
             changes[name] = getattr(req, name)
-    room = base.max_length - context_len
-    asked = req.max_completion_tokens or req.max_tokens
-    if room < 1:
-        raise bad_request(
-            f"the conversation is {context_len} tokens (text and image) and the model takes at "
-            f"most {base.max_length} with its answer: shorten it by at least {1 - room} tokens",
+    try:
+        fitted = fit(context_len, base, req.max_completion_tokens or req.max_tokens)
+    except ContextTooLong as err:
+        raise _too_long(err) from None
+    try:
+        return fitted.replace(**changes)
+    except ValueError as err:
+        raise bad_request(str(err)) from None
+
+
+def _too_long(err: ContextTooLong) -> APIError:
+    """The API's 400 for a context that does not fit (the model's rule, the API's words)."""
+    if err.asked is None:
+        return bad_request(
+            f"the conversation is {err.length} tokens (text and image) and the model takes at "
+            f"most {err.max_length} with its answer: shorten it by at least {1 - err.room} tokens",
             param="messages",
             code="context_length_exceeded",
         )
-    if asked is not None and asked > room:
-        raise bad_request(
-            f"max_tokens {asked} and the conversation's {context_len} tokens exceed the model's "
-            f"{base.max_length} by {asked - room}: ask for at most {room} tokens or shorten the "
-            "conversation",
-            param="max_tokens",
-            code="context_length_exceeded",
-        )
-    changes["max_new_tokens"] = asked if asked is not None else min(base.max_new_tokens, room)
-    try:
-        return base.replace(**changes)
-    except ValueError as err:
-        raise bad_request(str(err)) from None
+    return bad_request(
+        f"max_tokens {err.asked} and the conversation's {err.length} tokens exceed the model's "
+        f"{err.max_length} by {err.asked - err.room}: ask for at most {err.room} tokens or "
+        "shorten the conversation",
+        param="max_tokens",
+        code="context_length_exceeded",
+    )
 
 
 async def read_json(request: Request, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> Any:
@@ -236,24 +231,25 @@ async def read_json(request: Request, timeout_s: float = DEFAULT_READ_TIMEOUT_S)
 
 
 class _Answer:
-    """The event-loop side of a batch job: tokens and the result arrive through a queue."""
+    """The event-loop side of a batch job: the visible text and the result arrive through a
+    queue."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.events: asyncio.Queue[int | tuple] = asyncio.Queue()
+        self.events: asyncio.Queue[str | tuple] = asyncio.Queue()
 
     def _put(self, item: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the server is stopping
             self.loop.call_soon_threadsafe(self.events.put_nowait, item)
 
-    def on_token(self, token: int) -> None:
-        self._put(token)
+    def on_text(self, text: str) -> None:
+        self._put(text)
 
-    def on_done(self, result: Generation | BaseException) -> None:
+    def on_done(self, result: Answer | BaseException) -> None:
         self._put(("done", result))
 
 
-def _unwrap(result: Generation | BaseException) -> Generation:
+def _unwrap(result: Answer | BaseException) -> Answer:
     if isinstance(result, BaseException):
         raise APIError(
             HTTPStatus.INTERNAL_SERVER_ERROR,
@@ -267,9 +263,7 @@ async def complete(server: Server, req: protocol.ChatCompletionRequest, request:
     answer = _Answer()
     with server.batcher.announce():  # a batch being gathered waits for this request
         p = await server.prepare(req)
-        job = server.batcher.submit(
-            p.prompt, p.images, p.settings, server.stop_rule(req), answer.on_done
-        )
+        job = server.submit(p, req, answer)
     try:
         while True:  # a client that hangs up frees its row
             try:
@@ -283,8 +277,7 @@ async def complete(server: Server, req: protocol.ChatCompletionRequest, request:
         job.cancel()  # nothing if it is done
     result = _unwrap(result)
     cid, tokens = protocol.completion_id(), protocol.usage(p.length, len(result.tokens))
-    text = server.text(result, req)
-    return protocol.completion(cid, server.model_name, text, result.finish_reason, tokens)
+    return protocol.completion(cid, server.model_name, result.text, result.finish_reason, tokens)
 
 
 def _sse(payload: Any) -> str:
@@ -295,18 +288,16 @@ async def stream(server: Server, req: protocol.ChatCompletionRequest) -> Streami
     answer = _Answer()
     with server.batcher.announce():
         p = await server.prepare(req)  # a 400 comes before the stream starts
-        job = server.batcher.submit(
-            p.prompt, p.images, p.settings, server.stop_rule(req), answer.on_done, answer.on_token
-        )
+        job = server.submit(p, req, answer)
     cid, name = protocol.completion_id(), server.model_name
 
     async def events() -> AsyncIterator[str]:
-        text = AnswerStream(server.chat.decode_answer, req.stop)
+        pieces = Pieces()
         sent = False
         try:
             yield _sse(protocol.chunk(cid, name, {"role": "assistant", "content": ""}))
             while not isinstance(event := await answer.events.get(), tuple):
-                if delta := text.push(event):
+                if delta := pieces.next(event):
                     yield _sse(protocol.chunk(cid, name, {"content": delta}))
             try:
                 result = _unwrap(event[1])
@@ -315,7 +306,7 @@ async def stream(server: Server, req: protocol.ChatCompletionRequest) -> Streami
                 yield "data: [DONE]\n\n"
                 sent = True
                 return
-            if rest := text.finish(server.text(result, req)):
+            if rest := pieces.next(result.text):
                 yield _sse(protocol.chunk(cid, name, {"content": rest}))
             yield _sse(protocol.chunk(cid, name, {}, result.finish_reason))
             if req.stream_options is not None and req.stream_options.include_usage:
@@ -347,7 +338,7 @@ def create_app(
     Without ``api_key`` the Host header must name one of ``allowed_hosts`` (default: the
     loopback names; :mod:`minigpt4.serve.hosts`); a body must arrive within
     ``read_timeout_s``."""
-    batcher = Batcher(chat.model, max_batch_size, max_wait_s)
+    batcher = Batcher(chat.answerer, max_batch_size, max_wait_s)
     server = Server(chat, model_name, api_key, allow_remote_images, batcher)
 
     @contextlib.asynccontextmanager

@@ -7,16 +7,15 @@ many requests as that batch had rows: clients whose answers just went out tend t
 request at once, and a batch started before they are back splits them into a small batch and a
 large one from then on. A request that comes to an idle batcher starts at once.
 
-A job is a prompt (with image placeholders) and its processed images: the images of the whole
-batch go through the vision encoder in one ``model.encode_img`` call, each row's context
-embeddings are ``model.get_context_emb(prompt, its images)`` (as the Chat computes them), and the
-batch runs as one call of ``model.generate_from_embeddings(contexts, settings_per_row,
-rules_per_row, on_token=...)``, the model's single generation path: each row keeps its own stop
-rule, answer length and sampling settings (and seed). Rows generated together must agree on what
-transformers applies to a whole batch (``GenerationSettings.BATCH_FIELDS``: beams, minimum
-length, repetition and length penalties), so a gathered batch is split into groups by those, run
-one after the other; beam-search rows run alone (beams cannot stream, and rows with beams must
-share their stops).
+A job is a conversation (built through the Chat) and its processed images, and a batch is one
+call of ``model.answer_batch`` (:class:`~minigpt4.models.answering.Answerer`), the model's one
+entry for answers: it builds each row's prompt, encodes the images of the whole batch together,
+embeds each row's context once and generates the batch in one ``generate_from_embeddings``
+call, each row with its own stops, answer length and sampling settings (and seed), streaming
+each row's visible text. Rows generated together must agree on what transformers applies to a
+whole batch (``GenerationSettings.BATCH_FIELDS``: beams, minimum length, repetition and length
+penalties), so a gathered batch is split into groups by those, run one after the other;
+beam-search rows run alone (beams cannot stream, and rows with beams must share their stops).
 
 A job can be cancelled (its client went away): before it starts it is dropped, while it runs
 its stop rule ends it at its next token, so it stops taking batch time.
@@ -25,17 +24,19 @@ its stop rule ends it at its next token, so it stops taking batch time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from minigpt4.models.generation import Generation, GenerationSettings, StopRule
+from minigpt4.models.answering import Answer, Question
+from minigpt4.models.generation import GenerationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -48,38 +49,33 @@ class Cancelled(Exception):
     """The job was cancelled before it was generated."""
 
 
-@dataclass(frozen=True, eq=False)
-class CancellableStop(StopRule):
-    """A stop rule that also ends the row once ``cancelled`` is set."""
-
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def stops(self, ids: Sequence[int], decode: Callable[[Sequence[int]], str]) -> bool:
-        return self.cancelled.is_set() or super().stops(ids, decode)
-
-
 @dataclass(eq=False)
 class Job:
-    """One answer to generate: ``prompt`` (the Chat's prompt string, one image placeholder per
-    image) and ``images`` (processed, [1, 3, H, W] each). ``on_token(token)`` gets its tokens as
-    they come (from the worker thread); ``on_done`` gets the :class:`Generation` or the
-    exception that ended it. ``context`` is set by the worker before generation."""
+    """One answer to generate (``question``); ``on_done`` gets the
+    :class:`~minigpt4.models.answering.Answer` or the exception that ended it."""
 
-    prompt: str
-    images: list[torch.Tensor]
-    settings: GenerationSettings
-    rule: CancellableStop
-    on_done: Callable[[Generation | BaseException], None]
-    on_token: Callable[[int], None] | None = None
-    context: torch.Tensor | None = None
-    streamed: bool = False  # a token reached the client: the row cannot be generated again
+    question: Question
+    on_done: Callable[[Answer | BaseException], None]
+    streamed: bool = False  # text reached the client: the row cannot be generated again
 
     def cancel(self) -> None:
-        self.rule.cancelled.set()
+        self.question.cancelled.set()
 
     @property
     def cancelled(self) -> bool:
-        return self.rule.cancelled.is_set()
+        return self.question.cancelled.is_set()
+
+
+def _stream_to(job: Job, on_text: Callable[[str], None], text: str) -> None:
+    """Hand a row's visible text to its client; a client's failure cancels its row only."""
+    job.streamed = True
+    if job.cancelled:
+        return
+    try:
+        on_text(text)
+    except Exception:  # one client's failure must not end the other rows
+        logger.exception("streaming an answer failed; the row is cancelled")
+        job.cancel()
 
 
 @dataclass
@@ -91,8 +87,9 @@ class Stats:
 
 
 def group_key(job: Job) -> tuple:
-    key = tuple(getattr(job.settings, name) for name in GenerationSettings.BATCH_FIELDS)
-    return key + ((id(job),) if job.settings.num_beams > 1 else ())
+    settings = job.question.settings
+    key = tuple(getattr(settings, name) for name in GenerationSettings.BATCH_FIELDS)
+    return key + ((id(job),) if settings.num_beams > 1 else ())
 
 
 def groups(jobs: Sequence[Job]) -> list[list[Job]]:
@@ -104,7 +101,8 @@ def groups(jobs: Sequence[Job]) -> list[list[Job]]:
 
 
 class Batcher:
-    """Runs :class:`Job` s on ``model`` in batches (see the module docstring)."""
+    """Runs :class:`Job` s in batches (see the module docstring) on ``model``: anything with
+    ``answer_batch(questions)``, a model or a Chat's answerer."""
 
     def __init__(
         self,
@@ -140,16 +138,23 @@ class Batcher:
 
     def submit(
         self,
-        prompt: str,
+        conversation: Any,
         images: Sequence[torch.Tensor],
         settings: GenerationSettings,
-        rule: StopRule,
-        on_done: Callable[[Generation | BaseException], None],
-        on_token: Callable[[int], None] | None = None,
+        on_done: Callable[[Answer | BaseException], None],
+        on_text: Callable[[str], None] | None = None,
+        stop: Sequence[str] = (),
     ) -> Job:
-        """Queue one answer; thread-safe. Returns the job (to cancel it)."""
-        stop = CancellableStop(rule.sequences, rule.strings, rule.end_ids)
-        job = Job(prompt, list(images), settings, stop, on_done, on_token)
+        """Queue the answer to ``conversation`` (ending with the question) about ``images``
+        (processed, [1, 3, H, W] each); ``on_text(text)`` gets its visible text as it grows
+        (from the worker thread), ``stop``: strings that end it. Thread-safe. Returns the job
+        (to cancel it)."""
+        question = Question(
+            conversation, list(images), settings, tuple(stop), cancelled=threading.Event()
+        )
+        job = Job(question, on_done)
+        if on_text is not None:
+            question.on_text = functools.partial(_stream_to, job, on_text)
         self._queue.put(job)
         return job
 
@@ -213,18 +218,19 @@ class Batcher:
         return live
 
     def _run(self, jobs: list[Job]) -> None:
-        """Generate ``jobs`` together; if that fails, each row that has not streamed anything
-        yet is tried again alone, so one bad row fails alone (a row that has streamed tokens
+        """Answer ``jobs`` together; if that fails, each row that has not streamed anything
+        yet is tried again alone, so one bad row fails alone (a row that has streamed text
         cannot be replayed and gets the error)."""
-        ready = self._contexts(jobs)
-        results = self._generate(ready) if ready else []
+        results = self._answer(jobs)
         if isinstance(results, BaseException):
-            results = self._one_by_one(ready, results)
+            results = self._one_by_one(jobs, results)
         self.stats.batches += 1
         self.stats.rows += len(jobs)
         self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
         self.stats.cancelled += sum(job.cancelled for job in jobs)
-        for job, result in zip(ready, results):
+        for job, result in zip(jobs, results):
+            if isinstance(result, Exception):
+                logger.error("a row failed: %s: %s", type(result).__name__, result)
             _deliver(job, result)
 
     def _one_by_one(self, jobs: list[Job], error: BaseException) -> list[Any]:
@@ -234,70 +240,20 @@ class Batcher:
         logger.warning("a batch of %d failed; its rows are tried one by one", len(jobs))
         results: list[Any] = []
         for job in jobs:
-            alone = error if job.streamed else self._generate([job])
+            alone = error if job.streamed else self._answer([job])
             results.append(alone if isinstance(alone, BaseException) else alone[0])
         return results
 
-    def _generate(self, jobs: list[Job]) -> list[Generation] | BaseException:
-        """One ``generate_from_embeddings`` call for ``jobs``, or the exception it raised."""
-
-        def on_token(row: int, token: int) -> None:
-            job = jobs[row]
-            job.streamed = True
-            if job.on_token is None or job.cancelled:
-                return
-            try:
-                job.on_token(token)
-            except Exception:  # one client's failure must not end the other rows
-                logger.exception("streaming a token failed; the row is cancelled")
-                job.cancel()
-
-        streams = any(job.on_token is not None for job in jobs)
+    def _answer(self, jobs: list[Job]) -> list[Answer | Exception] | BaseException:
+        """One ``answer_batch`` call for ``jobs``, or the exception it raised."""
         try:
-            return self.model.generate_from_embeddings(
-                [job.context for job in jobs],
-                [job.settings for job in jobs],
-                [job.rule for job in jobs],
-                on_token=on_token if streams else None,
-            )
+            return self.model.answer_batch([job.question for job in jobs])
         except Exception as exc:  # handed to the waiting requests; the worker goes on
-            logger.exception("generation of %d row(s) failed", len(jobs))
+            logger.exception("answering %d row(s) failed", len(jobs))
             return exc
 
-    @torch.no_grad()
-    def _contexts(self, jobs: list[Job]) -> list[Job]:
-        """Every row's context embeddings, the images of all rows encoded together; a row whose
-        context cannot be built gets its error now. Returns the rows that are ready."""
-        try:
-            pixels = [image for job in jobs for image in job.images]
-            embeds = self.model.encode_img(torch.cat(pixels))[0] if pixels else None
-        except Exception:
-            if len(jobs) == 1:
-                raise
-            logger.exception("encoding the images of %d rows failed; each row alone", len(jobs))
-            return [job for one in jobs for job in self._contexts_alone(one)]
-        ready, start = [], 0
-        for job in jobs:
-            own = [embeds[i : i + 1] for i in range(start, start + len(job.images))]
-            start += len(job.images)
-            try:
-                job.context = self.model.get_context_emb(job.prompt, own)
-                ready.append(job)
-            except Exception as exc:
-                logger.exception("the context of a row could not be built")
-                _deliver(job, exc)
-        return ready
 
-    def _contexts_alone(self, job: Job) -> list[Job]:
-        try:
-            return self._contexts([job])
-        except Exception as exc:
-            logger.exception("encoding a row's images failed")
-            _deliver(job, exc)
-            return []
-
-
-def _deliver(job: Job, result: Generation | BaseException) -> None:
+def _deliver(job: Job, result: Answer | BaseException) -> None:
     try:
         job.on_done(result)
     except Exception:  # a callback's failure must not stop the worker

@@ -138,12 +138,13 @@ def _turn(
     return Turn(role, text, url, param)
 
 
-def build_prompt(chat: Any, plan: Plan) -> tuple[str, list[torch.Tensor]]:
-    """The Chat's prompt for ``plan`` (images decoded already) and its processed images.
+def build_conversation(chat: Any, plan: Plan) -> tuple[Any, list[torch.Tensor]]:
+    """The Chat's conversation for ``plan`` (images decoded already), ending with the question
+    to answer, and its processed images.
 
-    An image turn is what ``chat.upload_img`` does, with the encoding left to the batcher (which
-    encodes the images of a whole batch at once): ``chat.process_image``, then the image
-    message. The prompt ends with the open answer, as the Chat asks for it.
+    An image turn is what ``chat.upload_img`` does, with the encoding left to the model's
+    batched answer (which encodes the images of a whole batch at once): ``chat.process_image``,
+    then the image message. The model builds the prompt when it answers.
     """
     conv = chat.new_conversation()
     if plan.system is not None:
@@ -157,5 +158,4 @@ def build_prompt(chat: Any, plan: Plan) -> tuple[str, list[torch.Tensor]]:
             pixels.append(chat.process_image(turn.image))
             conv.append_message(conv.roles[0], IMAGE_MESSAGE)
         chat.ask(turn.text, conv)
-    conv.append_message(conv.roles[1], None)
-    return conv.get_prompt(), pixels
+    return conv, pixels
