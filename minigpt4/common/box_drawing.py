@@ -31,7 +31,7 @@ BOX_LINE = 2
 LABEL_ALPHA = 0.5  # the label strip's blend with the image below it
 LABEL_FONT_SIZE = 13
 LABEL_PADDING = 2  # the original's text_spaces, above and below the label text
-SWATCH_CHARS = 1.35  # the coloured part of a label strip, in widths of "F"
+SWATCH_CHARS = 1.35  # the coloured part of a label strip, in widths of "F" (the text follows)
 SAME_LABEL_IOU = 0.95
 # The original's colours, as RGB tuples on its RGB image (OpenCV draws them as given).
 BOX_COLOURS: tuple[tuple[int, int, int], ...] = (
@@ -89,6 +89,7 @@ class _Labeller:
         left, top, right, bottom = self.font.getbbox("F")
         self.char_width, self.text_height = right - left, bottom - top
         self.strip_height = self.text_height + 2 * LABEL_PADDING
+        self.swatch_width = int(SWATCH_CHARS * self.char_width)
         self.placed: list[tuple[Rect, str]] = []
 
     def _strip(self, box: Sequence[int], phrase: str) -> Rect | None:
@@ -96,7 +97,7 @@ class _Labeller:
         x1, y1 = box[0] - BOX_LINE // 2, box[1] - BOX_LINE // 2
         if y1 < self.strip_height:  # no room above the box: inside, below its top edge
             x1, y1 = box[0] + BOX_LINE, box[1] + BOX_LINE + self.strip_height
-        width = int(self.font.getlength(f"  {phrase}"))
+        width = self.swatch_width + LABEL_PADDING + int(self.font.getlength(phrase))
         strip = (x1, y1 - self.strip_height, x1 + width, y1)
         for previous, previous_phrase in self.placed:
             if previous_phrase == phrase and compute_iou(strip, previous) > SAME_LABEL_IOU:
@@ -119,7 +120,7 @@ class _Labeller:
         if strip is None:
             return
         x1, y1, x2, y2 = strip
-        swatch_end = x1 + int(SWATCH_CHARS * self.char_width)
+        swatch_end = x1 + self.swatch_width
         overlay = Image.new("RGB", self.image.size, WHITE)
         ImageDraw.Draw(overlay).rectangle((x1, y1, swatch_end, y2 - 1), fill=colour)
         region = (max(0, x1), max(0, y1), min(self.image.width, x2), min(self.image.height, y2))
@@ -127,7 +128,11 @@ class _Labeller:
             blended = Image.blend(self.image.crop(region), overlay.crop(region), 1 - LABEL_ALPHA)
             self.image.paste(blended, region[:2])
         ImageDraw.Draw(self.image).text(
-            (x1, y1 - LABEL_PADDING), f"  {phrase}", fill=BLACK, font=self.font, anchor="ls"
+            (swatch_end + LABEL_PADDING, y2 - LABEL_PADDING),
+            phrase,
+            fill=BLACK,
+            font=self.font,
+            anchor="ls",
         )
         self.placed.append((strip, phrase))
 
