@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ RED = (255, 0, 0)  # the first phrase's colour in the original
 COLOURED = '<span style="color:rgb(255, 0, 0)">green</span> '
 DRAWN = (64, 60, 223, 179)  # a region drawn on the scene, in its pixels
 DRAWN_BOX = "{<20><25><69><74>}"  # ... on the 0-100 grid (mask2bbox: nearest to 100 x 100)
+IDENTIFIED = r"\[identify\] what is this \{<(\d+)><(\d+)><(\d+)><(\d+)>\}"
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +173,12 @@ def test_second_prompt_is_the_originals(tmp_path):
     assert fresh is not session and [m["content"] for m in history] == [turns[0]["question"]]
 
 
+def fetch_image(page, img) -> Image.Image:
+    """The image an <img> of the page shows, as the browser loads it."""
+    response = page.request.get(img.get_attribute("src"))
+    return Image.open(io.BytesIO(response.body())).convert("RGB")
+
+
 @pytest.mark.browser
 def test_real_browser(demo_server, files, tmp_path):
     if not os.path.exists(CHROMIUM):
@@ -190,7 +198,10 @@ def test_real_browser(demo_server, files, tmp_path):
             page.goto(demo_server, wait_until="domcontentloaded", timeout=120_000)
             heading = page.get_by_role("heading", name="MiniGPT-v2 Demo", exact=True)
             expect(heading).to_be_visible(timeout=60_000)
+            empty_editor = page.get_by_text("Upload an image or select the draw tool to start")
+            expect(empty_editor).to_be_visible(timeout=60_000)  # the editor is ready
             page.locator("input[type=file]").first.set_input_files(str(files["scene"]))
+            expect(empty_editor).to_be_hidden(timeout=60_000)  # ... and shows the image
             page.get_by_role("button", name="Grounding", exact=True).click()
             textbox = page.get_by_placeholder("Upload your image and chat")
             expect(textbox).to_have_value(QUESTION, timeout=30_000)
@@ -201,10 +212,29 @@ def test_real_browser(demo_server, files, tmp_path):
             expect(answer_image).to_be_visible(timeout=120_000)
             span = bot.first.locator("span[style]", has_text="green")
             expect(span).to_have_css("color", "rgb(255, 0, 0)")
+            view = fetch_image(page, answer_image)
+
+            # [identify]: a stroke drawn with the brush becomes the question's box
+            page.get_by_role("button", name="Brush", exact=True).click()
+            canvas = page.locator("canvas").first.bounding_box()
+            x0, y0 = canvas["x"] + 0.35 * canvas["width"], canvas["y"] + 0.4 * canvas["height"]
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            for step in range(1, 11):
+                page.mouse.move(x0 + 8 * step, y0 + 5 * step)
+            page.mouse.up()
+            page.get_by_role("button", name="Identify", exact=True).click()
+            expect(textbox).to_have_value("[identify] what is this ", timeout=30_000)
+            page.get_by_role("button", name="Send", exact=True).click()
+            user = page.locator("[data-testid='user']")
+            expect(user.locator("img").first).to_be_visible(timeout=60_000)
+            question = user.filter(has_text="[identify]").first.inner_text().strip()
+            drawn = fetch_image(page, user.locator("img").first)
             page.screenshot(path=str(tmp_path / "demo_v2.png"))
-            response = page.request.get(answer_image.get_attribute("src"))
-            view = Image.open(io.BytesIO(response.body())).convert("RGB")
         finally:
             context.close()
     assert view.size == (500, 375)
     assert_box_drawn(view, ANSWER)
+    x1, y1, x2, y2 = (int(v) for v in re.fullmatch(IDENTIFIED, question).groups())
+    assert 0 <= x1 < x2 <= 100 and 0 <= y1 < y2 <= 100 and x2 - x1 > 10 and y2 - y1 > 10
+    assert_box_drawn(drawn, question)
