@@ -165,6 +165,11 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             img_list,
         )
 
+    def after_refused_upload():
+        """A refused upload changes nothing; touching the image and text box again clears the
+        "Error" badges gradio leaves on a failed event's outputs (the toast says why)."""
+        return gr.Image(interactive=True), gr.Textbox(interactive=False)
+
     def gradio_ask(
         user_message: str,
         chatbot: list | None,
@@ -271,7 +276,7 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             [image, text_input, upload_button, chat_state, img_list],
             api_name="upload",
             preprocess=False,
-        )
+        ).failure(after_refused_upload, None, [image, text_input], queue=False, api_name=False)
         text_input.submit(
             gradio_ask,
             [text_input, chatbot, chat_state, img_list],
@@ -304,7 +309,9 @@ def open_upload(upload: dict[str, Any]) -> Image.Image:
     try:
         return load_image(path, name=name)
     except ImageLoadError as err:
-        raise gr.Error(f"This image cannot be used: {err}") from err
+        message = f"This image cannot be used: {err}"
+        logger.warning("Upload refused. %s", message)  # one console line, no traceback
+        raise gr.Error(message, print_exception=False) from err
 
 
 def build_chat(args: argparse.Namespace) -> Chat:

@@ -1,7 +1,7 @@
 """Train MiniGPT-4: ``torchrun --nproc_per_node N train.py --cfg-path train_configs/X.yaml``.
 
 Also runs as a single process (``python train.py --cfg-path ...``) and on CPU
-(``--options run.device=cpu``). See README.md for the two training stages.
+(``--options run.device=cpu``). See docs/training.md for the two training stages.
 """
 
 from __future__ import annotations

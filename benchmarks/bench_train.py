@@ -8,18 +8,17 @@ DIR holds random weights of the real sizes in the real formats, written once by
 ``real_size_weights.py`` (the same folder ``bench_real_size.py`` uses). For every mode (bf16 and
 4-bit LLMs by default), batch and LLM gradient checkpointing off/on, a fresh subprocess builds the
 stage-2 model as train.py does (``train_configs/minigpt4_stage2_finetune.yaml`` + ``--options``,
-the registry, :func:`minigpt4.models.training_precision.prepare_for_training`) and runs
-``--steps`` training steps (forward under the run's autocast, backward, AdamW) on random images
-and a caption as long as ``max_txt_len``, after one untimed warm-up step. It prints one table:
-s/it (the mean of the timed steps) and the process's CPU seconds per step divided by its threads
-(the same figure on an idle machine; lower than s/it when something else shares the cores), the
-peak RSS of loading and of training apart (the kernel's high-water mark is reset between them), the
-whole run's peak anonymous memory (GB, 1e9 bytes, /proc/self/status; anonymous memory is what the
-machine must really have, mapped weight files being reclaimable page cache), torch's allocator peak
-on CUDA, and beside them the training-memory estimate of :mod:`minigpt4.models.train_memory` for
-the same run. A CPU run whose estimate exceeds the memory available now is not started (its row
-says so) rather than left to the out-of-memory killer. The machine is named as ``roofline.py``
-names it.
+the registry, :func:`minigpt4.models.training_precision.prepare_for_training`) and runs ``--steps``
+training steps (forward under the run's autocast, backward, AdamW) on random images and a caption
+as long as ``max_txt_len``, after ``--warmup`` untimed steps (default 1). It prints one table: s/it
+(the mean of the timed steps) and the process's CPU seconds per step divided by its threads (the
+same figure on an idle machine; lower than s/it when something else shares the cores), the peak RSS
+of loading and of training apart (the kernel's high-water mark is reset between them), the whole
+run's peak anonymous memory (GB, 1e9 bytes, /proc/self/status; anonymous memory is what the machine
+must really have, mapped weight files being reclaimable page cache), torch's allocator peak on
+CUDA, and beside them the training-memory estimate of :mod:`minigpt4.models.train_memory` for the
+same run. A CPU run whose estimate exceeds the memory available now is not started (its row says
+so) rather than left to the out-of-memory killer. The machine is named as ``roofline.py`` names it.
 """
 
 from __future__ import annotations
@@ -108,7 +107,7 @@ def train(args: argparse.Namespace, mode: str, batch: int, checkpoint: bool) -> 
     load_rss = proc_status().get("VmHWM")
     reset_peak_rss()
     times, cpu_times = [], []
-    for _ in range(args.steps + 1):  # the first step warms up (allocations, kernel choice)
+    for _ in range(args.warmup + args.steps):  # warm-up steps: allocations, kernel choice
         _sync(args.device)
         start, cpu_start = time.perf_counter(), time.process_time()
         with plan.autocast_context():
@@ -122,8 +121,8 @@ def train(args: argparse.Namespace, mode: str, batch: int, checkpoint: bool) -> 
     model_cls, model_config = config_of(cfg)
     estimated = estimate(model_cls, model_config, args.device, batch).total
     return {
-        "s_per_it": sum(times[1:]) / args.steps,
-        "cpu_s_per_it": sum(cpu_times[1:]) / args.steps,
+        "s_per_it": sum(times[args.warmup :]) / args.steps,
+        "cpu_s_per_it": sum(cpu_times[args.warmup :]) / args.steps,
         "load_rss": load_rss,
         "peak_rss": proc_status().get("VmHWM"),
         "peak_anon": anon.stop(),
@@ -178,7 +177,8 @@ def run_in_subprocess(args: argparse.Namespace, mode: str, batch: int, ckpt: str
             return {"error": f"not run: estimate {_gb(needed)} GB > {_gb(available)} GB available"}
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"{mode},{batch},{ckpt}",
            "--size", args.size, "--weights", args.weights, "--device", args.device,
-           "--steps", str(args.steps), "--threads", str(args.threads)]  # fmt: skip
+           "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--threads", str(args.threads)]  # fmt: skip
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
@@ -214,6 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--grad-checkpoint", nargs="+", choices=["off", "on"], default=["off", "on"]
     )
     parser.add_argument("--steps", type=int, default=2, help="timed steps after the warm-up")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -243,7 +244,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         results.append(run_in_subprocess(args, mode, batch, ckpt))
     machine = roofline.this_machine(args.device).describe()
     print(
-        f"\nMiniGPT-4 {args.size} stage 2, random weights, {args.steps} timed steps, on {machine}\n"
+        f"\nMiniGPT-4 {args.size} stage 2, random weights, {args.steps} timed step(s) after "
+        f"{args.warmup} warm-up step(s), on {machine}\n"
     )
     print(markdown(table(runs, results)))
     return results

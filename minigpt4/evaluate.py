@@ -8,8 +8,8 @@ Each question is asked in a fresh conversation (the demo's: upload, ask, answer;
 greedily unless ``--do-sample``, batched through the model's generation path. The answers are
 scored as the benchmark's official script does; ``--out`` gets every item with its answer and
 the scores, and a table is printed. A killed run continues where it stopped when started again
-with the same arguments (answers so far are in ``<out>.partial``). See README, "Evaluating a
-checkpoint", for the data layouts.
+with the same arguments (answers so far are in ``<out>.partial``). See docs/evaluation.md for
+the data layouts.
 """
 
 from __future__ import annotations

@@ -51,7 +51,9 @@ DEFAULT_PROMPT = "Describe this image in detail."
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m minigpt4.inference",
-        description="Answer one question about many images with MiniGPT-4 (JSON lines out).",
+        description="Answer one question about many images with MiniGPT-4 (JSON lines out). "
+        "Answers are sampled with the chat template's settings (temperature 1.0, top-p 0.9), "
+        "seeded by --seed; --greedy takes the most likely token at every step.",
     )
     parser.add_argument("--cfg-path", required=True, help="eval config (as for demo.py)")
     parser.add_argument(
@@ -79,7 +81,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ):
         parser.add_argument(flag, type=kind, default=None)
     parser.add_argument(
-        "--greedy", action="store_true", help="no sampling: the most likely token at every step"
+        "--greedy",
+        action="store_true",
+        help="no sampling (which is the default): the most likely token at every step",
     )
     args = parser.parse_args(argv)
     if args.batch_size < 1:

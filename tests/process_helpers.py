@@ -25,11 +25,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(cmd: Sequence[str], url: str, log_path: Path, env: dict | None = None) -> Iterator:
-    """Run ``cmd`` (from the repository root) until ``url`` answers 200; yield the process."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", **(env or {}))
+def serving(
+    cmd: Sequence[str], url: str, log_path: Path, env: dict | None = None, cwd: Path = REPO_ROOT
+) -> Iterator:
+    """Run ``cmd`` (from ``cwd``, the repository root) until ``url`` answers 200; yield the
+    process."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:

@@ -513,14 +513,21 @@ def image_files(tmp_path):
         ("huge.png", "This image cannot be used: huge.png: the image is too large (900 megapix"),
     ],
 )
-def test_demo_refuses_bad_images_with_the_reason(demo_app, image_files, name, shown):
+def test_demo_refuses_bad_images_with_the_reason(demo_app, image_files, name, shown, caplog, capfd):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
     client = Client(demo_app["url"], verbose=False)
-    with pytest.raises(AppError) as err:
-        client.predict(handle_file(str(image_files / name)), "", api_name="/upload")
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING, logger="minigpt4.demo"):
+        with pytest.raises(AppError) as err:
+            client.predict(handle_file(str(image_files / name)), "", api_name="/upload")
     assert str(err.value).startswith(shown)  # gr.Error: shown in the page, not only in a log
+    # the console: one line with the reason, no traceback
+    refused = [r.getMessage() for r in caplog.records if r.name == "minigpt4.demo"]
+    assert len(refused) == 1 and refused[0].startswith(f"Upload refused. {shown}"), refused
+    console = capfd.readouterr()
+    assert "Traceback" not in console.err + console.out
     # the session is still usable: a good (16-bit) image is accepted afterwards
     image_update, box = client.predict(handle_file(str(image_files / "deep.png")), "",
                                        api_name="/upload")  # fmt: skip
@@ -565,6 +572,9 @@ def test_demo_shows_why_an_image_is_refused_in_the_browser(demo_app, image_files
             page.get_by_role("button", name="Upload & Start Chat").click()
             toast = page.get_by_text("This image cannot be used: fake.png: not an image file")
             expect(toast.first).to_be_visible(timeout=60_000)
+            # gradio marks a failed event's outputs with "Error" badges (over the image and the
+            # text box); the demo clears them, so once the toast goes no "Error" is left
+            expect(page.get_by_text("Error", exact=True)).to_have_count(0, timeout=30_000)
 
             page.locator("input[type=file]").first.set_input_files(str(image_files / "deep.png"))
             page.get_by_role("button", name="Upload & Start Chat").click()

@@ -196,3 +196,31 @@ def test_cfg_path_relative_to_repo_root_from_elsewhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = make("train_configs/minigpt4_stage1_pretrain.yaml")
     assert cfg.run_cfg.max_epoch == 4
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["datasets.cfgtest_data.build_inf=null"], "unknown key 'datasets.cfgtest_data.build_inf'"),
+        (["run.init_lr=${oc.env:CFGTEST_UNSET_LR}"], "cannot resolve 'run.init_lr'"),
+        (["run.max_epochs=null"], "unknown key 'run.max_epochs'"),
+        (["model.freez_vit=True"], "unknown key 'model.freez_vit'. Did you mean 'freeze_vit'?"),
+    ],
+)
+def test_errors_from_options_name_options_not_the_file(defaults_dir, tmp_path, options, says):
+    """A value given with --options (null and interpolations too) is blamed on --options."""
+    path = write_cfg(tmp_path, USER_CFG)
+    with pytest.raises(ConfigError) as info:
+        make(path, options)
+    message = str(info.value)
+    assert message.startswith("--options: ") and says in message
+    assert path not in message
+
+
+def test_unknown_model_key_in_the_file_names_the_file(defaults_dir, tmp_path):
+    """A model key that no model reads would silently keep its default: an error instead."""
+    path = write_cfg(tmp_path, USER_CFG.replace("  max_txt_len: 160", "  max_text_len: 160"))
+    with pytest.raises(ConfigError) as info:
+        make(path)
+    assert str(info.value).startswith(f"{path}: unknown key 'model.max_text_len'")
+    assert "Did you mean 'max_txt_len'?" in str(info.value)

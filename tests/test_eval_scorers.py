@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from minigpt4.evaluation import mme, pope, vqa
+from minigpt4.evaluation import mme, pope, tables, vqa
 from minigpt4.evaluation.items import Item
 
 
@@ -169,3 +169,24 @@ def test_vqa_score_per_type():
     )
     assert scores["overall"] == pytest.approx(100 * (2 + red) / 3)
     assert scores["perQuestionType"]["how many"] == 100.0
+
+
+def _mme_pairs(categories: list[str]) -> tuple[list[Item], list[str]]:
+    """One image per category, both questions answered right."""
+    items = [_item(c, c, truth, k) for c in categories for k, truth in enumerate(["Yes", "No"])]
+    return items, ["Yes", "No"] * len(categories)
+
+
+def test_mme_sums_say_which_categories_they_cover():
+    # The tiny world's layout: one official perception category, no cognition one.
+    scores = mme.score(*_mme_pairs(["position", "colour", "shape"]))
+    assert tables.mme_sums_line(scores) == (
+        "perception 200.00 (1 of its 10 categories: position); "
+        "cognition: none of its categories in the data; "
+        "not MME categories, in 'all' only: colour, shape"
+    )
+    assert "cognition 0.00" not in tables.mme_table(scores)
+    # The full benchmark: the two sums as the official tool prints them.
+    full = mme.score(*_mme_pairs(list(mme.PERCEPTION + mme.COGNITION)))
+    assert tables.mme_sums_line(full) == "perception 2000.00; cognition 800.00"
+    assert tables.mme_table(full).endswith("\nperception 2000.00; cognition 800.00")

@@ -128,3 +128,11 @@ def test_command_writes_one_json_line_per_image(image_dir, tmp_path):
     assert all(isinstance(r["answer"], str) for r in records[:-1])
     assert records[-1]["answer"] is None and "cannot read image" in records[-1]["error"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["answers.jsonl"]  # no temp file left
+
+
+def test_help_says_answers_are_sampled_unless_greedy(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Answers are sampled with the chat template's settings" in text
+    assert "--greedy" in text and "no sampling (which is the default)" in text

@@ -438,10 +438,9 @@ def test_minigptv2_template_is_the_originals():
 
 
 def readme_library_examples() -> list[str]:
-    """The Python blocks of the README's "Using it as a library" section."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("## Using it as a library\n", 1)[1].split("\n## ", 1)[0]
-    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+    """The Python blocks of the docs' "Using it as a library" page (docs/library.md)."""
+    page = (REPO_ROOT / "docs" / "library.md").read_text()
+    return [block.split("```", 1)[0] for block in page.split("```python\n")[1:]]
 
 
 @pytest.mark.parametrize("index", range(3))

@@ -23,6 +23,7 @@ from minigpt4.common.config_error import ConfigError
 from minigpt4.common.registry import registry
 from minigpt4.runners.runner_base import RunnerBase
 from minigpt4.runners.strategy import build_strategy
+from minigpt4.runners.train_data import records_line
 from minigpt4.tasks.image_text_pretrain import ImageTextPretrainTask
 
 
@@ -379,3 +380,21 @@ def test_strategy_follows_the_launch_unless_the_config_names_one(tmp_path):
         build_strategy("single", distributed=True, world_size=2)
     with pytest.raises(ConfigError, match="run.strategy"):
         make_runner(tmp_path / "c", strategy="fsdp")
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        yield from range(3)
+
+
+def test_records_line_says_what_a_stream_holds():
+    """A webdataset stream has no record count: the log says so instead of "Loaded 0 records"."""
+    assert records_line({"align": list(range(7))}, "train") == (
+        "Loaded 7 records for train split from the dataset."
+    )
+    line = records_line({"laion": _Stream(), "align": list(range(7))}, "train")
+    assert line == (
+        "Loaded the train split: webdataset streams of laion and 7 records (a stream has no "
+        "record count; run.iters_per_epoch sets the epoch's length)."
+    )
+    assert "0 records" not in records_line({"laion": _Stream()}, "train")

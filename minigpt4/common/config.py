@@ -17,6 +17,7 @@ a default silently. Every ``run`` value is checked against its declaration in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -66,8 +67,7 @@ def _check_keys(
     """
     for key, value in block.items():
         if key not in schema:
-            if OmegaConf.select(options, f"{where}.{key}", default=None) is not None:
-                source = "--options"
+            source = "--options" if in_options(options, f"{where}.{key}") else source
             raise ConfigError(
                 f"{source}: unknown key '{where}.{key}'.{nearest(str(key), schema)} Valid keys "
                 f"there: {', '.join(schema)}. Remove or correct it (unknown keys would silently "
@@ -82,6 +82,25 @@ def _check_keys(
                 f"got {value!r}"
             )
         _check_keys(value, sub, f"{where}.{key}", source, options)
+
+
+def model_keys() -> dict[str, None]:
+    """Every key a ``model`` section may set (the fields of the typed model config; its nested
+    ``vit_config`` / ``qformer_config`` are checked when the model is built)."""
+    from minigpt4.models.model_config import MiniGPT4Config
+
+    return dict.fromkeys(f.name for f in dataclasses.fields(MiniGPT4Config))
+
+
+def in_options(options: DictConfig, key: str) -> bool:
+    """Whether ``--options`` set the dotted ``key``, to any value (``null`` and unresolvable
+    interpolations too: nothing is resolved)."""
+    node: Any = OmegaConf.to_container(options, resolve=False)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def parse_options(options: Sequence[str] | None) -> DictConfig:
@@ -137,10 +156,11 @@ class Config:
         if config.get("evaluation_datasets") is not None:
             sections.append({"evaluation_datasets": config.evaluation_datasets})
         self.config = OmegaConf.merge(*sections, user_config)
-        self._resolve(cfg_path)
+        self._resolve(cfg_path, user_config)
         self._cfg_path = cfg_path
         self._run_options = frozenset(user_config.get("run") or ())
         RunConfig.from_node(self.config.run, self._run_source)  # every value, before any model
+        _check_keys(self.config.model, model_keys(), "model", cfg_path, user_config)
         for name in self.config.get("datasets") or {}:
             block = self.config.datasets[name]
             if block is not None:
@@ -220,13 +240,14 @@ class Config:
             )
         return dataset_config
 
-    def _resolve(self, cfg_path: str) -> None:
+    def _resolve(self, cfg_path: str, options: DictConfig) -> None:
         try:
             OmegaConf.resolve(self.config)
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None) or "?"
+            source = "--options" if in_options(options, key) else cfg_path
             raise ConfigError(
-                f"{cfg_path}: cannot resolve '{key}': {err.msg if hasattr(err, 'msg') else err}. "
+                f"{source}: cannot resolve '{key}': {err.msg if hasattr(err, 'msg') else err}. "
                 "If it reads an environment variable (${oc.env:NAME}), export NAME or set the key "
                 "with --options."
             ) from err

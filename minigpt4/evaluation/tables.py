@@ -40,11 +40,27 @@ def mme_table(scores: dict[str, Any]) -> str:
         ]
     )
     text = _rows(["category", "acc", "acc+", "score", "other", "images"], rows)
-    text += f"\nperception {scores['perception']:.2f}  cognition {scores['cognition']:.2f}"
-    official = len(mme.PERCEPTION + mme.COGNITION)
-    if 0 < official - len(scores["missing_categories"]) < official:
-        text += f"  (official categories absent: {', '.join(scores['missing_categories'])})"
-    return text
+    return text + "\n" + mme_sums_line(scores)
+
+
+def mme_sums_line(scores: dict[str, Any]) -> str:
+    """MME's two sums, saying what each covers: a sum over categories the data lacks is no
+    score (the tiny world has one perception category and no cognition one)."""
+    categories = scores["categories"]
+    parts = []
+    for label, names in (("perception", mme.PERCEPTION), ("cognition", mme.COGNITION)):
+        present = [c for c in names if c in categories]
+        if not present:
+            parts.append(f"{label}: none of its categories in the data")
+        elif len(present) < len(names):
+            covered = f"{len(present)} of its {len(names)} categories: {', '.join(present)}"
+            parts.append(f"{label} {scores[label]:.2f} ({covered})")
+        else:
+            parts.append(f"{label} {scores[label]:.2f}")
+    unofficial = [c for c in categories if c not in mme.PERCEPTION + mme.COGNITION]
+    if unofficial:
+        parts.append(f"not MME categories, in 'all' only: {', '.join(unofficial)}")
+    return "; ".join(parts)
 
 
 def pope_table(scores: dict[str, Any]) -> str:

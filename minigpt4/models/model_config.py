@@ -120,7 +120,7 @@ class MiniGPT4Config:
     lora_alpha: int = 32
     merge_lora: bool = False  # fold LoRA into the LLM's weights after loading (inference)
     pad_token: str | None = None  # None: the tokenizer's, else the end-of-sequence token
-    # the LLM's tokenizer and chat (README "Adding an LLM"); unset: the LLaMA/Vicuna behaviour
+    # the LLM's tokenizer and chat (docs/training.md, "Adding an LLM"); unset: LLaMA/Vicuna's
     tokenizer: str | None = None  # TOKENIZER_KINDS
     tokenizer_path: str = ""  # a folder holding the tokenizer; "": the llama_model folder
     bos_token: str | None = None  # None: the tokenizer's; "": no BOS (auto tokenizers)

@@ -38,22 +38,36 @@ def build_train_loaders(
         "dataset_ratios not specified, datasets will be concatenated (map-style "
         "datasets) or chained (webdataset.DataPipeline)."
     )
-    by_split: dict[str, list[Any]] = {split: [] for split in run.train_splits}
+    by_split: dict[str, dict[str, Any]] = {split: {} for split in run.train_splits}
     for name, dataset in datasets.items():
         for split in run.train_splits:
             if split not in dataset:
                 raise ValueError(f"dataset '{name}' has no '{split}' split")
-            by_split[split].append(dataset[split])
+            by_split[split][name] = dataset[split]
     loaders = {}
-    for split, parts in by_split.items():
-        num_records = sum(0 if is_stream(d) else len(d) for d in parts)
-        logger.info("Loaded %d records for %s split from the dataset.", num_records, split)
+    for split, named_parts in by_split.items():
+        logger.info(records_line(named_parts, split))
+        parts = list(named_parts.values())
         ratios = None
         if all(hasattr(d, "sample_ratio") for d in parts):
             ratios = [float(d.sample_ratio) for d in parts]
         each = [_create_loader(d, run, datasets_cfg, pin_memory) for d in parts]
         loaders[split] = MultiIterLoader(each, ratios=ratios)
     return loaders
+
+
+def records_line(named_parts: dict[str, Any], split: str) -> str:
+    """The log line that says what a split holds: the original's record count, which is only
+    true of datasets with a length; a webdataset stream has none (the original printed 0)."""
+    records = sum(len(d) for d in named_parts.values() if not is_stream(d))
+    streams = [name for name, d in named_parts.items() if is_stream(d)]
+    if not streams:
+        return f"Loaded {records} records for {split} split from the dataset."
+    counted = f" and {records} records" if len(streams) < len(named_parts) else ""
+    return (
+        f"Loaded the {split} split: webdataset streams of {', '.join(streams)}{counted} (a "
+        "stream has no record count; run.iters_per_epoch sets the epoch's length)."
+    )
 
 
 def iters_per_epoch(run: RunConfig, loader: Any) -> int:

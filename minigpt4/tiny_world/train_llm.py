@@ -25,14 +25,14 @@ and a fifth that is no MiniGPT-4 layout, a drill: ``<s> [slot] red Yes, circle N
 The defaults make the description-only LLM (stage 1, stage 2 and demo layouts); the shipped LLM
 is ``YES_NO_RECIPE`` run from it with ``--init``, which teaches yes/no answers as well. They need
 a comparison (is the question's word among the slot's?), which the tiny LLM did not find in the
-conversations (chance for 400-2000 steps; tiny_world/README.md). The drill warm-up, where the
+conversations (chance for 400-2000 steps; docs/tiny-world.md). The drill warm-up, where the
 answer follows the word it is about, is what made it find it on word slots; a loss term of the
 answers' own keeps them weighing. What made it work through MiniGPT-4's stages is a slot that
 looks like what a linear ``llama_proj`` makes of the image: each embedding a random mixture of
 the scene's words (``--slot-mix``), plus a share of an absent word (``--slot-distract``, so that
 a trace of "blue" is not a "Yes") and Gaussian noise (``--slot-noise``). Yes/no conversations
 that start with the image's description (``--yes-no-described``) and 3000 steps keep the demo's
-follow-up answers right (0.91 of them without; README, "Benchmark").
+follow-up answers right (0.91 of them without; docs/tiny-world.md).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ DEFAULT_SLOT_LEN = 32  # = num_query_token of the vision side
 IGNORE = -100
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 # The mix after the warm-ups (none by default). The defaults, without "yesno" and "drill", made the
-# description-only LLM; the shipped one is YES_NO_RECIPE's run from it with --init (README).
+# description-only LLM; the shipped one is YES_NO_RECIPE's run from it with --init (docs).
 LAYOUT_WEIGHTS = {"stage1": 0.3, "stage2": 0.35, "demo": 0.35, "yesno": 0.0, "drill": 0.0}
 YES_NO_RECIPE = (
     "--steps 3000 --drill-warmup 250 --yes-no-warmup 300 --yes-no-weight 0.5 "

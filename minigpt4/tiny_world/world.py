@@ -61,7 +61,7 @@ COLOUR_RGB: dict[str, tuple[int, int, int]] = {
 # All dark, so every shape is brighter than its background in its strong channels. With a white
 # background as well (the first version of this world), the sign of the shape's contrast flipped
 # between backgrounds, and a tiny ViT trained from scratch learnt outlines far more slowly: 0.55
-# vs 0.85 shape accuracy after the same 1000 pre-training steps (see tiny_world/README.md).
+# vs 0.85 shape accuracy after the same 1000 pre-training steps (see docs/tiny-world.md).
 BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {
     "black": (0, 0, 0),
     "gray": (70, 70, 70),
