@@ -25,7 +25,15 @@ import gradio as gr
 from gradio.processing_utils import save_pil_to_cache
 from PIL import Image, ImageChops
 
-from demo import build_chat, launch, port_number, requested_port, reserve_port
+from demo import (
+    DEFAULT_PORT,
+    PORT_ENV,
+    build_chat,
+    launch,
+    port_number,
+    requested_port,
+    reserve_port,
+)
 from minigpt4.common.box_drawing import draw_answer
 from minigpt4.common.boxes import mask2bbox
 from minigpt4.common.cli import run_command
@@ -111,9 +119,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="override settings of the config file: key=value pairs such as "
         "model.ckpt=/path/to/minigptv2_checkpoint.pth",
     )
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    parser.add_argument("--server-name", default="127.0.0.1", help="address to bind")
-    parser.add_argument("--server-port", type=port_number, default=None)
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="where to run the model (default: cuda if available, else cpu)",
+    )
+    parser.add_argument(
+        "--server-name", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)"
+    )
+    parser.add_argument(
+        "--server-port",
+        type=port_number,
+        default=None,
+        help=f"port (default: {DEFAULT_PORT}, or ${PORT_ENV}); an error if it is taken",
+    )
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     parser.add_argument("--seed", type=int, default=None, help="seed every answer's sampling")
     return parser.parse_args(argv)
