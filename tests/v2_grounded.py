@@ -4,8 +4,8 @@ Set V's weights are random, so its answers hold no box; the clients' tests (demo
 batch command, the server, lmms-eval) need one to see boxes drawn, coloured or kept as text.
 This trains set V's fine-tuning model (``llama_proj`` and LoRA, as ``train.py`` would) on one
 image and one question until it answers :data:`ANSWER`, and writes the checkpoint
-``tests/fixtures/minigptv2_grounded/grounded_checkpoint.pth`` (65 KB). Remake it from the
-repository root with ``python -m tests.v2_grounded`` (about 30 s on one CPU thread).
+``tests/fixtures/minigptv2_grounded/grounded_checkpoint.pth`` (61 KB). Remake it from the
+repository root with ``python -m tests.v2_grounded`` (under a minute on one CPU thread).
 
 The model never saw another image or question, so it tends to give the same answer to any
 grounding question about any image; the tests ask :data:`QUESTION` about :func:`scene`.
