@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from benchmarks.roofline import this_machine  # noqa: E402
-from minigpt4.tiny_world import evaluate, text  # noqa: E402
+from tiny_world import evaluate, text  # noqa: E402
 
 EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"
 
