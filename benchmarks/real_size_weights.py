@@ -25,7 +25,7 @@ from torch import nn
 from minigpt4.common.atomic_write import atomic_write_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_WORLD_TOKENIZER = os.path.join(REPO, "minigpt4/tiny_world/checkpoint/llama/tokenizer.model")
+TINY_WORLD_TOKENIZER = os.path.join(REPO, "tiny_world/checkpoint/llama/tokenizer.model")
 MARKER = "bench_weights.json"
 INIT_STD = 0.02
 
