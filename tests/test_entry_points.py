@@ -19,6 +19,7 @@ COMMANDS = {
     "python -m minigpt4.inference": ("module", "minigpt4.inference", True),
     "python -m minigpt4.serve": ("module", "minigpt4.serve", True),
     "python -m minigpt4.evaluate": ("module", "minigpt4.evaluate", True),
+    "python -m minigpt4.models.train_memory": ("module", "minigpt4.models.train_memory", False),
     "python -m minigpt4.evaluation.lmms_eval_data": (
         "module",
         "minigpt4.evaluation.lmms_eval_data",

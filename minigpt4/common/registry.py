@@ -27,7 +27,9 @@ T = TypeVar("T")
 REGISTERING_MODULES = (
     "minigpt4.common.optims",
     "minigpt4.datasets.builders",
-    "minigpt4.models",
+    "minigpt4.models.mini_gpt4",
+    "minigpt4.models.minigpt4_llama2",
+    "minigpt4.models.minigpt_v2",
     "minigpt4.processors",
     "minigpt4.runners",
     "minigpt4.tasks",

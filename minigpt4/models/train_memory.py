@@ -35,14 +35,17 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from minigpt4.common.utils import resolve_path
-from minigpt4.models import lora, memory
-from minigpt4.models.model_config import MiniGPT4Config
-from minigpt4.models.precision import Precision
+
+if TYPE_CHECKING:
+    import torch
+
+    from minigpt4.models.model_config import MiniGPT4Config
+
+# torch and the model modules are imported where they are used, so that the command's --help
+# answers before torch is imported (as every entry point's does).
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +117,10 @@ def llm_config(config: MiniGPT4Config, llm_size: str | None = None) -> Any:
 
 
 def _llm_shapes(config: MiniGPT4Config, llm: Any, llm_size: str | None) -> dict[str, tuple]:
+    import torch
+
+    from minigpt4.models import memory
+
     folder = resolve_path(config.llama_model)
     if llm_size is None and memory.llm_weight_files(folder):
         return memory.llm_tensor_shapes(folder)
@@ -127,6 +134,7 @@ def _llm_shapes(config: MiniGPT4Config, llm: Any, llm_size: str | None) -> dict[
 def _saved_bytes(llm: Any, layers: int, batch: int, tokens: int, dtype, checkpoint: bool) -> int:
     """Bytes autograd saves for backward in one training forward of the LLM with ``layers``
     decoder layers, on the meta device."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     from minigpt4.models.mini_gpt4 import causal_lm_loss
@@ -219,6 +227,10 @@ def estimate(
 ) -> TrainingMemory:
     """The peak memory of one training step of ``config`` at ``batch_size`` (see the module
     docstring for the parts)."""
+    import torch
+
+    from minigpt4.models import lora, memory
+    from minigpt4.models.precision import Precision
     from minigpt4.models.trainable import trainable_names
 
     llm = llm_config(config, llm_size)
@@ -281,6 +293,7 @@ def config_of(cfg: Any, **overrides: Any) -> tuple[type, MiniGPT4Config]:
     from omegaconf import OmegaConf
 
     from minigpt4.common.registry import registry
+    from minigpt4.models.model_config import MiniGPT4Config
 
     model_cls = registry.get_model_class(cfg.model_cfg.arch)
     section = {**OmegaConf.to_container(cfg.model_cfg, resolve=True), **overrides}
@@ -322,9 +335,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> TrainingMemory:
+    args = parse_args(argv)  # before the imports below: --help answers without torch
     from minigpt4.common.config import Config
+    from minigpt4.models import memory
 
-    args = parse_args(argv)
     cfg = Config(argparse.Namespace(cfg_path=args.cfg_path, options=args.options))
     overrides: dict[str, Any] = {"device": args.device}
     if args.dtype:
