@@ -41,7 +41,6 @@ V2_MARKER = "bench_weights_v2.json"
 VARIANTS = ("minigpt4", "minigptv2")
 # LLaMA-2's config.json values where they differ from Vicuna v0's (shapes are the same).
 LLAMA2_CHAT_SETTINGS = {"max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
-ROPE_BASE = 10000.0  # LLaMA's rotary base: the checkpoint's inv_freq buffers
 INIT_STD = 0.02
 
 
@@ -207,7 +206,8 @@ def v2_checkpoint_state(size: Size, lora_r: int) -> dict[str, torch.Tensor]:
     state = {"llama_proj.weight": random_tensor("llama_proj.weight", (hidden, 4 * vit_width), fp32),
              "llama_proj.bias": random_tensor("llama_proj.bias", (hidden,), fp32)}  # fmt: skip
     head_dim = hidden // size.num_attention_heads
-    inv_freq = 1.0 / ROPE_BASE ** (torch.arange(0, head_dim, 2, dtype=fp32) / head_dim)
+    rope_base = size.llm_config()["rope_parameters"]["rope_theta"]
+    inv_freq = 1.0 / rope_base ** (torch.arange(0, head_dim, 2, dtype=fp32) / head_dim)
     for i in range(size.num_hidden_layers):
         attn = f"{WRAPPED}model.layers.{i}.self_attn."
         for target in LORA_TARGETS:
