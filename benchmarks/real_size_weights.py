@@ -224,10 +224,8 @@ def write_llama2_folder(size: Size, folder: str) -> None:
     links), and LLaMA-2's ``config.json``."""
     vicuna, llama2 = paths(folder)["llm"], paths(folder, "minigptv2")["llm"]
     os.makedirs(llama2, exist_ok=True)
-    for name in sorted(os.listdir(vicuna)):
+    for name in sorted(set(os.listdir(vicuna)) - {"config.json"}):
         src, dst = os.path.join(vicuna, name), os.path.join(llama2, name)
-        if name == "config.json":
-            continue
         if os.path.exists(dst):
             os.remove(dst)
         try:
