@@ -18,8 +18,9 @@ checkpoint. It prints one table:
   by this): the peak while loading (RSS: VmHWM; anon: sampled every 10 ms) and the steady value
   once loaded; ``run anon``: the anonymous peak over the whole run (answer and training step
   included); on CUDA also torch's allocator peak while loading and over the run;
-- encode s (``chat.upload_img``), 1st token s (prompt to first token), prefill s (the LLM's
-  first forward call, on the whole prompt), tok/s (decode, after the first token), train s/it;
+- encode s (``chat.upload_img``), 1st token s (prompt to first token), answer s (prompt to the
+  whole answer of ``--new-tokens`` tokens), prefill s (the LLM's first forward call, on the
+  whole prompt), tok/s (decode, after the first token), train s/it;
 - each phase beside its bound on this machine (``roofline.py``, measured first, in this
   process, with the same threads), as bound / time (at most 100 % when the bound is right):
   encode and prefill against the matmul peak of the dtype they compute in (FLOPs counted as
@@ -206,12 +207,14 @@ def answer(chat: Any, conv: Any, img_list: list, new_tokens: int) -> dict[str, f
         _, tokens = chat.answer(
             conv, img_list, max_new_tokens=new_tokens, min_length=new_tokens, do_sample=False
         )
+        answer_s = time.perf_counter() - start
     finally:
         for hook in hooks:
             hook.remove()
     decode = (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 1 else float("nan")
-    return {"first_token_s": ends[0] - start, "prefill_s": ends[0] - starts[0],
-            "prefill_flops": prefill.total, "tok_s": decode, "tokens": len(tokens)}  # fmt: skip
+    return {"first_token_s": ends[0] - start, "answer_s": answer_s,
+            "prefill_s": ends[0] - starts[0], "prefill_flops": prefill.total, "tok_s": decode,
+            "tokens": len(tokens)}  # fmt: skip
 
 
 def train_step(chat: Any, device: str, batch: int) -> float:
@@ -370,7 +373,7 @@ def row(mode: str, r: dict[str, Any], roof: roofline.Roofline, device: str) -> l
         cells += [f"{r['cuda_load_peak']:.2f}", f"{r['cuda_steady']:.2f}",
                   f"{r['cuda_run_peak']:.2f}"]  # fmt: skip
     cells += [f"{r['encode_s']:.3g}", pct(of(r["encode_s"], bound["encode"])),
-              f"{r['first_token_s']:.3g}", f"{r['prefill_s']:.3g}",
+              f"{r['first_token_s']:.3g}", f"{r['answer_s']:.3g}", f"{r['prefill_s']:.3g}",
               pct(of(r["prefill_s"], bound["prefill"])), f"{r['tok_s']:.3g}",
               f"{1 / bound['token']:.3g}", pct(of(1 / r["tok_s"], bound["token"])),
               f"{r['train_s']:.3g}", f"{r['ckpt_mb']:.3g}", f"{r['loadavg']:.1f}"]  # fmt: skip
@@ -382,7 +385,7 @@ def header(device: str, train_batch: int) -> list[str]:
             "steady anon GB", "run peak anon GB"]  # fmt: skip
     if device == "cuda":
         cols += ["CUDA load peak GB", "CUDA steady GB", "CUDA run peak GB"]
-    return cols + ["encode s", "encode of bound", "1st token s", "prefill s",
+    return cols + ["encode s", "encode of bound", "1st token s", "answer s", "prefill s",
                    "prefill of bound", "tok/s", "bound tok/s", "of bound",
                    f"train s/it (batch {train_batch})", "ckpt MB", "load avg"]  # fmt: skip
 
