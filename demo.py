@@ -15,22 +15,23 @@ import contextlib
 import io
 import logging
 import os
-import socket
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from minigpt4.common.cli import run_command
+from minigpt4.common.model_args import add_model_arguments, chat_from_args
+from minigpt4.serve.ports import listen
+from minigpt4.serve.server import add_api_arguments, check_api_arguments
+
+if TYPE_CHECKING:  # gradio, torch and the model are imported once the arguments are read
+    import gradio as gr
+    from PIL import Image
+
+    from minigpt4.conversation.chat import Chat
+    from minigpt4.conversation.templates import Conversation
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-import gradio as gr  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from minigpt4.common.cli import run_command  # noqa: E402
-from minigpt4.common.logger import setup_logger  # noqa: E402
-from minigpt4.conversation.chat import Chat  # noqa: E402
-from minigpt4.conversation.templates import Conversation  # noqa: E402
-from minigpt4.processors.image_io import ImageLoadError, load_image  # noqa: E402
-from minigpt4.serve.server import add_api_arguments, check_api_arguments  # noqa: E402
 
 logger = logging.getLogger("minigpt4.demo")
 
@@ -71,20 +72,7 @@ def port_number(text: str) -> int:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Demo")
-    parser.add_argument("--cfg-path", required=True, help="path to configuration file.")
-    parser.add_argument("--gpu-id", type=int, default=0, help="specify the gpu to load the model.")
-    parser.add_argument(
-        "--options",
-        nargs="+",
-        help="override settings of the config file: key=value pairs such as "
-        "model.ckpt=/path/to/pretrained_minigpt4.pth",
-    )
-    parser.add_argument(
-        "--device",
-        choices=["cpu", "cuda"],
-        default=None,
-        help="where to run the model (default: cuda if available, else cpu)",
-    )
+    add_model_arguments(parser)
     parser.add_argument(
         "--server-name", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)"
     )
@@ -134,8 +122,28 @@ def _history(chatbot: list[dict] | None) -> list[dict[str, str]]:
     ]
 
 
+def warn_of_overflow(over: int) -> None:
+    """Tell the user when the conversation is ``over`` tokens longer than the model can see."""
+    import gradio as gr
+
+    if over:
+        gr.Warning(
+            f"The conversation is {over} tokens longer than the model can see: it answers "
+            "without its beginning (the image may be out of view). Press Restart to start over."
+        )
+
+
+def after_refused_upload() -> tuple:
+    """A refused upload changes nothing; touching the image and text box again clears the
+    "Error" badges gradio leaves on a failed event's outputs (the toast says why)."""
+    import gradio as gr
+
+    return gr.Image(interactive=True), gr.Textbox(interactive=False)
+
+
 def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
     """The demo page around ``chat``; ``seed`` seeds each answer (``None``: unseeded)."""
+    import gradio as gr
 
     def gradio_reset(chat_state: Conversation | None, img_list: list | None):
         if chat_state is not None:
@@ -164,11 +172,6 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             chat_state,
             img_list,
         )
-
-    def after_refused_upload():
-        """A refused upload changes nothing; touching the image and text box again clears the
-        "Error" badges gradio leaves on a failed event's outputs (the toast says why)."""
-        return gr.Image(interactive=True), gr.Textbox(interactive=False)
 
     def gradio_ask(
         user_message: str,
@@ -216,12 +219,7 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
         ):
             yield history, chat_state, img_list
             return
-        over = chat.overflow(chat_state, img_list)
-        if over:
-            gr.Warning(
-                f"The conversation is {over} tokens longer than the model can see: it answers "
-                "without its beginning (the image may be out of view). Press Restart to start over."
-            )
+        warn_of_overflow(chat.overflow(chat_state, img_list))
         history.append({"role": "assistant", "content": ""})
         for text in chat.stream_text(
             conv=chat_state,
@@ -302,6 +300,10 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
 
 def open_upload(upload: dict[str, Any]) -> Image.Image:
     """The uploaded file (gradio's FileData as a dict) as RGB, or a gr.Error saying why not."""
+    import gradio as gr
+
+    from minigpt4.processors.image_io import ImageLoadError, load_image
+
     path = upload.get("path")
     name = upload.get("orig_name") or os.path.basename(path or "") or "image"
     if not path:
@@ -316,34 +318,7 @@ def open_upload(upload: dict[str, Any]) -> Image.Image:
 
 def build_chat(args: argparse.Namespace) -> Chat:
     """Load the model and processor named by the config and wrap them in a ``Chat``."""
-    from minigpt4.common.config import Config
-    from minigpt4.conversation import loading
-
-    device = loading.resolve_device(args.device, args.gpu_id)
-    return loading.build_chat(Config(args), device, args.gpu_id)
-
-
-def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind ``host:port`` now, before the model loads, and hold it until :func:`launch`.
-
-    Like gradio (and uvicorn) the socket may reuse a port in TIME_WAIT, but not one that a
-    running server listens on.
-    """
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror as err:
-        raise SystemExit(f"--server-name {host}: not an address of this machine ({err})") from err
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as err:
-        sock.close()
-        raise SystemExit(
-            f"--server-port {port}: {host}:{port} cannot be used ({err.strerror or err}); "
-            "stop the program that holds it, or choose another port with --server-port"
-        ) from err
-    return sock
+    return chat_from_args(args)
 
 
 def requested_port(args: argparse.Namespace) -> int:
@@ -382,21 +357,22 @@ def launch(demo: gr.Blocks, host: str, port: int, share: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    from minigpt4.common.logger import setup_logger
+
     setup_logger()
     port = requested_port(args)
-    reserved = reserve_port(args.server_name, port)  # a taken port fails before the model loads
-    import minigpt4  # noqa: F401  (registers models and processors)
-
+    # A taken port fails before the model loads.
+    sock = listen(args.server_name, port, "--server-name", "--server-port")
     logger.info("Initializing Chat")
     chat = build_chat(args)
     logger.info("Initialization Finished")
     demo = build_demo(chat, seed=args.seed)
-    reserved.close()
     if args.api:
         from minigpt4.serve.server import run_with_demo
 
-        run_with_demo(chat, demo.queue(), args, args.server_name, port)
+        run_with_demo(chat, demo.queue(), args, args.server_name, port, sock)
         return
+    sock.close()  # gradio's launch binds the port itself
     launch(demo, args.server_name, port, args.share)
     demo.block_thread()
 

@@ -16,12 +16,12 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from benchmarks.roofline import this_machine  # noqa: E402
-from minigpt4.models.eva_vit import EvaVitConfig, convert_weights_to_fp16, create_eva_vit_g  # noqa: E402
-from minigpt4.models.mini_gpt4 import MiniGPT4  # noqa: E402
-from tests.model_fixtures import load_reference, tiny_model_config  # noqa: E402
+from benchmarks.roofline import this_machine
+from minigpt4.models.eva_vit import EvaVitConfig, convert_weights_to_fp16, create_eva_vit_g
+from minigpt4.models.mini_gpt4 import MiniGPT4
+from tests.model_fixtures import load_reference, tiny_model_config
 
 
 def timed(fn, repeats: int, device: str) -> float:

@@ -138,9 +138,7 @@ def _sync(device: str) -> None:
 
 
 def build(args: argparse.Namespace) -> Any:
-    import minigpt4  # noqa: F401  (registers models and processors)
-    from minigpt4.common.config import Config
-    from minigpt4.conversation import loading
+    from minigpt4.conversation.loading import load_chat
 
     files = ensure_weights(args.size, args.weights, log=lambda _m: None, variant=args.variant)
     size = SIZES[args.size]
@@ -152,9 +150,7 @@ def build(args: argparse.Namespace) -> Any:
           [f"model.q_former_model={files['blip2']}", *size.model_options()]),
         *MODES[args.device][args.worker],
     ]  # fmt: skip
-    cfg = Config(argparse.Namespace(cfg_path=EVAL_CONFIGS[args.variant], options=options))
-    device = loading.resolve_device(args.device, 0)
-    return loading.build_chat(cfg, device, 0)
+    return load_chat(EVAL_CONFIGS[args.variant], args.device, options)
 
 
 def _image(size: int):
@@ -219,7 +215,7 @@ def answer(chat: Any, conv: Any, img_list: list, new_tokens: int) -> dict[str, f
 
 def train_step(chat: Any, device: str, batch: int) -> float:
     """One stage-2 step (random prompt of the eval config, forward, backward, AdamW), timed."""
-    from minigpt4.models import quantized
+    from minigpt4.models.loading import quantized
 
     model = chat.model
     model.train()

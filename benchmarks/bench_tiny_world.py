@@ -17,10 +17,10 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from benchmarks.roofline import this_machine  # noqa: E402
-from minigpt4.tiny_world import evaluate, text  # noqa: E402
+from benchmarks.roofline import this_machine
+from minigpt4.tiny_world import evaluate, text
 
 EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"
 

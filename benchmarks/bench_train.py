@@ -59,7 +59,6 @@ GB = 1e9
 
 
 def config(args: argparse.Namespace, mode: str, checkpoint: bool) -> Any:
-    import minigpt4  # noqa: F401  (registers models, tasks and processors)
     from minigpt4.common.config import Config
 
     files = paths(args.weights)

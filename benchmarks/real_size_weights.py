@@ -16,7 +16,7 @@ MiniGPT-v2 (``variant="minigptv2"``) adds, beside the files above:
   0.2.0's names and the ``rotary_emb.inv_freq`` buffer the original's runner saves, in fp32;
 - the ViT file is v1's ``eva_vit_g.pth`` (the released v2 reads the 224-px file at 448 px).
 
-Everything is written through the layout writers of :mod:`minigpt4.models.weights`, one file
+Everything is written through the layout writers of :mod:`minigpt4.models.loading`, one file
 (one LLM shard) at a time: the whole model is never in memory. Values are random (normal, std
 0.02; norm weights 1), which is all that speed and memory depend on.
 """

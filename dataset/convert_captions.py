@@ -31,6 +31,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from typing import IO
 
 # Script name -> (default input, default output): the original scripts' fixed file names.
 DEFAULTS = {
@@ -50,78 +51,92 @@ class ConvertError(ValueError):
     """The input is not a JSON list of caption records; the message names the file and the fix."""
 
 
+class _ListReader:
+    """A JSON list's text, read in chunks, and the position of the next unread character."""
+
+    def __init__(self, f: IO[str], path: str) -> None:
+        self.f, self.path = f, path
+        self.decoder = json.JSONDecoder()
+        self.buf = f.read(_CHUNK)
+        self.eof = len(self.buf) < _CHUNK
+        self.pos = 1 if self.buf.startswith("\ufeff") else 0
+
+    def fill(self) -> bool:
+        """Read more input onto the unread part of the buffer; False at end of file."""
+        if self.eof:
+            return False
+        more = self.f.read(_CHUNK)
+        self.eof = len(more) < _CHUNK
+        self.buf = self.buf[self.pos :] + more
+        self.pos = 0
+        return bool(more)
+
+    def peek(self) -> str:
+        """The next character that is not white space ("" at the end of the file)."""
+        while True:
+            self.pos = _WS.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf) or not self.fill():
+                break
+        return self.buf[self.pos] if self.pos < len(self.buf) else ""
+
+    def open_list(self) -> bool:
+        """Read the list's ``[``; False when the list is empty."""
+        first = self.peek()
+        if not first:
+            raise ConvertError(f"{self.path}: the file is empty; {_EXPECTED}")
+        if first != "[":
+            start = self.buf[self.pos : self.pos + 20]
+            kind = {"{": "a JSON object"}.get(first, f"text starting with {start!r}")
+            raise ConvertError(f"{self.path}: the file holds {kind}, not a list; {_EXPECTED}")
+        self.pos += 1
+        return self.peek() != "]"
+
+    def element(self, index: int) -> object:
+        """The next element (element ``index`` of the list)."""
+        self.peek()
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as err:
+                # Maybe the element runs past the buffer: read more and try again.
+                if self.fill():
+                    continue
+                raise ConvertError(
+                    f"{self.path}: invalid JSON in element {index}: {err.msg}; {_EXPECTED}"
+                ) from None
+            # A number could continue in the next chunk; re-read with more input.
+            if end == len(self.buf) and not self.eof and self.fill():
+                continue
+            self.pos = end
+            return value
+
+    def next_follows(self, index: int) -> bool:
+        """After element ``index``: True at a ``,`` (read), False at the closing ``]``."""
+        after = self.peek()
+        if not after:
+            raise ConvertError(f"{self.path}: the list is not closed with ']' (truncated file?)")
+        if after == ",":
+            self.pos += 1
+            return True
+        if after == "]":
+            return False
+        raise ConvertError(
+            f"{self.path}: expected ',' or ']' after element {index}, found {after!r}"
+        )
+
+
 def iter_json_list(path: str) -> Iterator[object]:
     """Yield the elements of the JSON list in ``path`` one by one, reading it in chunks."""
-    decoder = json.JSONDecoder()
     with open(path, encoding="utf-8") as f:
-        buf = f.read(_CHUNK)
-        pos = 0
-        eof = len(buf) < _CHUNK
-
-        def fill() -> bool:
-            """Read more input onto the unread part of the buffer; False at end of file."""
-            nonlocal buf, pos, eof
-            if eof:
-                return False
-            more = f.read(_CHUNK)
-            eof = len(more) < _CHUNK
-            buf = buf[pos:] + more
-            pos = 0
-            return bool(more)
-
-        def skip_ws() -> None:
-            nonlocal pos
-            while True:
-                pos = _WS.match(buf, pos).end()
-                if pos < len(buf) or not fill():
-                    return
-
-        if buf.startswith("\ufeff"):
-            pos = 1
-        skip_ws()
-        if pos >= len(buf):
-            raise ConvertError(f"{path}: the file is empty; {_EXPECTED}")
-        if buf[pos] != "[":
-            kind = {"{": "a JSON object"}.get(
-                buf[pos], f"text starting with {buf[pos : pos + 20]!r}"
-            )
-            raise ConvertError(f"{path}: the file holds {kind}, not a list; {_EXPECTED}")
-        pos += 1
-        skip_ws()
-        if pos < len(buf) and buf[pos] == "]":
+        reader = _ListReader(f, path)
+        if not reader.open_list():
             return
         index = 0
         while True:
-            skip_ws()
-            while True:
-                try:
-                    value, end = decoder.raw_decode(buf, pos)
-                except json.JSONDecodeError as err:
-                    # Maybe the element runs past the buffer: read more and try again.
-                    if fill():
-                        continue
-                    raise ConvertError(
-                        f"{path}: invalid JSON in element {index}: {err.msg}; {_EXPECTED}"
-                    ) from None
-                if end == len(buf) and not eof:
-                    # A number could continue in the next chunk; re-read with more input.
-                    if fill():
-                        continue
-                break
-            pos = end
-            yield value
-            index += 1
-            skip_ws()
-            if pos >= len(buf):
-                raise ConvertError(f"{path}: the list is not closed with ']' (truncated file?)")
-            if buf[pos] == ",":
-                pos += 1
-                continue
-            if buf[pos] == "]":
+            yield reader.element(index)
+            if not reader.next_follows(index):
                 return
-            raise ConvertError(
-                f"{path}: expected ',' or ']' after element {index - 1}, found {buf[pos]!r}"
-            )
+            index += 1
 
 
 def _clean(value: object) -> str:
@@ -137,6 +152,26 @@ def _clean(value: object) -> str:
     return text
 
 
+def _checked_record(path: str, index: int, record: object) -> dict:
+    """``record`` (element ``index`` of ``path``) when it is a record with a usable url."""
+    if not isinstance(record, dict):
+        raise ConvertError(
+            f"{path}: element {index} is {type(record).__name__} {str(record)[:60]!r}, "
+            f"not a record (JSON object); {_EXPECTED}"
+        )
+    for key in REQUIRED_KEYS:
+        if key not in record:
+            raise ConvertError(
+                f"{path}: record {index} has no {key!r} key (its keys: {sorted(record)}); "
+                f"{_EXPECTED}"
+            )
+    if not isinstance(record["url"], str) or not record["url"].strip():
+        raise ConvertError(
+            f"{path}: record {index} has url {record['url']!r}; the url must be a non-empty string"
+        )
+    return record
+
+
 def iter_rows(path: str, limit: int | None = None) -> tuple[list[str], Iterator[list[str]], dict]:
     """The header and an iterator of rows for the records in ``path``.
 
@@ -148,27 +183,8 @@ def iter_rows(path: str, limit: int | None = None) -> tuple[list[str], Iterator[
     records = iter_json_list(path)
     stats: dict = {"rows": 0, "dropped_keys": {}}
 
-    def check(index: int, record: object) -> dict:
-        if not isinstance(record, dict):
-            raise ConvertError(
-                f"{path}: element {index} is {type(record).__name__} {str(record)[:60]!r}, "
-                f"not a record (JSON object); {_EXPECTED}"
-            )
-        for key in REQUIRED_KEYS:
-            if key not in record:
-                raise ConvertError(
-                    f"{path}: record {index} has no {key!r} key (its keys: {sorted(record)}); "
-                    f"{_EXPECTED}"
-                )
-        if not isinstance(record["url"], str) or not record["url"].strip():
-            raise ConvertError(
-                f"{path}: record {index} has url {record['url']!r}; the url must be a non-empty "
-                "string"
-            )
-        return record
-
     try:
-        first = check(0, next(records))
+        first = _checked_record(path, 0, next(records))
     except StopIteration:
         raise ConvertError(f"{path}: the list is empty; {_EXPECTED}") from None
     header = list(first)
@@ -186,7 +202,7 @@ def iter_rows(path: str, limit: int | None = None) -> tuple[list[str], Iterator[
             if limit is not None and index >= limit:
                 return
             try:
-                record = check(index, next(records))
+                record = _checked_record(path, index, next(records))
             except StopIteration:
                 return
 

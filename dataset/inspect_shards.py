@@ -180,6 +180,47 @@ def inspect_align(folder: str, show: int) -> int:
     return 1 if missing else 0
 
 
+def print_summary(reports: list[ShardReport]) -> None:
+    """Totals, the storage pattern for the dataset config, and the download failures."""
+    total = sum(r.samples for r in reports)
+    counted = sum(r.stats.get("count", 0) for r in reports if r.stats)
+    print(f"\n{len(reports)} shards, {total} samples", end="")
+    print(f" of {counted} URLs ({total / counted:.1%} downloaded)" if counted else "")
+    pattern = brace_pattern([r.tar for r in reports if r.error is None])
+    if pattern:
+        gaps = len(expand_braces(pattern)) - len([r for r in reports if r.error is None])
+        note = f" ({gaps} numbers in the range have no shard)" if gaps else ""
+        print(f"storage pattern for the dataset config: {pattern}{note}")
+    failures = failure_summary(reports)
+    if failures:
+        print("failures (from _stats.json):")
+        for reason, n in failures.most_common():
+            print(f"  {n:>7}  {reason}")
+
+
+def show_samples(shown: list[dict], save: str | None) -> None:
+    """Print each sample (key, image size, url, caption); with ``save``, write their images
+    and a ``captions.tsv`` there."""
+    if shown:
+        print(f"\nfirst {len(shown)} samples:")
+    save_lines = []
+    for sample in shown:
+        key = sample["__key__"]
+        meta = json.loads(sample["json"]) if sample.get("json") else {}
+        img = Image.open(io.BytesIO(sample["jpg"])) if sample.get("jpg") else None
+        size = f"{img.size[0]}x{img.size[1]}" if img else "no image"
+        print(f"  {key} {size} {meta.get('url', '')}\n      {meta.get('caption')!r}")
+        if save and img is not None:
+            os.makedirs(save, exist_ok=True)
+            with open(os.path.join(save, f"{key}.jpg"), "wb") as f:
+                f.write(sample["jpg"])
+            save_lines.append(f"{key}.jpg\t{meta.get('caption', '')}")
+    if save and save_lines:
+        with open(os.path.join(save, "captions.tsv"), "w", encoding="utf-8") as f:
+            f.write("\n".join(save_lines) + "\n")
+        print(f"saved {len(save_lines)} samples to {save}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Count samples per shard, show download failures, open a few samples."
@@ -215,40 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{'-' if report.parquet_rows is None else report.parquet_rows:>8}"
         )
 
-    total = sum(r.samples for r in reports)
-    counted = sum(r.stats.get("count", 0) for r in reports if r.stats)
-    print(f"\n{len(reports)} shards, {total} samples", end="")
-    print(f" of {counted} URLs ({total / counted:.1%} downloaded)" if counted else "")
-    pattern = brace_pattern([r.tar for r in reports if r.error is None])
-    if pattern:
-        gaps = len(expand_braces(pattern)) - len([r for r in reports if r.error is None])
-        note = f" ({gaps} numbers in the range have no shard)" if gaps else ""
-        print(f"storage pattern for the dataset config: {pattern}{note}")
-    failures = failure_summary(reports)
-    if failures:
-        print("failures (from _stats.json):")
-        for reason, n in failures.most_common():
-            print(f"  {n:>7}  {reason}")
-
-    if shown:
-        print(f"\nfirst {len(shown)} samples:")
-    save_lines = []
-    for sample in shown:
-        key = sample["__key__"]
-        meta = json.loads(sample["json"]) if sample.get("json") else {}
-        img = Image.open(io.BytesIO(sample["jpg"])) if sample.get("jpg") else None
-        size = f"{img.size[0]}x{img.size[1]}" if img else "no image"
-        print(f"  {key} {size} {meta.get('url', '')}\n      {meta.get('caption')!r}")
-        if args.save and img is not None:
-            os.makedirs(args.save, exist_ok=True)
-            with open(os.path.join(args.save, f"{key}.jpg"), "wb") as f:
-                f.write(sample["jpg"])
-            save_lines.append(f"{key}.jpg\t{meta.get('caption', '')}")
-    if args.save and save_lines:
-        with open(os.path.join(args.save, "captions.tsv"), "w", encoding="utf-8") as f:
-            f.write("\n".join(save_lines) + "\n")
-        print(f"saved {len(save_lines)} samples to {args.save}")
-
+    print_summary(reports)
+    show_samples(shown, args.save)
     problems = [(r.tar, p) for r in reports for p in r.problems]
     for tar, problem in problems:
         print(f"PROBLEM {os.path.basename(tar)}: {problem}")

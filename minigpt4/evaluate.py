@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from minigpt4.common.cli import run_command
+from minigpt4.common.model_args import add_model_arguments
 from minigpt4.evaluation.benchmarks import BENCHMARKS
 
 
@@ -26,14 +27,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m minigpt4.evaluate", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--cfg-path", required=True, help="eval config (as for demo.py)")
+    add_model_arguments(parser, cfg_help="eval config (as for demo.py)")
     parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
     parser.add_argument("--data", required=True, help="the benchmark's folder (or POPE file)")
     parser.add_argument("--image-dir", help="where the images are, when not inside --data")
     parser.add_argument("--out", required=True, help="results JSON file")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    parser.add_argument("--gpu-id", type=int, default=0)
-    parser.add_argument("--options", nargs="+", help="override config keys: key=value ...")
     parser.add_argument("--batch-size", type=int, default=8, help="questions per batch (8)")
     parser.add_argument(
         "--limit",
@@ -85,9 +83,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the command; returns the results written to ``--out``."""
+    args = parse_args(argv)
     from minigpt4.evaluation.run import evaluate
 
-    args = parse_args(argv)
     results = evaluate(args)
     print(BENCHMARKS[args.benchmark].table(results["scores"]))
     return results

@@ -27,18 +27,19 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from tqdm import tqdm
 
 from minigpt4.common.cli import run_command
-from minigpt4.common.logger import setup_logger
+from minigpt4.common.model_args import add_model_arguments, chat_from_args
 from minigpt4.common.output_files import OutputError, OutputLock, check_output_path
-from minigpt4.conversation.chat import Chat
-from minigpt4.models.generation import GenerationSettings
-from minigpt4.models.prompt import IMAGE_PLACEHOLDER
-from minigpt4.processors.image_io import ImageLoadError, load_image
+
+if TYPE_CHECKING:  # torch and the model are imported once the arguments are read
+    import torch
+
+    from minigpt4.conversation.chat import Chat
+    from minigpt4.models.generation import GenerationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "Answers are sampled with the chat template's settings (temperature 1.0, top-p 0.9), "
         "seeded by --seed; --greedy takes the most likely token at every step.",
     )
-    parser.add_argument("--cfg-path", required=True, help="eval config (as for demo.py)")
+    add_model_arguments(parser, cfg_help="eval config (as for demo.py)")
     parser.add_argument(
         "--images",
         nargs="+",
@@ -65,9 +66,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the question asked per image")
     parser.add_argument("--out", required=True, help="output .jsonl file")
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    parser.add_argument("--gpu-id", type=int, default=0)
-    parser.add_argument("--options", nargs="+", help="override config keys: key=value ...")
     parser.add_argument("--seed", type=int, default=42, help="seed for sampling (default 42)")
     # Unset: the chat template's defaults (the original Chat's, e.g. repetition penalty 1.05 for
     # the LLaMA-2 model).
@@ -86,6 +84,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="no sampling (which is the default): the most likely token at every step",
     )
     args = parser.parse_args(argv)
+    from minigpt4.models.prompt import IMAGE_PLACEHOLDER
+
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if IMAGE_PLACEHOLDER in args.prompt:
@@ -132,6 +132,8 @@ class _Loaded:
 
 
 def _load(path: str, vis_processor: Any) -> _Loaded:
+    from minigpt4.processors.image_io import ImageLoadError, load_image
+
     try:
         return _Loaded(path, vis_processor(load_image(path)), None)
     except ImageLoadError as err:
@@ -152,6 +154,8 @@ def answer_images(
     With ``settings.seed`` set, image ``i`` is sampled with seed ``seed + i``, so an answer does
     not depend on the batch size or on the other images.
     """
+    import torch
+
     records: list[dict[str, Any]] = []
     bar = tqdm(total=len(image_paths), unit="img", disable=not progress)
     for start in range(0, len(image_paths), batch_size):
@@ -227,6 +231,8 @@ class JsonlWriter:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run the command; returns the records written."""
     args = parse_args(argv)
+    from minigpt4.common.logger import setup_logger
+
     setup_logger()
     image_paths = collect_images(args.images)
     if not image_paths:
@@ -253,12 +259,7 @@ def _answer_all(
     args: argparse.Namespace, image_paths: Sequence[str], writer: JsonlWriter
 ) -> list[dict[str, Any]]:
     """Load the model, then answer ``--batch-size`` images at a time, writing as they come."""
-    import minigpt4  # noqa: F401  (registers models and processors)
-    from minigpt4.common.config import Config
-    from minigpt4.conversation.loading import build_chat, resolve_device
-
-    device = resolve_device(args.device, args.gpu_id)
-    chat = build_chat(Config(args), device, args.gpu_id)
+    chat = chat_from_args(args)
     chosen = {
         name: getattr(args, name)
         for name in (

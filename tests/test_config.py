@@ -43,7 +43,7 @@ def defaults_dir(tmp_path_factory):
         }
 
         @classmethod
-        def default_config_path(cls, type="default"):  # noqa: A002 (original's argument name)
+        def default_config_path(cls, type="default"):  # the original's argument name
             return cls.DATASET_CONFIG_DICT[type]
 
     if "cfgtest_arch" not in Registry.mapping["model_name_mapping"]:

@@ -19,10 +19,10 @@ from minigpt4.conversation import Chat
 from minigpt4.conversation.templates import CONV_VISION_minigptv2
 from minigpt4.models import lora
 from minigpt4.models.generation import GenerationSettings, left_pad
+from minigpt4.models.loading.key_maps import interpolate_pos_embed
 from minigpt4.models.mini_gpt4 import causal_lm_loss
 from minigpt4.models.minigpt_v2 import MiniGPTv2
 from minigpt4.models.projection import grouped_patches
-from minigpt4.models.weights import interpolate_pos_embed
 from minigpt4.processors.blip_processors import Blip2ImageEvalProcessor, BlipCaptionProcessor
 from tests.model_fixtures import assert_close, load_v2_reference, v2_model
 

@@ -33,7 +33,7 @@ def test_wrong_model_values_name_key_and_value(key, value, words, monkeypatch):
     section = tiny_model_config(stage=2)
     section[key] = value
     monkeypatch.setattr(
-        "minigpt4.models.weights.load_model", lambda *a: pytest.fail("weights were loaded")
+        "minigpt4.models.loading.model.load_model", lambda *a: pytest.fail("weights were loaded")
     )
     with pytest.raises(ValueError, match=rf"model\.{key} = .*: {re.escape(words)}"):
         registry.get_model_class("mini_gpt4").from_config(section)

@@ -153,7 +153,7 @@ def test_fp32_on_cpu_is_exact(ref):
 
 
 def test_the_chosen_dtypes_are_logged(caplog):
-    with caplog.at_level(logging.INFO, logger="minigpt4.models.weights"):
+    with caplog.at_level(logging.INFO, logger="minigpt4.models.loading"):
         MiniGPT4.from_config(tiny_model_config(stage=1, cpu_dtype="bf16", with_ckpt=False))
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Running on")]
     assert line.startswith("Running on cpu: ViT and Q-Former bf16, LLM bf16;")

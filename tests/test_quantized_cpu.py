@@ -94,7 +94,7 @@ def test_quantized_answers_log_nothing_per_token(mode, tmp_path, ref):
 
 
 def _load_4bit_logs(tmp_path, caplog) -> tuple[object, list[str]]:
-    with caplog.at_level(logging.INFO, logger="minigpt4.models.quantized"):
+    with caplog.at_level(logging.INFO, logger="minigpt4.models.loading.quantized"):
         chat = _chat(tmp_path, **QUANTIZED["4bit"])
     return chat, [r.getMessage() for r in caplog.records]
 
@@ -146,7 +146,7 @@ def test_the_kernels_install_hint_is_not_shown():
     use, offline); only that message is dropped."""
     code = (
         "import logging; logging.basicConfig(level=logging.INFO)\n"
-        "from minigpt4.models import quantized\n"
+        "from minigpt4.models.loading import quantized\n"
         "{quiet}"
         "import bitsandbytes\n"
     )

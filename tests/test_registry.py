@@ -55,3 +55,31 @@ def test_paths():
     assert registry.get_path("repo_root") == minigpt4.repo_root
     with pytest.raises(RegistryError, match="Registered paths"):
         registry.get_path("no_such_path")
+
+
+def test_import_is_light_and_the_first_lookup_registers_everything():
+    """``import minigpt4`` imports no torch; the first lookup imports every registering module,
+    whatever was imported before (here: nothing but the registry)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import json, sys\n"
+        "import minigpt4\n"
+        "from minigpt4.common.registry import registry\n"
+        "light = 'torch' not in sys.modules\n"
+        "model = registry.get_model_class('minigpt4').__name__\n"
+        "print(json.dumps([light, model, registry.list_builders(), registry.list_tasks()]))\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    light, model, builders, tasks = json.loads(done.stdout.strip().splitlines()[-1])
+    assert light
+    assert model == "MiniGPT4Llama2"
+    assert {"laion", "cc_sbu", "cc_sbu_align"} <= set(builders)
+    assert "image_text_pretrain" in tasks

@@ -337,5 +337,5 @@ def test_a_taken_port_fails_before_the_model_loads(server):
     cmd = [sys.executable, "-m", "minigpt4.serve", "--cfg-path", TINY_EVAL, "--port", port]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
-    assert f"--port {port}: cannot listen there" in done.stderr
+    assert f"--port {port}: 127.0.0.1:{port} cannot be used" in done.stderr
     assert "Loading VIT" not in done.stderr + done.stdout

@@ -268,9 +268,9 @@ def test_the_listening_socket_names_tcp():
     every answer waits ~40 ms for a delayed ACK."""
     import socket
 
-    from minigpt4.serve.server import bind
+    from minigpt4.serve.ports import listen
 
-    sock = bind("127.0.0.1", 0)
+    sock = listen("127.0.0.1", 0)
     try:
         assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[0] == "127.0.0.1"
     finally:

@@ -6,7 +6,7 @@
   and turns every failure into a :class:`CheckpointError` naming the file, the config key that
   points at it and the cause: empty file, truncated or corrupt file, a pickle that holds
   something other than tensors and plain containers (naming the offending global). Every
-  weight file (``minigpt4.models.weights``) and training checkpoint (:func:`read_checkpoint`,
+  weight file (:mod:`minigpt4.models.loading`) and training checkpoint (:func:`read_checkpoint`,
   which also checks the entries) is read through it.
 """
 
@@ -91,7 +91,7 @@ def torch_load_safely(path: str, config_key: str, mmap: bool = False) -> Any:
         is_zip = f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
-    except Exception as err:  # noqa: BLE001 - every failure becomes one clear message
+    except Exception as err:  # every failure becomes one clear message
         reason = describe_load_error(err, looks_like_torch_file(path))
         raise CheckpointError(f"{where}: {reason}") from err
 

@@ -49,7 +49,17 @@ PROCESSOR_KEYS = dict.fromkeys(
 PROCESSOR_BLOCK = {"train": PROCESSOR_KEYS, "eval": PROCESSOR_KEYS}
 DATASET_KEYS: dict[str, Any] = {
     "data_type": None,
-    "build_info": {"storage": None},
+    # storage: MiniGPT-4's sets; the rest: MiniGPT-v2's (minigpt4/datasets/builders/v2_builders.py).
+    "build_info": {
+        "storage": None,
+        "image_path": None,
+        "ann_path": None,
+        "dataset": None,
+        "splitBy": None,
+        "data_dir": None,
+        "annotations": {"train": {"url": None, "storage": None, "md5": None}},
+        "images": {"storage": None},
+    },
     "vis_processor": PROCESSOR_BLOCK,
     "text_processor": PROCESSOR_BLOCK,
     "sample_ratio": None,

@@ -99,31 +99,50 @@ def _choices(rule: Rule) -> tuple[Any, ...]:
     return tuple(choices or ())
 
 
+def _to_bool(value: Any) -> bool | None:
+    if isinstance(value, str) and value.lower() in BOOL_WORDS:
+        return BOOL_WORDS[value.lower()]
+    return value if isinstance(value, bool) else None
+
+
+def _to_int(value: Any) -> int | None:
+    if isinstance(value, str):
+        return int(value)  # "1.5" and "abc" raise
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _to_float(value: Any) -> float | None:
+    number = float(value) if isinstance(value, (str, int, float)) else None
+    if not isinstance(value, bool) and number is not None and math.isfinite(number):
+        return number
+    return None
+
+
+def _to_str(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # e.g. a job name or folder written as a number
+    return None
+
+
+def _to_tuple(value: Any) -> tuple | None:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return None
+
+
+# Each returns the value as its kind, or None when it is not one.
+_CONVERTERS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str, tuple: _to_tuple}
+
+
 def _convert(value: Any, kind: type) -> Any:
     """``value`` as ``kind``; raises ValueError/TypeError when it is not one."""
-    if kind is bool:
-        if isinstance(value, str) and value.lower() in BOOL_WORDS:
-            return BOOL_WORDS[value.lower()]
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        if isinstance(value, str):
-            return int(value)  # "1.5" and "abc" raise
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind is float:
-        number = float(value) if isinstance(value, (str, int, float)) else None
-        if not isinstance(value, bool) and number is not None and math.isfinite(number):
-            return number
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # e.g. a job name or folder written as a number
-    elif kind is tuple:
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-    raise TypeError(f"not {KIND_NAMES.get(kind, kind.__name__)}")
+    converter = _CONVERTERS.get(kind)
+    converted = converter(value) if converter else None
+    if converted is None:
+        raise TypeError(f"not {KIND_NAMES.get(kind, kind.__name__)}")
+    return converted
 
 
 def _within(value: Any, rule: Rule) -> bool:

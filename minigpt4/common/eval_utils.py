@@ -12,14 +12,15 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from minigpt4.common.boxes import compute_iou as computeIoU  # noqa: N812, F401 - original name
+from minigpt4.common.boxes import compute_iou as computeIoU  # noqa: F401 - the original name
+from minigpt4.common.model_args import add_config_arguments, add_device_arguments
 from minigpt4.conversation.templates import IMAGE_MESSAGE, Conversation
 
 
 def eval_parser() -> argparse.ArgumentParser:
     """The original's evaluation arguments (``--cfg-path``, ``--options`` and the rest)."""
     parser = argparse.ArgumentParser(description="Demo")
-    parser.add_argument("--cfg-path", required=True, help="path to configuration file.")
+    add_config_arguments(parser)
     parser.add_argument("--name", type=str, default="A2", help="evaluation name")
     parser.add_argument("--ckpt", type=str, help="path to configuration file.")
     parser.add_argument("--eval_opt", type=str, default="all", help="path to configuration file.")
@@ -27,8 +28,7 @@ def eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--lora_r", type=int, default=64, help="lora rank of the model")
     parser.add_argument("--lora_alpha", type=int, default=16, help="lora alpha")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-    parser.add_argument("--options", nargs="+", help="override settings: key=value ...")
+    add_device_arguments(parser)
     return parser
 
 
@@ -48,7 +48,7 @@ def init_model(args: Any) -> tuple[Any, Any]:
     """(model, image processor) of ``args.cfg_path``: the model on its device in eval mode, and
     the config's eval image processor."""
     from minigpt4.common.config import Config
-    from minigpt4.conversation.loading import build_model_and_processor, resolve_device
+    from minigpt4.conversation.loading import build_model_and_processor
 
-    cfg = Config(args)
-    return build_model_and_processor(cfg, resolve_device(getattr(args, "device", None)))
+    device, gpu_id = getattr(args, "device", None), getattr(args, "gpu_id", 0)
+    return build_model_and_processor(Config(args), device, gpu_id)

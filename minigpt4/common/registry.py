@@ -2,8 +2,10 @@
 
 Configs name their parts by string (``arch: mini_gpt4``, ``name: blip2_image_train``,
 ``lr_sched: linear_warmup_cosine_lr`` ...). Each kind of part has its own table here; classes
-enter it through the ``register_*`` decorators when their module is imported (see
-``minigpt4/__init__.py``, which imports every module that registers something).
+enter it through the ``register_*`` decorators when their module is imported. The first lookup
+imports every module that registers something (:data:`REGISTERING_MODULES`), so ``import
+minigpt4`` stays light (a command's ``--help`` answers without torch) and a name is found
+whatever was imported before.
 
 The decorators and accessors (``register_model``, ``get_model_class``, ``get_path`` ...) are
 those of the original MiniGPT-4 / LAVIS registry, so code written against them keeps working;
@@ -14,10 +16,22 @@ the ``cache_root`` / ``output_dir`` / ``result_dir`` paths) are not kept.
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# Every module whose import registers models, builders, processors, tasks, runners and lr
+# schedulers (each package imports its registering modules explicitly).
+REGISTERING_MODULES = (
+    "minigpt4.common.optims",
+    "minigpt4.datasets.builders",
+    "minigpt4.models",
+    "minigpt4.processors",
+    "minigpt4.runners",
+    "minigpt4.tasks",
+)
 
 
 class RegistryError(KeyError):
@@ -37,6 +51,7 @@ class Registry:
         "lr_scheduler_name_mapping": {},
         "paths": {},
     }
+    _registered_all = False
 
     # --- registration -------------------------------------------------------------------------
 
@@ -97,8 +112,21 @@ class Registry:
     # --- lookup -------------------------------------------------------------------------------
 
     @classmethod
+    def _table(cls, kind: str) -> dict[str, Any]:
+        """The ``kind`` table, after every registering module has been imported once."""
+        if not cls._registered_all:
+            cls._registered_all = True  # first: a module that looks a name up while imported
+            try:
+                for module in REGISTERING_MODULES:
+                    importlib.import_module(module)
+            except BaseException:
+                cls._registered_all = False  # a failed import is retried, not half-remembered
+                raise
+        return cls.mapping[f"{kind}_name_mapping"]
+
+    @classmethod
     def _get(cls, kind: str, name: str) -> Any:
-        table = cls.mapping[f"{kind}_name_mapping"]
+        table = cls._table(kind)
         if name in table:
             return table[name]
         known = sorted(table)
@@ -135,27 +163,27 @@ class Registry:
 
     @classmethod
     def list_builders(cls) -> list[str]:
-        return sorted(cls.mapping["builder_name_mapping"])
+        return sorted(cls._table("builder"))
 
     @classmethod
     def list_models(cls) -> list[str]:
-        return sorted(cls.mapping["model_name_mapping"])
+        return sorted(cls._table("model"))
 
     @classmethod
     def list_processors(cls) -> list[str]:
-        return sorted(cls.mapping["processor_name_mapping"])
+        return sorted(cls._table("processor"))
 
     @classmethod
     def list_tasks(cls) -> list[str]:
-        return sorted(cls.mapping["task_name_mapping"])
+        return sorted(cls._table("task"))
 
     @classmethod
     def list_runners(cls) -> list[str]:
-        return sorted(cls.mapping["runner_name_mapping"])
+        return sorted(cls._table("runner"))
 
     @classmethod
     def list_lr_schedulers(cls) -> list[str]:
-        return sorted(cls.mapping["lr_scheduler_name_mapping"])
+        return sorted(cls._table("lr_scheduler"))
 
     @classmethod
     def get_path(cls, name: str) -> str:

@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: str | None, gpu_id: int = 0) -> str:
-    """``"cpu"`` or ``"cuda:<gpu_id>"``; ``None`` picks CUDA when there is one."""
+    """``"cpu"`` or ``"cuda:<gpu_id>"``; ``None`` picks CUDA when there is one; a resolved
+    device (``"cuda:1"``) is returned as it is."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         logger.info("No --device given; using %s", device)
@@ -54,16 +55,20 @@ def vis_processor_config(datasets_cfg: DictConfig | None, cfg_path: str = "confi
     )
 
 
-def build_model_and_processor(cfg: Any, device: str, gpu_id: int = 0) -> tuple[Any, Any]:
-    """Model (in eval mode, on ``device``) and its eval image processor, from a ``Config``.
+def build_model_and_processor(
+    cfg: Any, device: str | None = None, gpu_id: int = 0
+) -> tuple[Any, Any]:
+    """Model (in eval mode, on ``device``: see :func:`resolve_device`) and its eval image
+    processor, from a ``Config``.
 
     ``model.device`` is set to the device's kind, which decides the dtypes (on CPU: bf16, or
     ``model.cpu_dtype: fp32``). ``low_resource: True`` is the original's 8-bit LLM, on CPU too
     (bitsandbytes runs there). A 4-bit LLM on CPU is repacked for its fast kernel here, at load
     time, instead of on the first answer.
     """
-    from minigpt4.models import quantized
+    from minigpt4.models.loading import quantized
 
+    device = resolve_device(device, gpu_id)
     model_config = cfg.model_cfg
     with open_dict(model_config):
         model_config.device_8bit = gpu_id
@@ -87,22 +92,28 @@ def build_model_and_processor(cfg: Any, device: str, gpu_id: int = 0) -> tuple[A
     return model, vis_processor
 
 
+def load_config(cfg_path: str, options: Sequence[str] | None = ()) -> Any:
+    """The :class:`~minigpt4.common.config.Config` of ``cfg_path`` with ``--options``-style
+    ``key=value`` overrides."""
+    from minigpt4.common.config import Config
+
+    return Config(argparse.Namespace(cfg_path=cfg_path, options=list(options or ())))
+
+
 def load_chat(
     cfg_path: str, device: str | None = None, options: Sequence[str] = (), gpu_id: int = 0
 ) -> Any:
     """A ready :class:`~minigpt4.conversation.chat.Chat` from an eval config path, in one call
     (``options``: ``--options``-style ``key=value`` overrides; ``device``: None picks CUDA when
-    there is one)."""
-    from minigpt4.common.config import Config
-
-    cfg = Config(argparse.Namespace(cfg_path=cfg_path, options=list(options)))
-    return build_chat(cfg, resolve_device(device, gpu_id), gpu_id)
+    there is one). Every command builds its chat through here."""
+    return build_chat(load_config(cfg_path, options), device, gpu_id)
 
 
-def build_chat(cfg: Any, device: str, gpu_id: int = 0) -> Any:
+def build_chat(cfg: Any, device: str | None = None, gpu_id: int = 0) -> Any:
     """A :class:`~minigpt4.conversation.chat.Chat` on the model of a ``Config`` (template by
-    ``model.model_type``)."""
+    ``model.model_type``; ``device`` as for :func:`resolve_device`)."""
     from minigpt4.conversation.chat import Chat
 
+    device = resolve_device(device, gpu_id)
     model, vis_processor = build_model_and_processor(cfg, device, gpu_id)
     return Chat(model, vis_processor, device=device)

@@ -89,17 +89,6 @@ class Conversation:
             self, messages=[[role, msg] for role, msg in self.messages], skip_next=False
         )
 
-    def dict(self) -> dict[str, Any]:
-        return {
-            "system": self.system,
-            "roles": self.roles,
-            "messages": self.messages,
-            "offset": self.offset,
-            "sep": self.sep,
-            "sep2": self.sep2,
-            "conv_id": self.conv_id,
-        }
-
 
 CONV_VISION = Conversation(
     system=SYSTEM_VISION,
@@ -111,7 +100,7 @@ CONV_VISION = Conversation(
 )
 
 # The original HEAD's templates: its Conversation wrote ``role + message + sep`` (role_suffix "").
-CONV_VISION_Vicuna0 = Conversation(  # noqa: N816 - the original's name
+CONV_VISION_Vicuna0 = Conversation(  # the original's names
     system=SYSTEM_VISION,
     roles=("Human: ", "Assistant: "),
     messages=[],
@@ -121,7 +110,7 @@ CONV_VISION_Vicuna0 = Conversation(  # noqa: N816 - the original's name
     role_suffix="",
 )
 
-CONV_VISION_LLama2 = Conversation(  # noqa: N816 - the original's name
+CONV_VISION_LLama2 = Conversation(
     system=SYSTEM_VISION,
     roles=("<s>[INST] ", " [/INST] "),
     messages=[],
@@ -131,7 +120,7 @@ CONV_VISION_LLama2 = Conversation(  # noqa: N816 - the original's name
     role_suffix="",
 )
 
-CONV_VISION_minigptv2 = Conversation(  # noqa: N816 - the original's name
+CONV_VISION_minigptv2 = Conversation(
     system="",
     roles=("<s>[INST] ", " [/INST]"),
     messages=[],

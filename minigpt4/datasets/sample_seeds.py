@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import random
 from collections.abc import Iterator
 
 import torch
@@ -30,3 +31,19 @@ def seeded_torch(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+@contextlib.contextmanager
+def seeded_python(seed: int) -> Iterator[None]:
+    """Run the block with Python's ``random`` seeded by ``seed``; the previous state comes back.
+
+    MiniGPT-v2's datasets draw their templates with ``random.choice`` as the original's do; a
+    sample's draws then depend on its position only, never on a DataLoader worker's state or on
+    the draws of :class:`MultiIterLoader` in the main process.
+    """
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)

@@ -37,22 +37,6 @@ def answer_batch(
     return chat.answer_batch(images, questions, stop=stop, **settings)
 
 
-def build_chat(cfg: Any, device: str | None = None, gpu_id: int = 0) -> Any:
-    """The demo's ``Chat`` on the model of a loaded eval ``Config``, as demo.py builds it."""
-    from minigpt4.conversation import loading
-
-    return loading.build_chat(cfg, loading.resolve_device(device, gpu_id), gpu_id)
-
-
-def load_config(cfg_path: str, options: Sequence[str] | None = None) -> Any:
-    import argparse
-
-    import minigpt4  # noqa: F401  (registers models and processors)
-    from minigpt4.common.config import Config
-
-    return Config(argparse.Namespace(cfg_path=cfg_path, options=list(options or [])))
-
-
 def make_asker(chat: Any, template: str, settings: dict[str, Any]) -> Asker:
     """A function answering a list of items with ``chat`` (``settings``: generation)."""
 

@@ -26,7 +26,6 @@ from minigpt4.evaluation.ask import item_image, question_text
 from minigpt4.evaluation.items import Item
 from minigpt4.evaluation.runner import Asker
 
-V2_MAX_NEW_TOKENS = 20  # every benchmark of the original's minigptv2_benchmark_evaluation.yaml
 PAD_CHOICE = "none"  # the original's filler for rows with fewer choices
 PAD_LOSS = 9999  # the original's loss for a filler choice: never ranked first
 

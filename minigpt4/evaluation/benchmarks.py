@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from minigpt4.evaluation import (
-    batch_ask,
     mme,
     mme_data,
     pope,
@@ -26,6 +25,7 @@ from minigpt4.evaluation.items import Item
 from minigpt4.evaluation.runner import Asker
 
 DEFAULT_MAX_NEW_TOKENS = 64  # enough for the parsers, which read the first words only
+V2_MAX_NEW_TOKENS = 20  # every benchmark of the original's minigptv2_benchmark_evaluation.yaml
 
 # (chat, --question-template, generation settings, the benchmark's flags) -> Asker
 AskerFactory = Callable[[Any, str, dict[str, Any], dict[str, Any]], Asker]
@@ -49,14 +49,20 @@ class Benchmark:
 
 
 def _generate(chat: Any, template: str, settings: dict[str, Any], flags: dict) -> Asker:
+    from minigpt4.evaluation import batch_ask  # torch: not for --help
+
     return batch_ask.generate_asker(chat, template, settings)
 
 
 def _rank(chat: Any, template: str, settings: dict[str, Any], flags: dict) -> Asker:
+    from minigpt4.evaluation import batch_ask  # torch: not for --help
+
     return batch_ask.ranking_asker(chat, template)
 
 
 def _refer(chat: Any, template: str, settings: dict[str, Any], flags: dict) -> Asker:
+    from minigpt4.evaluation import batch_ask  # torch: not for --help
+
     ask = batch_ask.generate_asker(chat, template, settings)
     return refcoco.resampling(ask) if flags["resample"] else ask
 
@@ -70,16 +76,14 @@ def _refcoco(name: str) -> Benchmark:
         tables.accuracy_table,
         ask=_refer,
         flags=("resample",),
-        max_new_tokens=batch_ask.V2_MAX_NEW_TOKENS,
+        max_new_tokens=V2_MAX_NEW_TOKENS,
         fields=refcoco.item_fields,
     )
 
 
 def _v2(name: str, read, parse, score) -> Benchmark:
     ask = _rank if name == "iconvqa" else _generate
-    return Benchmark(
-        name, read, parse, score, tables.accuracy_table, ask, (), batch_ask.V2_MAX_NEW_TOKENS
-    )
+    return Benchmark(name, read, parse, score, tables.accuracy_table, ask, (), V2_MAX_NEW_TOKENS)
 
 
 BENCHMARKS: dict[str, Benchmark] = {

@@ -53,9 +53,9 @@ def content_hash(path: str) -> str:
 def model_identity(model_cfg: Any) -> dict[str, Any]:
     """``{"config": model config without paths, "weights": {config key: content hash}}``."""
     from minigpt4.common.registry import registry
+    from minigpt4.models.loading.sources import config_sources
     from minigpt4.models.model_config import MiniGPT4Config
     from minigpt4.models.model_section import complete_section
-    from minigpt4.models.weights import config_sources
 
     model_cls = registry.get_model_class(model_cfg.arch)
     section = complete_section(model_cls, model_cfg)

@@ -19,7 +19,8 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from minigpt4.evaluation.ask import answer_batch, build_chat, load_config
+from minigpt4.conversation.loading import load_chat
+from minigpt4.evaluation.ask import answer_batch
 
 DEFAULT_MAX_NEW_TOKENS = 64
 IMAGE_TOKEN = "<image>"  # some tasks mark the image in the text; MiniGPT-4's prompt has its own
@@ -59,7 +60,7 @@ class MiniGPT4(lmms):
                 "options, batch_size"
             )
         overrides = [o.strip() for o in str(options).split(";") if o.strip()]
-        self.chat = build_chat(load_config(cfg_path, overrides), device, int(gpu_id))
+        self.chat = load_chat(cfg_path, device, overrides, int(gpu_id))
         self.batch_size_per_gpu = int(batch_size)
 
     @property

@@ -13,7 +13,8 @@ import torch
 from minigpt4.common.atomic_write import atomic_write
 from minigpt4.common.logger import setup_logger
 from minigpt4.common.output_files import OutputLock, check_output_path
-from minigpt4.evaluation.ask import build_chat, load_config, make_asker
+from minigpt4.conversation.loading import build_chat, load_config
+from minigpt4.evaluation.ask import make_asker
 from minigpt4.evaluation.benchmarks import BENCHMARKS, result_items
 from minigpt4.evaluation.identity import model_identity
 from minigpt4.evaluation.items import Item

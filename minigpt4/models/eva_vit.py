@@ -69,7 +69,7 @@ def create_eva_vit_g(
     drop_path_rate: float = 0.0,
     use_checkpoint: bool = False,
 ) -> EvaViT:
-    """A randomly initialised EVA ViT (weights: ``minigpt4.models.weights.load_eva_vit``)."""
+    """A randomly initialised EVA ViT (weights: ``minigpt4.models.loading.parts.load_eva_vit``)."""
     config = config or EvaVitConfig()
     model = EvaViT(
         img_size=config.img_size,

@@ -1,7 +1,7 @@
 """Memory preflight: what a mode needs, from the files and the dtypes, against what the machine has.
 
-Called by :func:`minigpt4.models.weights.load_model` before anything heavy is read. The estimate
-counts every tensor the run keeps: the vision side (sizes from the config, dtypes from
+Called by :func:`minigpt4.models.loading.model.load_model` before anything heavy is read. The
+estimate counts every tensor the run keeps: the vision side (sizes from the config, dtypes from
 :mod:`minigpt4.models.precision`), the LLM (shapes read from the headers of its weight files;
 int8 or NF4 for the linear layers of the decoder when quantized, its own dtype for the rest),
 plus :data:`RUNTIME_BYTES` for Python, torch and the activations of one answer. When the chosen
@@ -103,7 +103,7 @@ def llm_tensor_shapes(folder: str) -> dict[str, tuple[int, ...]]:
     for path in llm_weight_files(folder):
         try:
             shapes.update(_file_shapes(path))
-        except Exception as err:  # noqa: BLE001 - safetensors and torch raise many kinds
+        except Exception as err:  # safetensors and torch raise many kinds
             raise CheckpointError(
                 f"{path} (model.llama_model): this weight file cannot be read ({err}): a "
                 "download cut short, a link to the wrong file, or another format"

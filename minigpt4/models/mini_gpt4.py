@@ -11,7 +11,7 @@ server and the evaluator answer through them.
 same class with other defaults (:mod:`minigpt4.models.minigpt4_llama2`). Building is apart from
 loading: ``MiniGPT4(config, llm_hidden_size)`` builds the modules (:meth:`build_empty`: on the meta
 device, then allocated in the run's dtypes, :mod:`minigpt4.models.precision`); :meth:`from_config`
-reads the config and loads every weight file through :mod:`minigpt4.models.weights`.
+reads the config and loads every weight file through :mod:`minigpt4.models.loading`.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from minigpt4.common.registry import registry
-from minigpt4.models import generation, lora, multi_turn, quantized
+from minigpt4.models import generation, lora, multi_turn
 from minigpt4.models import prompt as assembly
 from minigpt4.models.answering import Answer, Answerer, Question
 from minigpt4.models.base_model import BaseModel, LayerNorm
 from minigpt4.models.eva_vit import create_eva_vit_g
+from minigpt4.models.loading import quantized
 from minigpt4.models.model_config import MiniGPT4Config
 from minigpt4.models.model_section import complete_section
 from minigpt4.models.precision import Precision, materialize, run_device_kind
@@ -156,7 +157,7 @@ class MiniGPT4(BaseModel):
 
         A section read without ``Config`` gets its missing keys from the default YAML of its
         model type (:mod:`minigpt4.models.model_section`)."""
-        from minigpt4.models.weights import load_model
+        from minigpt4.models.loading.model import load_model
 
         section = complete_section(cls, cfg)
         return load_model(cls, MiniGPT4Config.from_cfg(section, **cls.CONFIG_DEFAULTS))
@@ -272,12 +273,15 @@ class MiniGPT4(BaseModel):
     ) -> dict[str, torch.Tensor]:
         """What ``forward`` feeds the LLM: ``inputs_embeds``, ``attention_mask`` and ``labels``.
 
-        ``samples``: ``image`` [B, 3, H, W] and ``text_input`` (or ``answer``) B strings, and
+        ``samples``: ``image`` [B, 3, H, W] (absent in a text-only batch) and ``text_input`` (or
+        ``answer``) B strings, and
         optionally ``instruction_input`` (B prompts, "" where a sample has none). The samples
         without one get ``prompt``, by default one random choice from ``prompt_list`` for the
         whole batch (none in stage 1). A conversation batch (``conv_q``, ``conv_a``,
         ``connect_sym``) is laid out by :mod:`minigpt4.models.multi_turn`.
         """
+        if "image" not in samples:  # text only (MiniGPT-v2's unnatural instructions)
+            return self._text_only_inputs(samples)
         image = samples["image"]
         img_embeds, atts_img = self.encode_img(image)
         tokenizer = self.llama_tokenizer
@@ -310,6 +314,27 @@ class MiniGPT4(BaseModel):
             tokenizer.pad_token_id,
             targets,
         )
+
+    def _text_only_inputs(self, samples: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """A batch of ``instruction_input``/``answer`` without images, laid out as the
+        original's: [BOS][prompt in the template][answer + end_sym][padding]."""
+        tokenizer = self.llama_tokenizer
+        own = list(samples.get("instruction_input") or [])
+        if not own or not all(own):
+            raise ValueError("a batch without images needs an instruction_input per sample")
+        texts = self._answers(samples, len(own))
+        if self.config.template_instructions:
+            own = [self.config.prompt_template.format(p) for p in own]
+        cond, cond_mask = assembly.wrap_text_prompts(
+            tokenizer, self.embed_tokens, own, self.device, self.max_context_len
+        )
+        ids, mask = tokenizer.pad_batch(
+            [t + self.end_sym for t in texts], self.max_txt_len, device=self.device
+        )
+        return assembly.training_inputs(
+            cond, cond_mask, ids, mask, self.embed_tokens, tokenizer.bos_token_id,
+            tokenizer.pad_token_id,
+        )  # fmt: skip
 
     @staticmethod
     def _answers(samples: Mapping[str, Any], count: int) -> list[str]:

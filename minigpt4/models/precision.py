@@ -11,8 +11,9 @@
   fp16 inputs (the original's ``torch_dtype=float16``). On CPU it stays in ``cpu_dtype``:
   bitsandbytes casts the activations to fp16 only to quantize them, and computes the rest (its
   outlier columns, the backward pass) in the input dtype, where fp16 matrix products run about
-  10x slower than bf16 on a CPU without AVX512-FP16 (see :mod:`minigpt4.models.quantized` for
-  the warning that cast would log on every call). A 4-bit LLM computes in the LLM dtype.
+  10x slower than bf16 on a CPU without AVX512-FP16 (see
+  :mod:`minigpt4.models.loading.quantized` for the warning that cast would log on every call).
+  A 4-bit LLM computes in the LLM dtype.
 
 The vision side is built on the meta device and allocated here once, directly in its dtypes
 (:func:`materialize`), so no random weights are computed and no fp32 copy exists before the

@@ -89,7 +89,7 @@ class QFormerAdapter:
 
     def load(self, model: nn.Module, config: Any, fetch_file) -> None:
         """Load the Q-Former file (``fetch_file(config_key, value)`` gives its local path)."""
-        from minigpt4.models.weights import load_blip2
+        from minigpt4.models.loading.parts import load_blip2
 
         logger.info("Loading Q-Former")
         path = fetch_file("model.q_former_model", config.q_former_model)

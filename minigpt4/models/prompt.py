@@ -99,6 +99,27 @@ def wrap_prompts(
                 ]
             )
         )
+    return _right_pad(rows, tokenizer, embed, max_context_len)
+
+
+def wrap_text_prompts(
+    tokenizer: Tokenizer,
+    embed: Embed,
+    prompts: Sequence[str],
+    device: torch.device,
+    max_context_len: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`wrap_prompts` of a batch without images (MiniGPT-v2's text-only instructions):
+    each prompt's tokens, no BOS, right-padded as the original's ``prompt_wrap`` does."""
+    rows = [_embed_ids(embed, tokenizer.encode(prompt), device)[0] for prompt in prompts]
+    return _right_pad(rows, tokenizer, embed, max_context_len)
+
+
+def _right_pad(
+    rows: list[torch.Tensor], tokenizer: Tokenizer, embed: Embed, max_context_len: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows [L_i, H] as [B, L, H] right-padded with the pad token's embedding, and the mask."""
+    device = rows[0].device
     width = max(r.shape[0] for r in rows)
     if max_context_len is not None:
         width = min(width, max_context_len)

@@ -23,7 +23,7 @@ from minigpt4.common.checkpoint_files import CheckpointError, atomic_torch_save,
 from minigpt4.common.logger import MetricLogger
 from minigpt4.common.utils import resolve_path
 from minigpt4.models import lora
-from minigpt4.models.weights import training_checkpoint_state
+from minigpt4.models.loading.key_maps import training_checkpoint_state
 from minigpt4.runners.resume import (
     RESUME_KEY,
     RESUME_REQUIRED,

@@ -66,7 +66,11 @@ class DataParallel:
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         # Wrapping broadcasts rank 0's parameters and buffers, so all ranks start equal.
         device_ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        # As the original: a batch may leave trainable parts unused (MiniGPT-v2's text-only
+        # batches never reach llama_proj), which plain DDP refuses at the next step.
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=device_ids, find_unused_parameters=True
+        )
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         return model.module

@@ -39,9 +39,10 @@ from minigpt4.models.answering import Answer, ContextTooLong, fit
 from minigpt4.models.generation import GenerationSettings
 from minigpt4.models.memory import release_freed_memory
 from minigpt4.serve import images, protocol
-from minigpt4.serve.batcher import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S, Batcher
+from minigpt4.serve.batcher import Batcher
 from minigpt4.serve.errors import APIError, bad_request, install_handlers
 from minigpt4.serve.hosts import LOOPBACK_NAMES, HostAllowList
+from minigpt4.serve.limits import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S
 from minigpt4.serve.messages import Plan, build_conversation, plan_conversation
 from minigpt4.serve.slow_clients import DEFAULT_READ_TIMEOUT_S, read_body
 

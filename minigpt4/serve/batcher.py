@@ -37,11 +37,10 @@ import torch
 
 from minigpt4.models.answering import Answer, Question
 from minigpt4.models.generation import GenerationSettings
+from minigpt4.serve.limits import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH_SIZE = 16
-DEFAULT_MAX_WAIT_S = 0.05
 _POLL_S = 0.002
 
 

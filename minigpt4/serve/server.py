@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from minigpt4.serve.batcher import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S
+from minigpt4.common.model_args import add_model_arguments, chat_from_args
 from minigpt4.serve.hosts import default_allowed_hosts
+from minigpt4.serve.limits import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_S
+from minigpt4.serve.ports import listen
 from minigpt4.serve.slow_clients import DEFAULT_READ_TIMEOUT_S, header_timeout_protocol
 
 logger = logging.getLogger("minigpt4.serve")
@@ -98,12 +100,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m minigpt4.serve",
         description="Serve MiniGPT-4 over an OpenAI-compatible HTTP API",
     )
-    parser.add_argument("--cfg-path", required=True, help="path to an eval configuration file")
-    parser.add_argument(
-        "--options", nargs="+", help="override settings of the config file: key=value pairs"
-    )
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    parser.add_argument("--gpu-id", type=int, default=0, help="the GPU to load the model on")
+    add_model_arguments(parser, cfg_help="path to an eval configuration file")
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (0.0.0.0: all)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     add_api_arguments(parser)
@@ -139,25 +136,6 @@ def api_app(chat: Any, args: argparse.Namespace, host: str) -> Any:
     )
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port``, taken before the model loads, so a taken port or a
-    wrong address fails at once (not after minutes of loading)."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        # The TCP protocol number matters: asyncio switches Nagle's algorithm off (and so avoids
-        # 40 ms delayed-ACK stalls per answer) only on sockets that name it.
-        sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen()
-        return sock
-    except OSError as err:  # socket.gaierror included
-        raise SystemExit(
-            f"--host {host} --port {port}: cannot listen there ({err.strerror or err}); stop "
-            "the program that holds the port, or choose another with --port"
-        ) from err
-
-
 def run(
     app: Any,
     host: str,
@@ -165,7 +143,8 @@ def run(
     sock: socket.socket | None = None,
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
 ) -> None:
-    """Serve ``app`` with uvicorn until interrupted (on ``sock`` if given, from :func:`bind`).
+    """Serve ``app`` with uvicorn until interrupted (on ``sock`` if given, from
+    :func:`~minigpt4.serve.ports.listen`).
 
     A mounted gradio app keeps a heartbeat stream open per browser tab until its ``stop_event``
     is set (its own ``launch`` sets it on exit); it is set here too, or stopping would wait for
@@ -196,27 +175,24 @@ def run(
     Server(config).run(sockets=[sock] if sock is not None else None)
 
 
-def run_with_demo(chat: Any, demo: Any, args: argparse.Namespace, host: str, port: int) -> None:
+def run_with_demo(
+    chat: Any, demo: Any, args: argparse.Namespace, host: str, port: int, sock: socket.socket
+) -> None:
     """One uvicorn server for the API (``/v1``, ``/health``) and the gradio ``demo`` (``/``),
-    on one loaded model (``demo.py --api``)."""
+    on one loaded model and the socket ``demo.py --api`` took (``demo.py --api``)."""
     import gradio as gr
 
     app = api_app(chat, args, host)
     gr.mount_gradio_app(app, demo, path="/", server_name=host, server_port=port)
     logger.info("Running on local URL:  http://%s:%d (OpenAI API under /v1)", host, port)
-    run(app, host, port, read_timeout_s=args.read_timeout)
+    run(app, host, port, sock, read_timeout_s=args.read_timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from minigpt4.common.config import Config
-    from minigpt4.common.logger import setup_logger
-    from minigpt4.conversation import loading
-
     args = parse_args(argv)
-    setup_logger()
-    sock = bind(args.host, args.port)
-    import minigpt4  # noqa: F401  (registers models and processors)
+    from minigpt4.common.logger import setup_logger
 
-    device = loading.resolve_device(args.device, args.gpu_id)
-    chat = loading.build_chat(Config(args), device, args.gpu_id)
+    setup_logger()
+    sock = listen(args.host, args.port)  # a taken port fails before the model loads
+    chat = chat_from_args(args)
     run(api_app(chat, args, args.host), args.host, args.port, sock, args.read_timeout)

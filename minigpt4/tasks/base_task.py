@@ -15,7 +15,8 @@ from minigpt4.common.registry import registry
 
 
 class BaseTask:
-    """Model, datasets and the training loss; evaluation is task-specific."""
+    """Model, datasets and the training loss (no task here evaluates during training: LAVIS's
+    ``valid_step`` / ``evaluation`` hooks are not kept)."""
 
     @classmethod
     def setup_task(cls, **kwargs: Any) -> BaseTask:
@@ -45,9 +46,3 @@ class BaseTask:
     def train_step(self, model: nn.Module, samples: dict[str, Any]) -> torch.Tensor:
         """The loss of one batch (the runner divides it for accumulation and backpropagates)."""
         return model(samples)["loss"]
-
-    def valid_step(self, model: nn.Module, samples: dict[str, Any]) -> Any:
-        raise NotImplementedError
-
-    def evaluation(self, model: nn.Module, data_loader: Any, cuda_enabled: bool = True) -> Any:
-        raise NotImplementedError

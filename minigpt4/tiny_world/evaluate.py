@@ -86,7 +86,6 @@ def evaluate_chat(chat: Any, seed: int = HELD_OUT_SEED, count: int = DEFAULT_COU
 
 def build_chat(cfg_path: str, options: Sequence[str] | None = None, untrained: bool = False) -> Any:
     """A CPU Chat on the model of an eval config (``untrained``: fresh ``llama_proj``)."""
-    import minigpt4  # noqa: F401  (registers models and processors)
     from minigpt4.common.config import Config
     from minigpt4.conversation.loading import build_chat
 

@@ -1,4 +1,4 @@
-# ruff: noqa: E402, F401, F403, F405
+# ruff: noqa: E402, F401, F403
 """A script written against the original HEAD's Python API, as its demo.py and demo_v2.py are.
 
 HEAD's calls: ``Chat(model, vis_processor, device=..., stopping_criteria=StoppingCriteriaList(

@@ -1,4 +1,4 @@
-# ruff: noqa: E402, F401, F403, F405
+# ruff: noqa: E402, F403
 """A script written against the original MiniGPT-4 v1 Python API, as its demo.py is written.
 
 The original's calls, in the original's order: ``Config(args)``, the registry, ``from_config``,

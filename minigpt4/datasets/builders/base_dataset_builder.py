@@ -44,7 +44,7 @@ class BaseDatasetBuilder:
         return cls.__name__
 
     @classmethod
-    def default_config_path(cls, type: str = "default") -> str:  # noqa: A002 (original's name)
+    def default_config_path(cls, type: str = "default") -> str:  # the original's argument name
         """Absolute path of the default YAML for config ``type``."""
         if type not in cls.DATASET_CONFIG_DICT:
             raise KeyError(
@@ -59,7 +59,7 @@ class BaseDatasetBuilder:
         return datasets[next(iter(datasets))]
 
     @classmethod
-    def default_config(cls, type: str = "default") -> DictConfig:  # noqa: A002
+    def default_config(cls, type: str = "default") -> DictConfig:
         return cls._load_block(cls.default_config_path(type))
 
     def build_datasets(self) -> dict[str, Any]:

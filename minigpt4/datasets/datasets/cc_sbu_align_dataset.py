@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from minigpt4.datasets.datasets.caption_datasets import CaptionDataset
+from minigpt4.datasets.datasets.readable_images import SkipCounter, first_readable
 from minigpt4.models.prompt import IMAGE_PLACEHOLDER
-from minigpt4.processors.image_io import ImageLoadError, load_image
-
-logger = logging.getLogger(__name__)
-
-# A corrupt image is replaced by the next one; this many failures in a row means the folder is
-# broken, not one file.
-MAX_CONSECUTIVE_BAD_IMAGES = 100
 
 
 class CCSBUAlignDataset(CaptionDataset):
@@ -29,6 +22,7 @@ class CCSBUAlignDataset(CaptionDataset):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.has_instructions = False
+        self.skips = SkipCounter("cc_sbu_align")
         for index, ann in enumerate(self.annotation):
             if "instruction" not in ann:
                 continue
@@ -41,23 +35,18 @@ class CCSBUAlignDataset(CaptionDataset):
             self.has_instructions = True
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        for attempt in range(MAX_CONSECUTIVE_BAD_IMAGES):
-            ann = self.annotation[(index + attempt) % len(self.annotation)]
-            path = self.image_path(ann["image_id"])
-            try:
-                image = load_image(path)
-            except ImageLoadError as err:
-                logger.warning("Skipping unreadable image %s", err)
-                continue
-            sample = {
-                "image": self.vis_processor(image),
-                "text_input": ann["caption"],
-                "image_id": self.img_ids[ann["image_id"]],
-            }
-            if self.has_instructions:
-                sample["instruction_input"] = ann.get("instruction", "")
-            return sample
-        raise RuntimeError(
-            f"{MAX_CONSECUTIVE_BAD_IMAGES} images in a row under {self.vis_root} could not be "
-            "read; check the dataset folder"
+        ann, image = first_readable(
+            self.annotation,
+            index,
+            lambda ann: self.image_path(ann["image_id"]),
+            self.skips,
+            where=str(self.vis_root),
         )
+        sample = {
+            "image": self.vis_processor(image),
+            "text_input": ann["caption"],
+            "image_id": self.img_ids[ann["image_id"]],
+        }
+        if self.has_instructions:
+            sample["instruction_input"] = ann.get("instruction", "")
+        return sample

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from minigpt4.datasets.datasets.image_text_webdataset import ImageTextStream, worker_slot
-from minigpt4.datasets.sample_seeds import mix_seed, seeded_torch
+from minigpt4.datasets.sample_seeds import mix_seed, seeded_python, seeded_torch
 
 # Batch entry that carries (logical worker, stream position) of each sample to the loader.
 STREAM_POSITION_KEY = "__stream_position__"
@@ -53,11 +53,13 @@ class ResumableDistributedSampler(DistributedSampler):
 
 
 class SeededSamples(Dataset):
-    """A map-style dataset whose items are made with torch seeded per (pass, position).
+    """A map-style dataset whose items are made with torch and Python's ``random`` seeded per
+    (pass, position).
 
-    The random crop of the sample at ``position`` of data pass ``epoch`` then depends on
-    nothing else, not on the state of a DataLoader worker (which a resumed run cannot restore),
-    so a resumed run with ``num_workers > 0`` crops exactly as an uninterrupted one.
+    The random crop (torch) and the drawn template (``random``) of the sample at ``position``
+    of data pass ``epoch`` then depend on nothing else, not on the state of a DataLoader worker
+    (which a resumed run cannot restore), so a resumed run with ``num_workers > 0`` makes
+    exactly the samples of an uninterrupted one.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
@@ -69,7 +71,8 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int, int]) -> Any:
         index, epoch, position = key
-        with seeded_torch(mix_seed(self.seed, epoch, position)):
+        seed = mix_seed(self.seed, epoch, position)
+        with seeded_torch(seed), seeded_python(seed):
             return self.dataset[index]
 
 

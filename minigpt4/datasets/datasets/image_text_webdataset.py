@@ -179,7 +179,7 @@ class ImageTextStream(IterableDataset):
             with seeded_torch(sample_seed):  # the random crop repeats after a resume
                 tensor = self.vis_processor(image)
             out = {"image": tensor, "text_input": self.text_processor(caption)}
-        except Exception as exn:  # noqa: BLE001 - any unreadable sample is skipped alike
+        except Exception as exn:  # any unreadable sample is skipped alike
             self.guard.handler(SampleError(url, key, exn))
             return None
         self.guard.passed()

@@ -1,5 +1,8 @@
-"""bitsandbytes LLMs, quiet and correct: its log noise, and the 4-bit CPU kernel's weight layout.
+"""bitsandbytes LLMs, quiet and correct: how to load one, its log noise, and the 4-bit CPU
+kernel's weight layout.
 
+- :func:`load_kwargs`: the ``from_pretrained`` arguments of ``model.llm_quantization`` (8-bit, or
+  4-bit NF4 with double quantization), placed on the GPU of ``model.device_8bit`` or the CPU.
 - On import, bitsandbytes' CPU backend tries to fetch a kernel from the Hugging Face hub through
   the ``kernels`` package and, when that is absent, logs a warning that asks to install it. This
   project does not use that kernel (it runs offline), so :func:`quiet_bitsandbytes` drops that
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,6 +54,28 @@ class _DropMessage(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.text not in str(record.msg)
+
+
+def load_kwargs(config: Any, device_kind: str, dtype: torch.dtype) -> dict[str, Any]:
+    """``device_map`` and ``quantization_config`` for ``from_pretrained`` of an LLM quantized as
+    ``config.quantization`` says (``8bit`` or ``4bit``), computing in ``dtype``."""
+    from transformers import BitsAndBytesConfig
+
+    on_cuda = device_kind == "cuda"
+    kwargs: dict[str, Any] = {"device_map": {"": config.device_8bit if on_cuda else "cpu"}}
+    if config.quantization == "8bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        # Double quantization stores the block scales in 8 bits instead of fp32 (0.3 GB less
+        # for a 7B LLM while it loads, and on CUDA for good; the CPU kernel's repack expands
+        # them to bf16).
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+        )
+    return kwargs
 
 
 def _drop(logger_name: str, text: str) -> None:

@@ -1,0 +1,9 @@
+"""MiniGPT-v2 dataset classes under the original's import path (see the import below)."""
+
+from minigpt4.datasets.v2.flickr import (
+    CaptionToObjectDataset,
+    GroundedDetailDataset,
+    PhraseToObjectDataset,
+)
+
+__all__ = ["GroundedDetailDataset", "CaptionToObjectDataset", "PhraseToObjectDataset"]

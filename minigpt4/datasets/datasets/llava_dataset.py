@@ -1,0 +1,9 @@
+"""MiniGPT-v2 dataset classes under the original's import path (see the import below)."""
+
+from minigpt4.datasets.v2.conversations import (
+    LlavaConversationDataset,
+    LlavaDetailDataset,
+    LlavaReasonDataset,
+)
+
+__all__ = ["LlavaDetailDataset", "LlavaReasonDataset", "LlavaConversationDataset"]

@@ -1,0 +1,5 @@
+"""MiniGPT-v2 dataset classes under the original's import path (see the import below)."""
+
+from minigpt4.datasets.v2.vqa import OCRVQADataset
+
+__all__ = ["OCRVQADataset"]

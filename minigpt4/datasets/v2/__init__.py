@@ -1,0 +1,1 @@
+"""MiniGPT-v2's training datasets: the formats of ``train_configs/minigptv2_finetune.yaml``."""
