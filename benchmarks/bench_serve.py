@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.roofline import this_machine  # noqa: E402
 from minigpt4.serve.limits import DEFAULT_MAX_WAIT_S  # noqa: E402
-from minigpt4.tiny_world import evaluate, text, world  # noqa: E402
+from tiny_world import evaluate, text, world  # noqa: E402
 
 EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"
 CLIENTS = (1, 4, 8, 16)

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch
 
 from benchmarks.roofline import this_machine
-from minigpt4.tiny_world import evaluate, text
+from tiny_world import evaluate, text
 
 EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"
 

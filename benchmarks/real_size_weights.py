@@ -35,7 +35,7 @@ from torch import nn
 from minigpt4.common.atomic_write import atomic_write_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_WORLD_TOKENIZER = os.path.join(REPO, "minigpt4/tiny_world/checkpoint/llama/tokenizer.model")
+TINY_WORLD_TOKENIZER = os.path.join(REPO, "tiny_world/checkpoint/llama/tokenizer.model")
 MARKER = "bench_weights.json"
 V2_MARKER = "bench_weights_v2.json"
 VARIANTS = ("minigpt4", "minigptv2")

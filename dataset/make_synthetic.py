@@ -67,7 +67,11 @@ def _load_module(name: str) -> ModuleType:
     return module
 
 
-_world = _load_module("minigpt4.tiny_world.world")
+# The world (tiny_world/, PIL and the standard library only) is imported from the checkout.
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+from tiny_world import world as _world  # noqa: E402
+
 atomic_write = _load_module("minigpt4.common.atomic_write").atomic_write
 make_sample = _world.make_sample
 to_jpeg_bytes = _world.to_jpeg_bytes
@@ -125,10 +129,8 @@ def write_url_list(
 
 
 def _demo_prompt() -> Callable[[str], str]:
-    """``minigpt4.tiny_world.text.demo_prompt``: the Chat's prompt needs the package (torch)."""
-    if REPO_ROOT not in sys.path:
-        sys.path.insert(0, REPO_ROOT)
-    from minigpt4.tiny_world.text import demo_prompt
+    """``tiny_world.text.demo_prompt``: the Chat's prompt needs the package (torch)."""
+    from tiny_world.text import demo_prompt
 
     return demo_prompt
 

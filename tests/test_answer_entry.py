@@ -9,7 +9,7 @@ import torch
 
 from minigpt4.conversation.templates import IMAGE_MESSAGE
 from minigpt4.models.answering import ContextTooLong, Question, fit
-from minigpt4.tiny_world import evaluate, text
+from tiny_world import evaluate, text
 
 TINY_EVAL = "eval_configs/minigpt4_tiny_eval.yaml"
 

@@ -503,7 +503,7 @@ def _scene_of(seed: int, index: int, size: int):
 
 def test_mme_layout_holds_true_balanced_pairs(tmp_path):
     from minigpt4.evaluation.mme_data import read_mme
-    from minigpt4.tiny_world import world
+    from tiny_world import world
 
     make_synthetic.write_mme(str(tmp_path), seed=9, count=4, image_size=32)
     items = read_mme(tmp_path)
@@ -530,7 +530,7 @@ def test_mme_layout_holds_true_balanced_pairs(tmp_path):
 
 def test_pope_layout_asks_about_the_shape(tmp_path):
     from minigpt4.evaluation.pope_data import read_pope
-    from minigpt4.tiny_world import world
+    from tiny_world import world
 
     records = make_synthetic.write_pope(str(tmp_path), seed=10, count=5, image_size=32)
     items = read_pope(tmp_path)

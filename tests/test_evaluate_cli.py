@@ -18,7 +18,7 @@ import pytest
 from minigpt4.conversation.templates import CONV_VISION
 from minigpt4.evaluate import main
 from minigpt4.evaluation import mme, pope, vqa
-from minigpt4.tiny_world import evaluate as tiny_evaluate
+from tiny_world import evaluate as tiny_evaluate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"

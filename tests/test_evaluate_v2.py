@@ -19,8 +19,8 @@ from minigpt4.evaluation.ask import item_image
 from minigpt4.evaluation.items import Item
 from minigpt4.evaluation.resume import AnswerLog, partial_path
 from minigpt4.evaluation.run import load_config, run_header
-from minigpt4.tiny_world import evaluate as tiny_evaluate
 from tests import v2_bench_data
+from tiny_world import evaluate as tiny_evaluate
 
 EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"
 ITEM_KEYS = {"category", "image", "question", "answer", "prediction", "parsed"}

@@ -26,7 +26,7 @@ import torch
 from omegaconf import OmegaConf
 
 from minigpt4.common.registry import registry
-from minigpt4.tiny_world.world import BACKGROUND_RGB, COLOUR_RGB, parse_answer
+from tiny_world.world import BACKGROUND_RGB, COLOUR_RGB, parse_answer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMG2DATASET = REPO_ROOT / ".venv-img2dataset" / "bin" / "img2dataset"

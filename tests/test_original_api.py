@@ -32,7 +32,6 @@ from minigpt4.conversation.conversation import (
     CONV_VISION_minigptv2,
     StoppingCriteriaSub,
 )
-from minigpt4.tiny_world import evaluate, text, world
 from tests.model_fixtures import (
     LLAMA2_CONFIGS,
     LLAMA2_DIR,
@@ -43,6 +42,7 @@ from tests.model_fixtures import (
     load_reference,
     tiny_model_config,
 )
+from tiny_world import evaluate, text, world
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = REPO_ROOT / "tests" / "outside_clients"
@@ -117,7 +117,7 @@ def test_v1_demo_script_describes_held_out_images(held_out, project_greedy, tmp_
 
 def test_head_demo_script_three_ways_to_answer(held_out, project_greedy, tmp_path):
     scenes, paths = held_out
-    tokenizer_dir = REPO_ROOT / "minigpt4" / "tiny_world" / "checkpoint" / "llama"
+    tokenizer_dir = REPO_ROOT / "tiny_world" / "checkpoint" / "llama"
     from minigpt4.models.tokenizer import LlamaTokenizer
 
     stop = [[LlamaTokenizer.from_folder(str(tokenizer_dir)).piece_to_id("###")]]
@@ -130,7 +130,7 @@ def test_head_demo_script_three_ways_to_answer(held_out, project_greedy, tmp_pat
 
 def vlmevalkit_yaml(path: Path) -> None:
     """VLMEvalKit's ``minigpt4_7b_eval.yaml`` with the tiny world's weights and sizes."""
-    checkpoint = REPO_ROOT / "minigpt4" / "tiny_world" / "checkpoint"
+    checkpoint = REPO_ROOT / "tiny_world" / "checkpoint"
     tiny = OmegaConf.load(REPO_ROOT / TINY_EVAL).model
     cfg = {
         "model": {

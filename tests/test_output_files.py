@@ -18,7 +18,7 @@ from minigpt4.evaluation.identity import content_hash
 from minigpt4.evaluation.resume import AnswerLog, partial_path
 
 TINY_EVAL = "eval_configs/minigpt4_tiny_eval.yaml"
-CHECKPOINT = Path("minigpt4/tiny_world/checkpoint/pretrained_minigpt4_tiny.pth")
+CHECKPOINT = Path("tiny_world/checkpoint/pretrained_minigpt4_tiny.pth")
 
 
 @pytest.mark.parametrize(

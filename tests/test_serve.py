@@ -20,10 +20,10 @@ import httpx
 import openai
 import pytest
 
-from minigpt4.tiny_world import evaluate, text, world
 from tests.process_helpers import free_port, serving
 from tests.serve_helpers import data_url, image_part, user_with_image
 from tests.test_serve_protocol import bomb_png
+from tiny_world import evaluate, text, world
 
 TINY_EVAL = "eval_configs/minigpt4_tiny_eval.yaml"
 MODEL = "mini_gpt4-pretrained_minigpt4_tiny"  # <arch>-<checkpoint file name>

@@ -12,7 +12,7 @@ import torch
 from minigpt4.conversation.templates import IMAGE_MESSAGE
 from minigpt4.models.answering import Answer
 from minigpt4.serve.batcher import Batcher, Cancelled
-from minigpt4.tiny_world import evaluate, text
+from tiny_world import evaluate, text
 
 TINY_EVAL = "eval_configs/minigpt4_tiny_eval.yaml"
 QUESTIONS = [text.DEMO_QUESTION] + [q for q, _ in text.FOLLOW_UPS]

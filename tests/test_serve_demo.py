@@ -13,9 +13,9 @@ import httpx
 import openai
 import pytest
 
-from minigpt4.tiny_world import text, world
 from tests.process_helpers import free_port, serving
 from tests.serve_helpers import data_url, png_bytes, user_with_image
+from tiny_world import text, world
 
 MODEL = "mini_gpt4-pretrained_minigpt4_tiny"
 SEED = 7

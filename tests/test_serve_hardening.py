@@ -22,10 +22,10 @@ from fastapi.testclient import TestClient
 from minigpt4.serve import create_app, images
 from minigpt4.serve import server as serve_cli
 from minigpt4.serve.errors import APIError
-from minigpt4.tiny_world import evaluate, text, world
 from tests.process_helpers import free_port, serving
 from tests.serve_helpers import LOCAL, data_url, png_bytes, user_with_image
 from tests.test_serve_protocol import bomb_png
+from tiny_world import evaluate, text, world
 
 TINY_EVAL = "eval_configs/minigpt4_tiny_eval.yaml"
 API_KEY = "hardening-key"

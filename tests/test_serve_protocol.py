@@ -18,8 +18,8 @@ from minigpt4.serve.app import settings_for
 from minigpt4.serve.errors import APIError
 from minigpt4.serve.messages import plan_conversation
 from minigpt4.serve.protocol import parse_request
-from minigpt4.tiny_world import evaluate
 from tests.serve_helpers import LOCAL, data_url, image_part, png_bytes, user_with_image
+from tiny_world import evaluate
 
 URL = data_url(Image.new("RGB", (8, 8), (200, 30, 30)))
 

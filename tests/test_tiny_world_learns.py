@@ -1,7 +1,7 @@
 """The tiny world's claim: training only ``llama_proj`` makes the model describe unseen images.
 
 Stage 1 runs with the normal ``train.py`` under ``torchrun --nproc_per_node 2`` on freshly
-generated shards, from the frozen parts shipped in ``minigpt4/tiny_world/checkpoint/`` and a
+generated shards, from the frozen parts shipped in ``tiny_world/checkpoint/`` and a
 freshly initialised ``llama_proj``, then stage 2 from its checkpoint on a fresh ``cc_sbu_align``
 folder with yes/no pairs; each result is scored on 200 images of a seed that no training step
 uses, through the demo's conversation flow, and on the tiny MME benchmark of that seed.
@@ -21,7 +21,7 @@ import torch
 
 from minigpt4.evaluate import main as evaluate_main
 from minigpt4.models.weights import load_minigpt4_checkpoint
-from minigpt4.tiny_world import evaluate
+from tiny_world import evaluate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"

@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from minigpt4.tiny_world import build_tokenizer, build_vision, export_ckpt, parts, text, world
+from tiny_world import build_tokenizer, build_vision, export_ckpt, parts, text, world
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = REPO_ROOT / "minigpt4" / "tiny_world" / "checkpoint"
+SHIPPED = REPO_ROOT / "tiny_world" / "checkpoint"
 KEYS = REPO_ROOT / "tests" / "fixtures" / "keys"
 
 
@@ -37,7 +37,7 @@ def test_shipped_tokenizer_is_llama_like():
 
 
 def test_slot_sequences_have_minigpt4_layout():
-    from minigpt4.tiny_world.train_llm import IGNORE, SequenceMaker
+    from tiny_world.train_llm import IGNORE, SequenceMaker
 
     tok = AutoTokenizer.from_pretrained(SHIPPED / "llama", local_files_only=True)
     maker = SequenceMaker(tok, 32)
@@ -134,7 +134,7 @@ def test_export_keeps_only_llama_proj(tmp_path):
 def test_yes_no_sequences_and_their_decisions():
     import random
 
-    from minigpt4.tiny_world.train_llm import IGNORE, SequenceMaker, decision_mask, pad
+    from tiny_world.train_llm import IGNORE, SequenceMaker, decision_mask, pad
 
     tok = AutoTokenizer.from_pretrained(SHIPPED / "llama", local_files_only=True)
     maker = SequenceMaker(tok, 32)
@@ -165,7 +165,7 @@ def test_yes_no_sequences_and_their_decisions():
 def test_train_llm_can_start_from_an_llm_folder():
     from safetensors.torch import load_file
 
-    from minigpt4.tiny_world import train_llm
+    from tiny_world import train_llm
 
     folder = SHIPPED / "llama"
     args = train_llm.parse_args(["--init", str(folder), "--hidden", "32"])
@@ -179,7 +179,7 @@ def test_train_llm_can_start_from_an_llm_folder():
 def test_slot_mix_makes_convex_mixtures_of_the_slot_words_only_in_the_slot():
     from transformers import LlamaForCausalLM
 
-    from minigpt4.tiny_world.train_llm import IGNORE, slot_embeddings
+    from tiny_world.train_llm import IGNORE, slot_embeddings
 
     model = LlamaForCausalLM.from_pretrained(SHIPPED / "llama", local_files_only=True)
     torch.manual_seed(0)
@@ -204,7 +204,7 @@ def test_slot_distract_adds_a_word_the_slot_does_not_have():
 
     from transformers import LlamaForCausalLM
 
-    from minigpt4.tiny_world.train_llm import IGNORE, SequenceMaker, slot_embeddings
+    from tiny_world.train_llm import IGNORE, SequenceMaker, slot_embeddings
 
     tok = AutoTokenizer.from_pretrained(SHIPPED / "llama", local_files_only=True)
     model = LlamaForCausalLM.from_pretrained(SHIPPED / "llama", local_files_only=True)
@@ -229,7 +229,7 @@ def test_slot_distract_adds_a_word_the_slot_does_not_have():
 def test_follow_up_prob_sets_how_many_demo_conversations_go_on():
     import random
 
-    from minigpt4.tiny_world.train_llm import SequenceMaker
+    from tiny_world.train_llm import SequenceMaker
 
     tok = AutoTokenizer.from_pretrained(SHIPPED / "llama", local_files_only=True)
     scene = world.Scene("red", "circle", "large", "top left", "gray")
@@ -244,7 +244,7 @@ def test_follow_up_prob_sets_how_many_demo_conversations_go_on():
 def test_yes_no_conversation_length_and_described_start():
     import random
 
-    from minigpt4.tiny_world.train_llm import SequenceMaker, decision_mask, pad
+    from tiny_world.train_llm import SequenceMaker, decision_mask, pad
 
     tok = AutoTokenizer.from_pretrained(SHIPPED / "llama", local_files_only=True)
     scene = world.Scene("red", "circle", "large", "top left", "gray")
@@ -278,7 +278,7 @@ def test_yes_no_conversation_length_and_described_start():
     "flags", [["--yes-no-turns", "0"], ["--yes-no-described", "1.5"], ["--yes-no-described", "-1"]]
 )
 def test_train_llm_rejects_bad_yes_no_flags(flags, capsys):
-    from minigpt4.tiny_world import train_llm
+    from tiny_world import train_llm
 
     with pytest.raises(SystemExit):
         train_llm.parse_args(flags)

@@ -23,7 +23,7 @@ from minigpt4.datasets.v2.base import RecordError
 from minigpt4.datasets.v2.safe_pickle import UnsafePickleError, load_data_pickle
 
 sys.path.insert(0, str(Path(__file__).parent))
-import v2_data_formats  # noqa: E402
+import v2_data_formats
 
 ORIGINAL = json.loads(
     (Path(__file__).parent / "fixtures" / "v2_original_samples" / "samples.json").read_text()

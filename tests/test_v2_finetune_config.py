@@ -15,7 +15,7 @@ from minigpt4.runners.train_data import build_train_loaders
 from minigpt4.tasks.base_task import BaseTask
 
 sys.path.insert(0, str(Path(__file__).parent))
-import v2_data_formats  # noqa: E402
+import v2_data_formats
 
 CONFIG = Path(__file__).resolve().parents[1] / "train_configs" / "minigptv2_finetune.yaml"
 COUNT = 6  # records per format: the config's largest batch size

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from tests.model_fixtures import load_v2_reference, v2_options
 
 sys.path.insert(0, str(Path(__file__).parent))
-import v2_data_formats  # noqa: E402
+import v2_data_formats
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "train_configs" / "minigptv2_finetune.yaml"

@@ -11,7 +11,7 @@ import train
 from tests.model_fixtures import load_v2_reference, v2_options
 
 sys.path.insert(0, str(Path(__file__).parent))
-import v2_data_formats  # noqa: E402
+import v2_data_formats
 
 CONFIG = Path(__file__).resolve().parents[1] / "train_configs" / "minigptv2_finetune.yaml"
 ITERS = 12  # per epoch

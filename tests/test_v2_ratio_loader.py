@@ -16,7 +16,7 @@ from minigpt4.datasets.datasets.dataloader_utils import MultiIterLoader
 from minigpt4.runners.train_data import build_train_loaders
 
 sys.path.insert(0, str(Path(__file__).parent))
-import v2_data_formats  # noqa: E402
+import v2_data_formats
 
 ORIGINAL = json.loads(
     (Path(__file__).parent / "fixtures" / "v2_original_samples" / "samples.json").read_text()

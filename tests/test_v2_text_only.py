@@ -12,7 +12,7 @@ from minigpt4.common.registry import registry
 from tests.model_fixtures import load_v2_reference, v2_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-import v2_data_formats  # noqa: E402
+import v2_data_formats
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from minigpt4.tiny_world import world
-from minigpt4.tiny_world.world import (
+from tiny_world import world
+from tiny_world.world import (
     BACKGROUNDS,
     COLOURS,
     POSITIONS,

@@ -8,7 +8,7 @@ fixed seed: the same files every time. The records exercise what the datasets mu
 upper case and punctuation (the text processor), several sentences/answers (random draws),
 non-train records (dropped), non-square images (box scaling and truncation).
 
-Uses the standard library, PIL and minigpt4/tiny_world/world.py only (loaded by path), so the
+Uses the standard library, PIL and tiny_world/world.py only (loaded by path), so the
 recording script can run it beside the original's package.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 SEED = 7
 COUNT = 3  # images per format (the recorded samples); write_all(count=) writes more
-_WORLD_FILE = Path(__file__).resolve().parents[1] / "minigpt4" / "tiny_world" / "world.py"
+_WORLD_FILE = Path(__file__).resolve().parents[1] / "tiny_world" / "world.py"
 
 
 def _world() -> Any:

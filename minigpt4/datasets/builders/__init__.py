@@ -1,7 +1,7 @@
 """Dataset builders; importing this package registers ``laion``, ``cc_sbu``, ``cc_sbu_align``
 and MiniGPT-v2's finetune datasets (:mod:`minigpt4.datasets.builders.v2_builders`)."""
 
-import minigpt4.datasets.builders.v2_builders  # noqa: E402,F401 (registers the v2 names)
+import minigpt4.datasets.builders.v2_builders  # noqa: F401 (registers the v2 names)
 from minigpt4.datasets.builders.base_dataset_builder import BaseDatasetBuilder
 from minigpt4.datasets.builders.image_text_pair_builder import (
     CCSBUAlignBuilder,

@@ -40,7 +40,7 @@ class ReferCOCODataset(V2ImageDataset):
         vis_root: str,
         ann_path: str,
         dataset: str = "refcoco",
-        splitBy: str = "unc",  # noqa: N803 (the original's config key)
+        splitBy: str = "unc",  # the original's config key
         name: str = "refcoco",
     ) -> None:
         refs = read_train_refs(ann_path, dataset, splitBy, name)

@@ -1,6 +1,6 @@
 """Measure how often the tiny MiniGPT-4 names the right colour and shape of unseen images.
 
-    python -m minigpt4.tiny_world.evaluate --cfg-path eval_configs/minigpt4_tiny_eval.yaml \\
+    python -m tiny_world.evaluate --cfg-path eval_configs/minigpt4_tiny_eval.yaml \\
         --seed 7777 --count 200 [--options model.ckpt=path/to/checkpoint.pth]
 
 Renders ``--count`` images of the world from ``--seed`` (a seed no training step used), stores
@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from minigpt4.common.atomic_write import atomic_write
-from minigpt4.tiny_world import text, world
+from tiny_world import text, world
 
 logger = logging.getLogger(__name__)
 
@@ -134,4 +134,4 @@ def main(argv: Sequence[str] | None = None) -> Result:
 if __name__ == "__main__":
     from minigpt4.common.cli import run_command
 
-    run_command(main, "python -m minigpt4.tiny_world.evaluate")
+    run_command(main, "python -m tiny_world.evaluate")

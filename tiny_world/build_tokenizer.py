@@ -1,6 +1,6 @@
 """Train the tiny world's SentencePiece tokenizer and save it as a LLaMA-style HF folder.
 
-    python -m minigpt4.tiny_world.build_tokenizer --out minigpt4/tiny_world/checkpoint/llama
+    python -m tiny_world.build_tokenizer --out tiny_world/checkpoint/llama
 
 Like LLaMA's: BPE, ids unk 0 / bos 1 / eos 2, no pad, byte fallback (any text encodes), identity
 normalisation (a newline stays a newline), "▁" dummy prefix. "###", "<Img>" and "</Img>" are single
@@ -20,7 +20,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from minigpt4.common.atomic_write import atomic_write
-from minigpt4.tiny_world import text
+from tiny_world import text
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def save_hf_folder(model_bytes: bytes, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="minigpt4/tiny_world/checkpoint/llama")
+    parser.add_argument("--out", default="tiny_world/checkpoint/llama")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
     parser.add_argument("--corpus-scenes", type=int, default=DEFAULT_CORPUS_SCENES)

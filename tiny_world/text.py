@@ -14,7 +14,7 @@ from pathlib import Path
 
 from minigpt4.conversation.templates import CONV_VISION, IMAGE_MESSAGE
 from minigpt4.models.prompt import IMAGE_PLACEHOLDER
-from minigpt4.tiny_world import world
+from tiny_world import world
 
 # Stage-2 training template (train_configs/minigpt4_stage2_finetune.yaml) and the demo's
 # conversation (CONV_VISION).

@@ -1,7 +1,7 @@
 """Train the tiny world's LLM: a small ``LlamaForCausalLM`` that learnt the world's language.
 
-    python -m minigpt4.tiny_world.train_llm --tokenizer minigpt4/tiny_world/checkpoint/llama \\
-        --out minigpt4/tiny_world/checkpoint/llama
+    python -m tiny_world.train_llm --tokenizer tiny_world/checkpoint/llama \\
+        --out tiny_world/checkpoint/llama
 
 Text only, no images. Every training sequence has the layout MiniGPT-4 will later feed the LLM,
 token for token, with one difference: where MiniGPT-4 puts the ``num_query_token`` projected image
@@ -51,7 +51,7 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from minigpt4.common.atomic_write import atomic_write_files
-from minigpt4.tiny_world import text, world
+from tiny_world import text, world
 
 logger = logging.getLogger(__name__)
 
@@ -467,8 +467,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], epilog=f"yes/no answers as well: {YES_NO_RECIPE}"
     )
-    parser.add_argument("--tokenizer", default="minigpt4/tiny_world/checkpoint/llama")
-    parser.add_argument("--out", default="minigpt4/tiny_world/checkpoint/llama")
+    parser.add_argument("--tokenizer", default="tiny_world/checkpoint/llama")
+    parser.add_argument("--out", default="tiny_world/checkpoint/llama")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--steps", type=int, default=1200, help="all steps, warm-ups included")
     parser.add_argument("--batch-size", type=int, default=24)

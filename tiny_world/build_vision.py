@@ -1,6 +1,6 @@
 """Build the tiny world's frozen vision side: EVA-style ViT + ln_vision + Q-Former + query tokens.
 
-    python -m minigpt4.tiny_world.build_vision --out minigpt4/tiny_world/checkpoint
+    python -m tiny_world.build_vision --out tiny_world/checkpoint
 
 A randomly initialised tiny ViT does not keep the shape of a small object in its query outputs
 in a form a linear layer can read, so the vision side is pre-trained briefly, as BLIP-2's was
@@ -40,7 +40,7 @@ from torchvision import transforms
 
 from minigpt4.common.atomic_write import atomic_write_text
 from minigpt4.processors.blip_processors import CLIP_MEAN, CLIP_STD
-from minigpt4.tiny_world import parts, world
+from tiny_world import parts, world
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ def pretrain(
 def main(argv: list[str] | None = None) -> dict[str, float]:
     d = parts.VisionSizes()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="minigpt4/tiny_world/checkpoint")
+    parser.add_argument("--out", default="tiny_world/checkpoint")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--train-count", type=int, default=4000)
     parser.add_argument("--val-count", type=int, default=300)

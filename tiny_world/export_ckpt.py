@@ -1,7 +1,7 @@
 """Keep only ``llama_proj`` of a runner checkpoint, in the layout of the released checkpoints.
 
-    python -m minigpt4.tiny_world.export_ckpt output/.../checkpoint_0.pth \\
-        minigpt4/tiny_world/checkpoint/pretrained_minigpt4_tiny.pth
+    python -m tiny_world.export_ckpt output/.../checkpoint_0.pth \\
+        tiny_world/checkpoint/pretrained_minigpt4_tiny.pth
 
 Runner checkpoints also hold the optimizer, the config and buffers; the released
 ``pretrained_minigpt4*.pth`` files hold ``{"model": {"llama_proj.weight", "llama_proj.bias"}}``.
