@@ -3,12 +3,14 @@
 python benchmarks/bench_real_size.py --size 7b --weights DIR --device cpu --modes bf16 8bit 4bit
 python benchmarks/bench_real_size.py --size 7b --weights DIR --device cuda   # fp16 bf16 8bit 4bit
 python benchmarks/bench_real_size.py --size tiny --weights DIR               # seconds (CI)
+python benchmarks/bench_real_size.py --size 7b --variant minigptv2 --weights DIR --new-tokens 16
 
 DIR receives random weights of the real sizes in the real formats once (``real_size_weights.py``:
-7B ~15 GB, 13B ~28 GB of disk) and is reused. Each mode then runs in a fresh subprocess, through
-the normal path (``eval_configs/minigpt4_eval.yaml`` + ``--options``, the registry,
+7B ~15 GB, 13B ~28 GB of disk; MiniGPT-v2 adds 0.23 GB beside v1's files) and is reused. Each
+mode then runs in a fresh subprocess, through the normal path (``eval_configs/minigpt4_eval.yaml``
+or, for ``--variant minigptv2``, ``minigptv2_eval.yaml``, + ``--options``, the registry,
 ``build_chat``): load, one image encode, one chat answer of ``--new-tokens`` greedy tokens, one
-stage-2 training step (forward, backward, AdamW) of ``--train-batch`` samples, and a training
+training step (forward, backward, AdamW) of ``--train-batch`` samples, and a training
 checkpoint. It prints one table:
 
 - load s: from the config to a ready Chat; memory in GB (1e9 bytes) from /proc/self/status:
@@ -16,8 +18,9 @@ checkpoint. It prints one table:
   by this): the peak while loading (RSS: VmHWM; anon: sampled every 10 ms) and the steady value
   once loaded; ``run anon``: the anonymous peak over the whole run (answer and training step
   included); on CUDA also torch's allocator peak while loading and over the run;
-- encode s (``chat.upload_img``), 1st token s (prompt to first token), prefill s (the LLM's
-  first forward call, on the whole prompt), tok/s (decode, after the first token), train s/it;
+- encode s (``chat.upload_img``), 1st token s (prompt to first token), answer s (prompt to the
+  whole answer of ``--new-tokens`` tokens), prefill s (the LLM's first forward call, on the
+  whole prompt), tok/s (decode, after the first token), train s/it;
 - each phase beside its bound on this machine (``roofline.py``, measured first, in this
   process, with the same threads), as bound / time (at most 100 % when the bound is right):
   encode and prefill against the matmul peak of the dtype they compute in (FLOPs counted as
@@ -52,9 +55,13 @@ sys.path[:0] = [REPO, HERE]
 import roofline  # noqa: E402
 import torch  # noqa: E402
 from linear_flops import LinearFlops  # noqa: E402
-from real_size_weights import SIZES, ensure_weights  # noqa: E402
+from real_size_weights import SIZES, VARIANTS, ensure_weights  # noqa: E402
 
-EVAL_CONFIG = os.path.join(REPO, "eval_configs", "minigpt4_eval.yaml")
+EVAL_CONFIGS = {
+    "minigpt4": os.path.join(REPO, "eval_configs", "minigpt4_eval.yaml"),
+    "minigptv2": os.path.join(REPO, "eval_configs", "minigptv2_eval.yaml"),
+}
+TITLES = {"minigpt4": "MiniGPT-4", "minigptv2": "MiniGPT-v2"}
 MODES = {
     "cpu": {
         "fp32": ["model.cpu_dtype=fp32", "model.low_resource=False"],
@@ -133,16 +140,17 @@ def _sync(device: str) -> None:
 def build(args: argparse.Namespace) -> Any:
     from minigpt4.conversation.loading import load_chat
 
-    files = ensure_weights(args.size, args.weights, log=lambda _m: None)
+    files = ensure_weights(args.size, args.weights, log=lambda _m: None, variant=args.variant)
+    size = SIZES[args.size]
     options = [
         f"model.llama_model={files['llm']}",
         f"model.vit_model_path={files['vit']}",
-        f"model.q_former_model={files['blip2']}",
         f"model.ckpt={files['ckpt']}",
-        *SIZES[args.size].model_options(),
+        *(size.v2_model_options() if args.variant == "minigptv2" else
+          [f"model.q_former_model={files['blip2']}", *size.model_options()]),
         *MODES[args.device][args.worker],
-    ]
-    return load_chat(EVAL_CONFIG, args.device, options)
+    ]  # fmt: skip
+    return load_chat(EVAL_CONFIGS[args.variant], args.device, options)
 
 
 def _image(size: int):
@@ -174,8 +182,11 @@ def encode(chat: Any, device: str, image_size: int) -> tuple[float, int, Any, li
 
 def answer(chat: Any, conv: Any, img_list: list, new_tokens: int) -> dict[str, float]:
     """Greedy answer of exactly ``new_tokens`` tokens, timed per LLM forward call; the first
-    call (the prompt's prefill) is also timed alone, and its Linear FLOPs counted."""
+    call (the prompt's prefill) is also timed alone, and its Linear FLOPs counted. A LoRA
+    model's calls are timed on the LLM inside peft's wrapper (its ``generate`` calls that one)."""
     llm = chat.model.llama_model
+    if hasattr(llm, "get_base_model"):
+        llm = llm.get_base_model()
     starts: list[float] = []
     ends: list[float] = []
     prefill = LinearFlops(llm)
@@ -192,12 +203,14 @@ def answer(chat: Any, conv: Any, img_list: list, new_tokens: int) -> dict[str, f
         _, tokens = chat.answer(
             conv, img_list, max_new_tokens=new_tokens, min_length=new_tokens, do_sample=False
         )
+        answer_s = time.perf_counter() - start
     finally:
         for hook in hooks:
             hook.remove()
     decode = (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 1 else float("nan")
-    return {"first_token_s": ends[0] - start, "prefill_s": ends[0] - starts[0],
-            "prefill_flops": prefill.total, "tok_s": decode, "tokens": len(tokens)}  # fmt: skip
+    return {"first_token_s": ends[0] - start, "answer_s": answer_s,
+            "prefill_s": ends[0] - starts[0], "prefill_flops": prefill.total, "tok_s": decode,
+            "tokens": len(tokens)}  # fmt: skip
 
 
 def train_step(chat: Any, device: str, batch: int) -> float:
@@ -276,9 +289,8 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
     result.update(steady_rss=status.get("VmRSS"), steady_anon=status.get("RssAnon"))
     if args.device == "cuda":
         result["cuda_steady"] = torch.cuda.memory_allocated() / GB
-    size = SIZES[args.size]
     result["encode_s"], result["encode_flops"], conv, img_list = encode(
-        chat, args.device, size.image_size
+        chat, args.device, chat.model.config.image_size
     )
     logger.info("benchmark: image encoded in %.2f s", result["encode_s"])
     result.update(answer(chat, conv, img_list, args.new_tokens))
@@ -314,8 +326,8 @@ def worker(args: argparse.Namespace) -> None:
 def run_in_subprocess(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     """One mode in a fresh Python process (clean memory figures); its log goes to stderr."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--size", args.size,
-           "--weights", args.weights, "--device", args.device, "--new-tokens",
-           str(args.new_tokens), "--train-batch", str(args.train_batch),
+           "--variant", args.variant, "--weights", args.weights, "--device", args.device,
+           "--new-tokens", str(args.new_tokens), "--train-batch", str(args.train_batch),
            "--threads", str(args.threads)]  # fmt: skip
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
@@ -357,7 +369,7 @@ def row(mode: str, r: dict[str, Any], roof: roofline.Roofline, device: str) -> l
         cells += [f"{r['cuda_load_peak']:.2f}", f"{r['cuda_steady']:.2f}",
                   f"{r['cuda_run_peak']:.2f}"]  # fmt: skip
     cells += [f"{r['encode_s']:.3g}", pct(of(r["encode_s"], bound["encode"])),
-              f"{r['first_token_s']:.3g}", f"{r['prefill_s']:.3g}",
+              f"{r['first_token_s']:.3g}", f"{r['answer_s']:.3g}", f"{r['prefill_s']:.3g}",
               pct(of(r["prefill_s"], bound["prefill"])), f"{r['tok_s']:.3g}",
               f"{1 / bound['token']:.3g}", pct(of(1 / r["tok_s"], bound["token"])),
               f"{r['train_s']:.3g}", f"{r['ckpt_mb']:.3g}", f"{r['loadavg']:.1f}"]  # fmt: skip
@@ -369,7 +381,7 @@ def header(device: str, train_batch: int) -> list[str]:
             "steady anon GB", "run peak anon GB"]  # fmt: skip
     if device == "cuda":
         cols += ["CUDA load peak GB", "CUDA steady GB", "CUDA run peak GB"]
-    return cols + ["encode s", "encode of bound", "1st token s", "prefill s",
+    return cols + ["encode s", "encode of bound", "1st token s", "answer s", "prefill s",
                    "prefill of bound", "tok/s", "bound tok/s", "of bound",
                    f"train s/it (batch {train_batch})", "ckpt MB", "load avg"]  # fmt: skip
 
@@ -404,6 +416,12 @@ def markdown(rows: list[list[str]]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="7b")
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="minigpt4",
+        help="minigptv2: MiniGPT-v2 (LLaMA-2-Chat + LoRA, 448 px, no Q-Former)",
+    )
     parser.add_argument("--weights", required=True, help="folder for the random weights")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--modes", nargs="+", help="default: bf16 8bit 4bit (CPU), all (CUDA)")
@@ -431,7 +449,7 @@ def print_report(args: argparse.Namespace, results: list[dict[str, Any]],
     """The table, each phase's work, and the roofline its bounds come from."""
     rows = [header(args.device, args.train_batch)]
     rows += [row(m, r, roof, args.device) for m, r in zip(args.modes, results)]
-    print(f"\nMiniGPT-4 {args.size}, random weights, on {machine(roof)}\n")
+    print(f"\n{TITLES[args.variant]} {args.size}, random weights, on {machine(roof)}\n")
     print(markdown(rows))
     print("\nThe work each bound divides (FLOPs by the dtype's peak, bytes by the bandwidth):\n")
     print(markdown(work_rows(args.modes, results, roof, args.device)))
@@ -449,13 +467,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return []
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device")
-    ensure_weights(args.size, args.weights, log=lambda m: print(m, file=sys.stderr))
+    ensure_weights(args.size, args.weights, log=lambda m: print(m, file=sys.stderr),
+                   variant=args.variant)  # fmt: skip
     size = SIZES[args.size]
     print("--- roofline of this machine", file=sys.stderr, flush=True)
     roof = roofline.measure(args.device, kn=size.llm_matmul_shapes())
     results = []
     for mode in args.modes:
-        print(f"--- {args.size} {mode} on {args.device}", file=sys.stderr, flush=True)
+        print(f"--- {args.variant} {args.size} {mode} on {args.device}", file=sys.stderr,
+              flush=True)  # fmt: skip
         results.append(run_in_subprocess(args, mode))
     print_report(args, results, roof)
     return results
