@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import html
 import logging
-import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,8 +35,6 @@ if TYPE_CHECKING:  # gradio, torch and the model are imported once the arguments
 
     from minigpt4.conversation.chat import Chat
     from minigpt4.conversation.templates import Conversation
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 logger = logging.getLogger("minigpt4.demo_v2")
 
