@@ -23,6 +23,8 @@ def add_config_arguments(
 ) -> None:
     """``--cfg-path`` (required unless the command has a default, as demo_v2.py's has) and
     ``--options key=value ...``."""
+    if cfg_default is not None:
+        cfg_help = f"{cfg_help} (default: {cfg_default})"
     parser.add_argument(
         "--cfg-path", required=cfg_default is None, default=cfg_default, help=cfg_help
     )
