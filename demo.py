@@ -70,9 +70,9 @@ def port_number(text: str) -> int:
     return port
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Demo")
-    add_model_arguments(parser)
+def add_page_arguments(parser: argparse.ArgumentParser) -> None:
+    """The web page's flags, the same in demo.py and demo_v2.py: where it is served, and the
+    seed of its answers."""
     parser.add_argument(
         "--server-name", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)"
     )
@@ -91,6 +91,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="seed every answer's sampling, for reproducible answers (default: unseeded)",
     )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Demo")
+    add_model_arguments(parser)
+    add_page_arguments(parser)
     parser.add_argument(
         "--api",
         action="store_true",

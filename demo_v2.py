@@ -19,27 +19,22 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import gradio as gr
-from gradio.processing_utils import save_pil_to_cache
-from PIL import Image, ImageChops
+from PIL import ImageChops
 
-from demo import (
-    DEFAULT_PORT,
-    PORT_ENV,
-    build_chat,
-    launch,
-    port_number,
-    requested_port,
-    reserve_port,
-)
-from minigpt4.common.box_drawing import draw_answer
+from demo import add_page_arguments, launch, requested_port
 from minigpt4.common.boxes import mask2bbox
 from minigpt4.common.cli import run_command
-from minigpt4.common.logger import setup_logger
-from minigpt4.conversation.chat import Chat
-from minigpt4.conversation.templates import Conversation
+from minigpt4.common.model_args import add_model_arguments, chat_from_args
+from minigpt4.serve.ports import listen
+
+if TYPE_CHECKING:  # gradio, torch and the model are imported once the arguments are read
+    import gradio as gr
+    from PIL import Image
+
+    from minigpt4.conversation.chat import Chat
+    from minigpt4.conversation.templates import Conversation
 
 logger = logging.getLogger("minigpt4.demo_v2")
 
@@ -111,31 +106,8 @@ class Session:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Demo")
-    parser.add_argument("--cfg-path", default=DEFAULT_CFG, help="path to configuration file.")
-    parser.add_argument("--gpu-id", type=int, default=0, help="specify the gpu to load the model.")
-    parser.add_argument(
-        "--options",
-        nargs="+",
-        help="override settings of the config file: key=value pairs such as "
-        "model.ckpt=/path/to/minigptv2_checkpoint.pth",
-    )
-    parser.add_argument(
-        "--device",
-        choices=["cpu", "cuda"],
-        default=None,
-        help="where to run the model (default: cuda if available, else cpu)",
-    )
-    parser.add_argument(
-        "--server-name", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)"
-    )
-    parser.add_argument(
-        "--server-port",
-        type=port_number,
-        default=None,
-        help=f"port (default: {DEFAULT_PORT}, or ${PORT_ENV}); an error if it is taken",
-    )
-    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    parser.add_argument("--seed", type=int, default=None, help="seed every answer's sampling")
+    add_model_arguments(parser, cfg_default=DEFAULT_CFG)
+    add_page_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -165,13 +137,6 @@ def with_drawn_box(message: str, mask: Image.Image | None) -> str:
     return message
 
 
-def image_message(role: str, image: Image.Image, cache_dir: str) -> dict[str, Any]:
-    """A chat message showing ``image``, saved as PNG (lossless: the boxes keep their colours)
-    in gradio's cache folder, from where the page loads it."""
-    path = save_pil_to_cache(image, cache_dir, name="boxes", format="png")
-    return {"role": role, "content": {"path": path, "mime_type": "image/png"}}
-
-
 def shown(session: Session) -> list[dict[str, Any]]:
     """The chat as the page shows it (a copy: gradio compares it with what it sent before)."""
     return [dict(message) for message in session.history]
@@ -185,15 +150,38 @@ def _last_question_open(session: Session | None) -> bool:
     return role == session.conv.roles[0] and not text.endswith("</Img>")
 
 
-def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
-    """The demo page around ``chat``; ``seed`` seeds each answer (``None``: unseeded)."""
+def draw_answer(image: Image.Image, text: str) -> tuple[Image.Image | None, str]:
+    """:func:`minigpt4.common.box_drawing.draw_answer`, imported when the page first draws."""
+    from minigpt4.common.box_drawing import draw_answer as draw
 
-    def start(image: Image.Image) -> Session:
-        session = Session(image=image, key=image_key(image), conv=chat.new_conversation())
-        chat.upload_img(image, session.conv, session.img_list)
+    return draw(image, text)
+
+
+def image_message(role: str, image: Image.Image) -> dict[str, Any]:
+    """A chat message showing ``image``, saved as PNG (lossless: the boxes keep their colours)
+    in gradio's cache folder, from where the page loads it."""
+    from gradio.processing_utils import save_pil_to_cache
+    from gradio.utils import get_upload_folder
+
+    path = save_pil_to_cache(image, get_upload_folder(), name="boxes", format="png")
+    return {"role": role, "content": {"path": path, "mime_type": "image/png"}}
+
+
+class Handlers:
+    """The page's event handlers around one ``chat``; ``seed`` seeds each answer."""
+
+    def __init__(self, chat: Chat, seed: int | None = None) -> None:
+        self.chat = chat
+        self.seed = seed
+
+    def start(self, image: Image.Image) -> Session:
+        session = Session(image=image, key=image_key(image), conv=self.chat.new_conversation())
+        self.chat.upload_img(image, session.conv, session.img_list)
         return session
 
-    def gradio_ask(message: str, session: Session | None, editor: dict | None):
+    def ask(self, message: str, session: Session | None, editor: dict | None):
+        import gradio as gr
+
         image, mask = editor_image(editor)
         if image is None:
             gr.Warning("Upload an image first, then ask about it.")
@@ -202,42 +190,47 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             return gr.Textbox(value="", placeholder=PLACEHOLDER_EMPTY), gr.skip(), session
         message = with_drawn_box(message, mask)
         if session is None or session.key != image_key(image):
-            session = start(image)  # a new image: a new conversation
-        over = chat.question_overflow(message, session.img_list)
+            session = self.start(image)  # a new image: a new conversation
+        over = self.chat.question_overflow(message, session.img_list)
         if over:
             gr.Warning(
                 f"This question is too long: with the image it is {over} tokens over what the "
                 "model can see before its answer. Shorten the question."
             )
             return gr.Textbox(value=message), shown(session), session
-        chat.ask(message, session.conv)
+        self.chat.ask(message, session.conv)
         session.history.append({"role": "user", "content": message})
         if IDENTIFY in message:
             view, _ = draw_answer(image, message)
             if view is not None:
-                session.history.append(image_message("user", view, demo.GRADIO_CACHE))
+                session.history.append(image_message("user", view))
         return gr.Textbox(value="", placeholder=PLACEHOLDER), shown(session), session
 
-    def gradio_answer(session: Session | None, temperature: float) -> Iterator[tuple]:
+    def answer(self, session: Session | None, temperature: float) -> Iterator[tuple]:
+        import gradio as gr
+
         if not _last_question_open(session):
             yield gr.skip(), session
             return
         session.history.append({"role": "assistant", "content": ""})
         text = ""
-        for text in chat.stream_text(
+        for text in self.chat.stream_text(
             session.conv,
             session.img_list,
             temperature=float(temperature),
             max_new_tokens=MAX_NEW_TOKENS,
             max_length=MAX_LENGTH,
-            seed=seed,
+            seed=self.seed,
         ):
             session.history[-1]["content"] = html.escape(text, quote=False)  # boxes as text
             yield shown(session), session
         session.answer = text
         session.conv.messages[-1][1] = ANSWER_IN_HISTORY
 
-    def gradio_visualize(session: Session | None):
+    @staticmethod
+    def visualize(session: Session | None):
+        import gradio as gr
+
         if session is None or not session.answer:
             return gr.skip()
         view, coloured = draw_answer(session.image, session.answer)
@@ -246,16 +239,26 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
             return gr.skip()
         if coloured:
             session.history[-1] = {"role": "assistant", "content": coloured}
-        session.history.append(image_message("assistant", view, demo.GRADIO_CACHE))
+        session.history.append(image_message("assistant", view))
         return shown(session)
 
-    def gradio_reset():
+    @staticmethod
+    def reset():
+        import gradio as gr
+
         return [], None, gr.Textbox(value="", placeholder=PLACEHOLDER), None
 
-    def gradio_taskselect(index: int):
+    @staticmethod
+    def select_task(index: int) -> tuple[str, str]:
         _, prompt, hint = TASKS[index]
         return prompt, hint
 
+
+def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
+    """The demo page around ``chat``; ``seed`` seeds each answer (``None``: unseeded)."""
+    import gradio as gr
+
+    handlers = Handlers(chat, seed)
     with gr.Blocks(title="MiniGPT-v2") as demo:
         gr.Markdown(TITLE)
         gr.Markdown(ARTICLE)
@@ -290,39 +293,40 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
                     send = gr.Button("Send", variant="primary", size="sm", scale=1)
 
         shortcuts.click(
-            gradio_taskselect, [shortcuts], [text_input, task_inst], queue=False, api_name="task"
+            handlers.select_task, [shortcuts], [text_input, task_inst], queue=False, api_name="task"
         )
         for trigger, name in ((text_input.submit, "ask"), (send.click, "send")):
             trigger(
-                gradio_ask,
+                handlers.ask,
                 [text_input, session, image],
                 [text_input, chatbot, session],
                 api_name=name,
             ).then(
-                gradio_answer,
+                handlers.answer,
                 [session, temperature],
                 [chatbot, session],
                 api_name=f"{name}_answer",
-            ).then(gradio_visualize, [session], [chatbot], api_name=f"{name}_visualize")
+            ).then(handlers.visualize, [session], [chatbot], api_name=f"{name}_visualize")
         reset_outputs = [chatbot, image, text_input, session]
-        clear.click(gradio_reset, None, reset_outputs, queue=False, api_name="restart")
+        clear.click(handlers.reset, None, reset_outputs, queue=False, api_name="restart")
         # the chatbot's own trash button restarts too (the model would answer in the old chat)
-        chatbot.clear(gradio_reset, None, reset_outputs, queue=False, api_name="clear")
+        chatbot.clear(handlers.reset, None, reset_outputs, queue=False, api_name="clear")
     return demo
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    from minigpt4.common.logger import setup_logger
+
     setup_logger()
     port = requested_port(args)
-    reserved = reserve_port(args.server_name, port)  # a taken port fails before the model loads
-    import minigpt4  # noqa: F401  (registers models and processors)
-
+    # A taken port fails before the model loads.
+    sock = listen(args.server_name, port, "--server-name", "--server-port")
     logger.info("Initializing Chat")
-    chat = build_chat(args)
+    chat = chat_from_args(args)
     logger.info("Initialization Finished")
     demo = build_demo(chat, seed=args.seed)
-    reserved.close()
+    sock.close()  # gradio's launch binds the port itself
     launch(demo, args.server_name, port, args.share)
     demo.block_thread()
 

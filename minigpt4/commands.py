@@ -4,14 +4,16 @@ Each runs the same ``main`` as its long form, through :func:`minigpt4.common.cli
 (errors as messages, ``--debug``):
 
 - ``minigpt4-demo``: ``python demo.py``
+- ``minigpt4-demo-v2``: ``python demo_v2.py`` (the MiniGPT-v2 demo)
 - ``minigpt4-train``: ``python train.py`` (one process; ``torchrun --no-python minigpt4-train``
   or ``torchrun train.py`` for several)
 - ``minigpt4-inference``: ``python -m minigpt4.inference``
 - ``minigpt4-serve``: ``python -m minigpt4.serve``
 - ``minigpt4-evaluate``: ``python -m minigpt4.evaluate``
 
-``demo.py`` and ``train.py`` stay scripts at the repository root, where the original has them, so
-their two commands read them from the checkout the package is installed from (editable install).
+``demo.py``, ``demo_v2.py`` and ``train.py`` stay scripts at the repository root, where the
+original has them, so their commands read them from the checkout the package is installed from
+(editable install).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def load_script(name: str, prog: str) -> ModuleType:
         )
     spec = importlib.util.spec_from_file_location(f"minigpt4_{path.stem}_script", path)
     module = importlib.util.module_from_spec(spec)
+    # registered first, as an import would: dataclasses look their module up in sys.modules
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -48,6 +52,10 @@ def _script_main(name: str, prog: str) -> Callable[..., Any]:
 
 def demo() -> None:
     run_command(_script_main("demo.py", "minigpt4-demo"), "minigpt4-demo")
+
+
+def demo_v2() -> None:
+    run_command(_script_main("demo_v2.py", "minigpt4-demo-v2"), "minigpt4-demo-v2")
 
 
 def train() -> None:

@@ -18,6 +18,7 @@ SCRIPTS = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["
 def test_the_main_commands_are_console_scripts():
     assert set(SCRIPTS) == {
         "minigpt4-demo",
+        "minigpt4-demo-v2",
         "minigpt4-train",
         "minigpt4-inference",
         "minigpt4-serve",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -109,6 +110,29 @@ def test_page_layout_is_the_originals():
     ]
     assert [b.label for b in of(gr.Chatbot)] == ["MiniGPT-v2"]
     assert len(of(gr.ImageEditor)) == 1
+
+
+def test_a_taken_port_fails_before_the_model_loads(tmp_path):
+    """The port is taken first (minigpt4.serve.ports.listen): a busy one is a message naming
+    --server-port, and the model (a config that does not exist here) is never read."""
+    from minigpt4.serve.ports import listen
+
+    held = listen("127.0.0.1", 0)
+    port = held.getsockname()[1]
+    try:
+        cmd = [sys.executable, "demo_v2.py", "--cfg-path", str(tmp_path / "absent.yaml")]
+        done = subprocess.run(
+            [*cmd, "--server-port", str(port)],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        held.close()
+    assert done.returncode == 1, done.stderr
+    assert f"--server-port {port}: 127.0.0.1:{port} cannot be used" in done.stderr
+    assert "absent.yaml" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_grounding_identify_and_restart_through_the_api(demo_server, files):

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 # (how it is run, whether it loads a model from --cfg-path/--options/--device/--gpu-id)
 COMMANDS = {
     "demo.py": ("path", "demo.py", True),
+    "demo_v2.py": ("path", "demo_v2.py", True),
     "train.py": ("path", "train.py", False),
     "python -m minigpt4.inference": ("module", "minigpt4.inference", True),
     "python -m minigpt4.serve": ("module", "minigpt4.serve", True),
@@ -85,9 +86,32 @@ def test_the_original_demo_flags_parse():
     )
 
 
+def test_the_original_demo_v2_flags_parse():
+    """The original's ``python demo_v2.py`` reads its v2 config when no --cfg-path is given, and
+    takes demo.py's page flags."""
+    import demo_v2
+
+    args = demo_v2.parse_args([])
+    assert (args.cfg_path, args.gpu_id, args.options) == (
+        "eval_configs/minigptv2_eval.yaml",
+        0,
+        None,
+    )
+    args = demo_v2.parse_args(["--server-port", "8123", "--share", "--seed", "3"])
+    assert (args.server_name, args.server_port, args.share, args.seed) == (
+        "127.0.0.1",
+        8123,
+        True,
+        3,
+    )
+    with pytest.raises(SystemExit):
+        demo_v2.parse_args(["--server-port", "70000"])
+
+
 def test_every_model_command_reads_the_same_arguments():
     """One parser definition: the same flags give the same values in every command."""
     import demo
+    import demo_v2
     import train
     from minigpt4 import evaluate, inference
     from minigpt4.serve import server
@@ -95,6 +119,7 @@ def test_every_model_command_reads_the_same_arguments():
     shared = ["--cfg-path", "c.yaml", "--options", "model.ckpt=x.pth", "--device", "cpu"]
     parsed = [
         demo.parse_args([*shared, "--gpu-id", "2"]),
+        demo_v2.parse_args([*shared, "--gpu-id", "2"]),
         inference.parse_args([*shared, "--gpu-id", "2", "--images", "i", "--out", "o.jsonl"]),
         server.parse_args([*shared, "--gpu-id", "2"]),
         evaluate.parse_args(

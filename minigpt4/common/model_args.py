@@ -18,9 +18,16 @@ OPTIONS_HELP = (
 )
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cfg_help: str = CFG_PATH_HELP) -> None:
-    """``--cfg-path`` (required) and ``--options key=value ...``."""
-    parser.add_argument("--cfg-path", required=True, help=cfg_help)
+def add_config_arguments(
+    parser: argparse.ArgumentParser, cfg_help: str = CFG_PATH_HELP, cfg_default: str | None = None
+) -> None:
+    """``--cfg-path`` (required unless the command has a default, as demo_v2.py's has) and
+    ``--options key=value ...``."""
+    if cfg_default is not None:
+        cfg_help = f"{cfg_help} (default: {cfg_default})"
+    parser.add_argument(
+        "--cfg-path", required=cfg_default is None, default=cfg_default, help=cfg_help
+    )
     parser.add_argument("--options", nargs="+", help=OPTIONS_HELP)
 
 
@@ -35,9 +42,11 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-id", type=int, default=0, help="specify the gpu to load the model.")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, cfg_help: str = CFG_PATH_HELP) -> None:
+def add_model_arguments(
+    parser: argparse.ArgumentParser, cfg_help: str = CFG_PATH_HELP, cfg_default: str | None = None
+) -> None:
     """Every argument :func:`chat_from_args` reads."""
-    add_config_arguments(parser, cfg_help)
+    add_config_arguments(parser, cfg_help, cfg_default)
     add_device_arguments(parser)
 
 
