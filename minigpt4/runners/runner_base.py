@@ -128,8 +128,9 @@ class RunnerBase:
                 stats = self.train_epoch(epoch)
                 log_stats(self.output_dir, stats, "train")
                 logger.info("No validation splits found.")  # the original's line
-                self.checkpointer.save_epoch(epoch)
-                dist_utils.barrier()
+                with self._watched(f"epoch {epoch}, checkpoint"):
+                    self.checkpointer.save_epoch(epoch)
+                    dist_utils.barrier()
         finally:
             self.guard.restore_signals()
         total_time = time.time() - start_time
@@ -171,7 +172,8 @@ class RunnerBase:
                 meters.update(lr=self.optimizer.param_groups[0]["lr"])
                 if step_now:
                     self._guarded_step(epoch, i, meters)
-        meters.synchronize_between_processes()
+        with self._watched(f"epoch {epoch}, end"):  # a collective: a stalled rank is named here too
+            meters.synchronize_between_processes()
         logger.info("Averaged stats: %s", meters.global_avg())
         return {name: f"{meter.global_avg:.3f}" for name, meter in meters.meters.items()}
 
