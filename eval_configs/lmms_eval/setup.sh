@@ -17,40 +17,23 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 venv="${LMMS_EVAL_VENV:-$repo/.venv-lmms-eval}"
 requirements="$here/requirements.txt"
-stamp="$venv/.requirements.sha256"
-
-force=0
-for arg in "$@"; do
-  case "$arg" in
-    --force) force=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-    *) echo "setup.sh: unknown argument '$arg' (use --force or --help)" >&2; exit 2 ;;
-  esac
-done
+script=setup.sh usage=2,14p tool=lmms-eval
+# shellcheck source=dataset/own_venv.sh
+source "$repo/dataset/own_venv.sh"
+own_venv_arguments "$@"
 
 # The package's metadata (entry point) lives in pyproject.toml: reinstall when it changes too.
 want="$(cat "$requirements" "$repo/pyproject.toml" | sha256sum | cut -d' ' -f1)"
-if [ "$force" = 0 ] && [ -x "$venv/bin/lmms-eval" ] && [ -f "$stamp" ] \
-   && [ "$(cat "$stamp")" = "$want" ]; then
+if own_venv_is_current; then
   echo "lmms-eval already installed in $venv (requirements unchanged)"
   exit 0
 fi
 
-PYTHON="${PYTHON:-python3.11}"
-command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
-start=$(date +%s)
-if [ "$force" = 1 ]; then
-  rm -rf "$venv"
-fi
-[ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
-export PIP_DISABLE_PIP_VERSION_CHECK=1
-# Only the pinned set: an unpinned resolve would pick whatever is newest on the day.
-"$venv/bin/python" -m pip install -q -r "$requirements"
+own_venv_install "$requirements"
 # The package without dependencies (they are in the pinned set); setuptools is pinned there.
 "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$repo"
 "$venv/bin/python" -m pip check
 # Import both once (this also compiles the bytecode) and check that lmms-eval sees the model.
 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled "$venv/bin/python" -c \
   "from lmms_eval.models import get_model; get_model('minigpt4')"
-echo "$want" > "$stamp"
-echo "lmms-eval $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("lmms_eval"))') installed in $venv ($(( $(date +%s) - start )) s)"
+own_venv_done lmms_eval
