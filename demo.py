@@ -15,8 +15,9 @@ import contextlib
 import io
 import logging
 import os
+import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from minigpt4.common.cli import run_command
@@ -322,11 +323,6 @@ def open_upload(upload: dict[str, Any]) -> Image.Image:
         raise gr.Error(message, print_exception=False) from err
 
 
-def build_chat(args: argparse.Namespace) -> Chat:
-    """Load the model and processor named by the config and wrap them in a ``Chat``."""
-    return chat_from_args(args)
-
-
 def requested_port(args: argparse.Namespace) -> int:
     if args.server_port is not None:
         return args.server_port
@@ -361,26 +357,38 @@ def launch(demo: gr.Blocks, host: str, port: int, share: bool) -> None:
         )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+def chat_on_port(
+    args: argparse.Namespace, make_chat: Callable[[argparse.Namespace], Chat]
+) -> tuple[Chat, int, socket.socket]:
+    """The logger, then the port (a taken port fails before the model loads), then the chat."""
     from minigpt4.common.logger import setup_logger
 
     setup_logger()
     port = requested_port(args)
-    # A taken port fails before the model loads.
     sock = listen(args.server_name, port, "--server-name", "--server-port")
     logger.info("Initializing Chat")
-    chat = build_chat(args)
+    chat = make_chat(args)
     logger.info("Initialization Finished")
+    return chat, port, sock
+
+
+def serve_page(demo: gr.Blocks, args: argparse.Namespace, port: int, sock: socket.socket) -> None:
+    """Hand the checked port to gradio and serve the page until the process is stopped."""
+    sock.close()  # gradio's launch binds the port itself
+    launch(demo, args.server_name, port, args.share)
+    demo.block_thread()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    chat, port, sock = chat_on_port(args, chat_from_args)
     demo = build_demo(chat, seed=args.seed)
     if args.api:
         from minigpt4.serve.server import run_with_demo
 
         run_with_demo(chat, demo.queue(), args, args.server_name, port, sock)
         return
-    sock.close()  # gradio's launch binds the port itself
-    launch(demo, args.server_name, port, args.share)
-    demo.block_thread()
+    serve_page(demo, args, port, sock)
 
 
 if __name__ == "__main__":

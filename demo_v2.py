@@ -23,11 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import ImageChops
 
-from demo import add_page_arguments, launch, requested_port
+from demo import add_page_arguments, chat_on_port, serve_page
 from minigpt4.common.boxes import mask2bbox
 from minigpt4.common.cli import run_command
 from minigpt4.common.model_args import add_model_arguments, chat_from_args
-from minigpt4.serve.ports import listen
 
 if TYPE_CHECKING:  # gradio, torch and the model are imported once the arguments are read
     import gradio as gr
@@ -316,19 +315,8 @@ def build_demo(chat: Chat, seed: int | None = None) -> gr.Blocks:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    from minigpt4.common.logger import setup_logger
-
-    setup_logger()
-    port = requested_port(args)
-    # A taken port fails before the model loads.
-    sock = listen(args.server_name, port, "--server-name", "--server-port")
-    logger.info("Initializing Chat")
-    chat = chat_from_args(args)
-    logger.info("Initialization Finished")
-    demo = build_demo(chat, seed=args.seed)
-    sock.close()  # gradio's launch binds the port itself
-    launch(demo, args.server_name, port, args.share)
-    demo.block_thread()
+    chat, port, sock = chat_on_port(args, chat_from_args)
+    serve_page(build_demo(chat, seed=args.seed), args, port, sock)
 
 
 if __name__ == "__main__":
