@@ -35,17 +35,19 @@ import v2_data_formats
 CONFIG = Path(__file__).resolve().parents[1] / "train_configs" / "minigptv2_finetune.yaml"
 ITERS = 3  # iterations of the resumed epoch
 STEPS_IN_FILE = 2  # optimizer steps the original's file has taken
+WEIGHT_DECAY = OmegaConf.load(CONFIG).run.weight_decay
 # What the original's GradScaler("cuda").state_dict() holds after a fp16 run's first steps.
 ORIGINAL_SCALER = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
                    "growth_interval": 2000, "_growth_tracker": 2}  # fmt: skip
 
 
-def original_groups(names: list[str]) -> tuple[list[str], list[str]]:
-    """The original runner's two AdamW groups over its trainable parameters, by name."""
+def original_groups(names: list[str], shapes: dict[str, list]) -> tuple[list[str], list[str]]:
+    """The original runner's two AdamW groups over its trainable parameters, by name: decayed,
+    and not (1-D, or a name with bias/ln/bn)."""
     decayed, plain = [], []
     for name in names:
-        one_dim = name == "llama_proj.bias"  # the only 1-D trainable tensor of MiniGPT-v2
-        (plain if one_dim or any(s in name for s in ("bias", "ln", "bn")) else decayed).append(name)
+        no_decay = len(shapes[name]) < 2 or any(s in name for s in ("bias", "ln", "bn"))
+        (plain if no_decay else decayed).append(name)
     return decayed, plain
 
 
@@ -53,7 +55,7 @@ def original_optimizer(ref: dict, weight_decay: float) -> tuple[torch.optim.Adam
     """AdamW over tensors of the original's trainable shapes, grouped and ordered as its runner
     does; returns it and the parameter names in the optimizer's index order."""
     shapes = {k: v[0] for k, v in ref["state_dict_keys"].items()}
-    decayed, plain = original_groups(ref["trainable_params"])
+    decayed, plain = original_groups(ref["trainable_params"], shapes)
     params = {name: nn.Parameter(torch.zeros(shapes[name])) for name in decayed + plain}
     optimizer = torch.optim.AdamW(
         [{"params": [params[n] for n in decayed], "weight_decay": weight_decay},
@@ -69,7 +71,7 @@ def write_original_checkpoint(ref: dict, path: Path) -> dict:
     model = torch.load(V2_DIR / "minigptv2_tiny_checkpoint.pth", weights_only=True)["model"]
     model = {k: v + 0.01 * (i + 1) if v.is_floating_point() and "inv_freq" not in k else v
              for i, (k, v) in enumerate(model.items())}  # fmt: skip
-    optimizer, names = original_optimizer(ref, weight_decay=0.05)
+    optimizer, names = original_optimizer(ref, weight_decay=WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(0)
     for _ in range(STEPS_IN_FILE):
         for group in optimizer.param_groups:
@@ -223,7 +225,7 @@ def test_the_checkpoint_written_here_loads_the_originals_way(ref, resumed):
     loaded = original_model.state_dict()
     for key, value in saved["model"].items():
         assert torch.equal(loaded[key], value), key
-    optimizer, _ = original_optimizer(ref, weight_decay=0.05)
+    optimizer, _ = original_optimizer(ref, weight_decay=WEIGHT_DECAY)
     optimizer.load_state_dict(saved["optimizer"])
     for group in optimizer.param_groups:
         for param in group["params"]:
