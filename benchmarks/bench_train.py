@@ -2,7 +2,13 @@
 
 python benchmarks/bench_train.py --size 7b --weights DIR --device cuda --batches 1 4 12
 python benchmarks/bench_train.py --size 7b --weights DIR --device cpu --modes bf16 4bit --batches 1
+python benchmarks/bench_train.py --size 7b --variant minigptv2 --weights DIR --modes 4bit
 python benchmarks/bench_train.py --size tiny --weights DIR               # seconds (CI)
+
+``--variant minigptv2`` times MiniGPT-v2's fine-tuning step instead (the original's
+``train_configs/minigptv2_finetune.yaml``: LLaMA-2-Chat with LoRA r 64, ``llama_proj`` and LoRA
+trained, 448-px images): a sample is an instruction in the chat template and an answer as long
+as the config's ``max_txt_len``; the weights are ``bench_real_size.py --variant minigptv2``'s.
 
 DIR holds random weights of the real sizes in the real formats, written once by
 ``real_size_weights.py`` (the same folder ``bench_real_size.py`` uses). For every mode (bf16 and
@@ -42,7 +48,11 @@ import torch  # noqa: E402
 from bench_real_size import AnonPeak, markdown, proc_status  # noqa: E402
 from real_size_weights import SIZES, ensure_weights, paths  # noqa: E402
 
-STAGE2_CONFIG = os.path.join(REPO, "train_configs", "minigpt4_stage2_finetune.yaml")
+CONFIGS = {
+    "minigpt4": os.path.join(REPO, "train_configs", "minigpt4_stage2_finetune.yaml"),
+    "minigptv2": os.path.join(REPO, "train_configs", "minigptv2_finetune.yaml"),
+}
+TITLES = {"minigpt4": "MiniGPT-4 {size} stage 2", "minigptv2": "MiniGPT-v2 {size} finetune"}
 MODES = {
     "cpu": {"bf16": ["model.cpu_dtype=bf16"], "4bit": ["model.llm_quantization=4bit"]},
     "cuda": {
@@ -61,11 +71,10 @@ GB = 1e9
 def config(args: argparse.Namespace, mode: str, checkpoint: bool) -> Any:
     from minigpt4.common.config import Config
 
-    files = paths(args.weights)
+    files = paths(args.weights, args.variant)
     options = [
         f"model.llama_model={files['llm']}",
         f"model.vit_model_path={files['vit']}",
-        f"model.q_former_model={files['blip2']}",
         f"model.ckpt={files['ckpt']}",
         f"model.device={args.device}",
         f"model.use_grad_checkpoint_llm={checkpoint}",
@@ -73,9 +82,34 @@ def config(args: argparse.Namespace, mode: str, checkpoint: bool) -> Any:
         f"run.amp={args.device == 'cuda'}",
         "run.amp_dtype=bf16",
         *MODES[args.device][mode],
-        *SIZES[args.size].model_options(),
+        *vision_options(args, files),
     ]
-    return Config(argparse.Namespace(cfg_path=STAGE2_CONFIG, options=options))
+    return Config(argparse.Namespace(cfg_path=CONFIGS[args.variant], options=options))
+
+
+def vision_options(args: argparse.Namespace, files: dict[str, str]) -> list[str]:
+    """The vision side's files and sizes: v1's Q-Former, or v2's ViT at twice the resolution
+    (only the model's keys: the v2 config names other datasets)."""
+    size = SIZES[args.size]
+    if args.variant == "minigptv2":
+        return [o for o in size.v2_model_options() if o.startswith("model.")]
+    return [f"model.q_former_model={files['blip2']}", *size.model_options()]
+
+
+def training_batch(args: argparse.Namespace, model: Any, batch: int) -> dict[str, Any]:
+    """Random images and a text as long as ``max_txt_len``: v1 a caption, v2 an instruction
+    (a detailed grounded description, in the chat template) and its answer."""
+    size = SIZES[args.size]
+    side = size.v2_image_size if args.variant == "minigptv2" else size.image_size
+    images = torch.randn(batch, 3, side, side, device=torch.device(args.device))
+    text = CAPTION * (model.max_txt_len // len(CAPTION.split()) + 1)
+    if args.variant == "minigptv2":
+        from minigpt4.datasets.v2.templates import GROUNDED_CAPTION_POOL, image_instruction
+
+        instruction = image_instruction(GROUNDED_CAPTION_POOL[0])
+        return {"image": images, "instruction_input": [instruction] * batch,
+                "answer": [text] * batch}  # fmt: skip
+    return {"image": images, "text_input": [text] * batch}
 
 
 def _sync(device: str) -> None:
@@ -98,9 +132,7 @@ def train(args: argparse.Namespace, mode: str, batch: int, checkpoint: bool) -> 
     model, plan = prepare_for_training(model, run, device)
     model = model.to(device)
     model.train()
-    size = SIZES[args.size].image_size
-    images = torch.randn(batch, 3, size, size, device=device)
-    text = CAPTION * (model.max_txt_len // len(CAPTION.split()) + 1)
+    samples = training_batch(args, model, batch)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=3e-5, weight_decay=0.05)
     load_rss = proc_status().get("VmHWM")
@@ -110,7 +142,7 @@ def train(args: argparse.Namespace, mode: str, batch: int, checkpoint: bool) -> 
         _sync(args.device)
         start, cpu_start = time.perf_counter(), time.process_time()
         with plan.autocast_context():
-            loss = model({"image": images, "text_input": [text] * batch})["loss"]
+            loss = model(samples)["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -175,7 +207,8 @@ def run_in_subprocess(args: argparse.Namespace, mode: str, batch: int, ckpt: str
         if available is not None and needed > available:
             return {"error": f"not run: estimate {_gb(needed)} GB > {_gb(available)} GB available"}
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"{mode},{batch},{ckpt}",
-           "--size", args.size, "--weights", args.weights, "--device", args.device,
+           "--size", args.size, "--variant", args.variant, "--weights", args.weights,
+           "--device", args.device,
            "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads)]  # fmt: skip
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
@@ -205,6 +238,8 @@ def table(runs: list[tuple[str, int, str]], results: list[dict[str, Any]]) -> li
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="7b")
+    parser.add_argument("--variant", choices=sorted(CONFIGS), default="minigpt4",
+                        help="minigptv2: MiniGPT-v2's fine-tuning step")  # fmt: skip
     parser.add_argument("--weights", required=True, help="folder for the random weights")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--modes", nargs="+", default=["bf16", "4bit"], help="bf16 and/or 4bit")
@@ -234,7 +269,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return []
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device")
-    ensure_weights(args.size, args.weights, log=lambda m: print(m, file=sys.stderr))
+    ensure_weights(args.size, args.weights, log=lambda m: print(m, file=sys.stderr),
+                   variant=args.variant)  # fmt: skip
     runs = list(itertools.product(args.modes, args.batches, args.grad_checkpoint))
     results = []
     for mode, batch, ckpt in runs:
@@ -242,9 +278,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
               flush=True)  # fmt: skip
         results.append(run_in_subprocess(args, mode, batch, ckpt))
     machine = roofline.this_machine(args.device).describe()
+    title = TITLES[args.variant].format(size=args.size)
     print(
-        f"\nMiniGPT-4 {args.size} stage 2, random weights, {args.steps} timed step(s) after "
-        f"{args.warmup} warm-up step(s), on {machine}\n"
+        f"\n{title}, random weights, {args.steps} timed step(s) after {args.warmup} warm-up "
+        f"step(s), on {machine}\n"
     )
     print(markdown(table(runs, results)))
     return results

@@ -28,6 +28,7 @@ from minigpt4.runners.resume import (
     RESUME_KEY,
     RESUME_REQUIRED,
     check_not_finished,
+    resume_line,
     resume_position,
 )
 from minigpt4.runners.rng_states import rng_states, set_rng_states
@@ -167,7 +168,8 @@ class Checkpointer:
                 path,
                 "; ".join(problems),
             )
-        logger.info("Resume checkpoint from %s", path)
+        logger.info("Resume checkpoint from %s", path)  # the original's line
+        logger.info(resume_line(checkpoint, epoch, iteration))
         return ResumePoint(epoch, iteration, meters)
 
     def _restore_training_state(self, path: str, checkpoint: dict[str, Any]) -> None:

@@ -45,6 +45,18 @@ def resume_position(checkpoint: dict[str, Any], path: str) -> tuple[int, int]:
     return position
 
 
+def resume_line(checkpoint: dict[str, Any], epoch: int, iteration: int) -> str:
+    """The log line that says where training continues and what the checkpoint restored."""
+    if checkpoint.get("train_state") is None:
+        return (
+            f"Resuming at epoch {epoch} from a checkpoint in the original's layout (saved after "
+            f"epoch {epoch - 1}, no train_state): its weights and optimizer state are restored "
+            "(and its grad scaler where this run has one); the lr follows the schedule from this "
+            "epoch"
+        )
+    return f"Resuming at epoch {epoch}, iteration {iteration}"
+
+
 def check_not_finished(path: str, next_epoch: int, max_epoch: int) -> None:
     if next_epoch < max_epoch:
         return
