@@ -11,9 +11,8 @@ records below are written so that the project's datasets produce exactly that te
 the expected values of the mixed batch are computed from set V's per-token data alone.
 
 Images: the original's HEAD ``blip2_image_train`` is a plain resize, equal to ``blip2_image_eval``
-(set V's ``train_processor_equals_eval_processor``); this project's ``blip2_image_train`` keeps
-v1's random crop (docs/differences.md), so the dataset blocks here name ``blip2_image_eval``, as
-docs/minigptv2_training.md tells users who want HEAD's images.
+(set V's ``train_processor_equals_eval_processor``), and so is the project's for the v2 datasets:
+the finetune config's blocks are used as they are.
 """
 
 from __future__ import annotations
@@ -130,11 +129,8 @@ WRITERS = {
 
 
 def build_dataset(name: str, build_info: dict):
-    """The finetune config's block of ``name`` (processors, batch size, ratio) on these files,
-    with the original HEAD's plain-resize training images (see the module docstring)."""
+    """The finetune config's block of ``name`` (processors, batch size, ratio) on these files."""
     block = OmegaConf.load(CONFIG).datasets[name]
-    assert block.vis_processor.train.name == "blip2_image_train"
-    block.vis_processor.train.name = "blip2_image_eval"
     cfg = OmegaConf.merge(block, {"build_info": build_info})
     return registry.get_builder_class(name)(cfg, name=name).build_datasets()["train"]
 

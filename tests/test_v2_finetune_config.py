@@ -49,3 +49,35 @@ def test_the_mix_gives_batches_of_each_datasets_size(cfg):
         prompts = batch.get("instruction_input", batch.get("conv_q"))
         assert len(prompts) in sizes
         assert all(isinstance(p, str) and p for p in prompts)
+
+
+def test_every_dataset_resizes_images_as_the_originals_head_does(cfg):
+    """HEAD's blip2_image_train is a plain 448 x 448 resize (set V: the training input equals
+    the eval processor's); v1's random crop would move objects away from their boxes."""
+    import torch
+    from PIL import Image
+
+    from minigpt4.processors.blip_processors import Blip2ImageEvalProcessor
+
+    image = Image.new("RGB", (300, 200), "navy")
+    image.paste((255, 0, 0), (10, 10, 60, 50))  # a box the crop would move or cut
+    expected = Blip2ImageEvalProcessor(image_size=448)(image)
+    for name, split in BaseTask().build_datasets(cfg).items():
+        processor = getattr(split["train"], "vis_processor", None)
+        if name == "unnatural_instruction":  # text only
+            assert processor is None
+            continue
+        for _ in range(3):
+            assert torch.equal(processor(image), expected), name
+
+
+def test_blip2_image_train_keeps_v1s_random_crop_elsewhere():
+    from PIL import Image
+
+    from minigpt4.processors.blip_processors import Blip2ImageTrainProcessor
+
+    image = Image.new("RGB", (300, 200), "navy")
+    image.paste((255, 0, 0), (10, 10, 60, 50))
+    processor = Blip2ImageTrainProcessor.from_config(OmegaConf.create({"image_size": 64}))
+    outputs = {processor(image).sum().item() for _ in range(8)}
+    assert len(outputs) > 1  # random crops differ

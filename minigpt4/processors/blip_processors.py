@@ -1,6 +1,7 @@
 """The BLIP-2 image and caption processors MiniGPT-4 uses, with the original transforms.
 
-Registry names: ``blip2_image_train`` (random resized crop), ``blip2_image_eval`` (plain
+Registry names: ``blip2_image_train`` (random resized crop, MiniGPT-4 v1's; ``random_crop:
+False`` gives HEAD's plain resize, which MiniGPT-v2's datasets use), ``blip2_image_eval`` (plain
 resize) and ``blip_caption`` (BLIP's caption cleaning).
 """
 
@@ -45,7 +46,11 @@ class BlipImageBaseProcessor(BaseProcessor):
 
 @registry.register_processor("blip2_image_train")
 class Blip2ImageTrainProcessor(BlipImageBaseProcessor):
-    """RandomResizedCrop (bicubic, scale 0.5-1) -> tensor -> normalise. No flip, no RandAugment."""
+    """RandomResizedCrop (bicubic, scale 0.5-1) -> tensor -> normalise. No flip, no RandAugment.
+
+    With ``random_crop=False``: a plain bicubic resize to a square, what the original's HEAD
+    made of this processor (boxes in MiniGPT-v2's answers stay on their objects).
+    """
 
     def __init__(
         self,
@@ -54,15 +59,20 @@ class Blip2ImageTrainProcessor(BlipImageBaseProcessor):
         std: tuple | None = None,
         min_scale: float = DEFAULT_MIN_SCALE,
         max_scale: float = DEFAULT_MAX_SCALE,
+        random_crop: bool = True,
     ) -> None:
         super().__init__(mean=mean, std=std)
+        size = image_size if random_crop else (image_size, image_size)
+        resize = (
+            transforms.RandomResizedCrop(
+                size, scale=(min_scale, max_scale), interpolation=InterpolationMode.BICUBIC
+            )
+            if random_crop
+            else transforms.Resize(size, interpolation=InterpolationMode.BICUBIC)
+        )
         self.transform = transforms.Compose(
             [
-                transforms.RandomResizedCrop(
-                    image_size,
-                    scale=(min_scale, max_scale),
-                    interpolation=InterpolationMode.BICUBIC,
-                ),
+                resize,
                 transforms.ToTensor(),
                 self.normalize,
             ]
@@ -77,6 +87,7 @@ class Blip2ImageTrainProcessor(BlipImageBaseProcessor):
             std=cfg.get("std", None),
             min_scale=cfg.get("min_scale", DEFAULT_MIN_SCALE),
             max_scale=cfg.get("max_scale", DEFAULT_MAX_SCALE),
+            random_crop=cfg.get("random_crop", True),
         )
 
 

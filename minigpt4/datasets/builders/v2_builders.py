@@ -6,6 +6,9 @@ Each reads its paths from ``datasets.<name>.build_info`` with the original's key
 ``splitBy`` (RefCOCO family), ``data_dir`` (Visual Genome), or LAVIS's
 ``annotations.train.storage`` + ``images.storage`` (COCO-VQA, OK-VQA, A-OKVQA, GQA, COCO
 captions; images are read from ``<images.storage>/train``, as LAVIS's builder does).
+
+``blip2_image_train`` here is the original HEAD's (a plain resize, no random crop: a crop would
+move objects away from the boxes in grounding answers) unless the block sets ``random_crop``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from omegaconf import ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from minigpt4.common.registry import registry
 from minigpt4.common.utils import resolve_path
@@ -45,6 +48,12 @@ class V2Builder(BaseDatasetBuilder):
             f"Set datasets.{self.name}.build_info.{key} in your config or pass --options "
             f"datasets.{self.name}.build_info.{key}=PATH (layouts: docs/minigptv2_training.md)"
         )
+
+    @staticmethod
+    def _build_proc_from_cfg(cfg: DictConfig | None) -> Any:
+        if cfg is not None and cfg.get("name") == "blip2_image_train" and "random_crop" not in cfg:
+            cfg = OmegaConf.merge(cfg, {"random_crop": False})
+        return BaseDatasetBuilder._build_proc_from_cfg(cfg)
 
     def processors(self) -> dict[str, Any]:
         return {
