@@ -1,7 +1,7 @@
 """Side by side with the original MiniGPT-4: the same operations of this project and of one or
 more original checkouts, each in its own Python environment, on the same tiny weights.
 
-python benchmarks/compare_original.py --original ../MiniGPT-4 --original-python ../venv-orig/bin/python
+python benchmarks/compare_original.py --original ORIG --original-python VENV/bin/python
 python benchmarks/compare_original.py --original V1 --original HEAD --original-python PY --threads 2
 
 Each side runs in its own subprocess (``compare_worker.py`` under that side's interpreter, its
@@ -90,8 +90,8 @@ def check_original(path: str) -> str:
     missing = [f for f in ORIGINAL_FILES if not os.path.isfile(os.path.join(path, f))]
     if missing:
         raise OriginalCheckoutError(
-            f"--original {path}: not a checkout of the original MiniGPT-4 (no {', '.join(missing)}); "
-            "pass a clone of https://github.com/Vision-CAIR/MiniGPT-4"
+            f"--original {path}: not a checkout of the original MiniGPT-4 (no "
+            f"{', '.join(missing)}); pass a clone of https://github.com/Vision-CAIR/MiniGPT-4"
         )
     if os.path.isfile(os.path.join(path, PROJECT_ONLY_FILE)):
         raise OriginalCheckoutError(
@@ -291,7 +291,6 @@ def measure_processes(sides, weights, threads, repeats, samples) -> None:
 
 def machine_line(threads: int) -> str:
     import torch
-
     from roofline import this_machine
 
     torch.set_num_threads(threads)
@@ -334,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine_line(args.threads)}")
     for side in sides:
         versions = info[side.name]
-        print(f"{side.name}: {side.repo} (torch {versions['torch']}, "
+        print(f"{side.name}: {versions['from']} (torch {versions['torch']}, "
               f"transformers {versions['transformers']})")  # fmt: skip
     print(f"tokens generated: {json.dumps(tokens)}")
     print(f"load average (1 min) at start / end: {load_before[0]:.2f} / {load_after[0]:.2f}")

@@ -122,7 +122,7 @@ def import_for_chat():
     import minigpt4  # noqa: F401
     from minigpt4.common.config import Config
     from minigpt4.common.registry import registry
-    from minigpt4.conversation.conversation import CONV_VISION_Vicuna0, Chat
+    from minigpt4.conversation.conversation import Chat, CONV_VISION_Vicuna0
 
     return Config, registry, Chat, CONV_VISION_Vicuna0
 
@@ -232,7 +232,10 @@ def versions() -> dict:
     import torch
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__}
+    import minigpt4
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(minigpt4.__file__)))
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "from": package}
 
 
 def startup(args) -> None:
