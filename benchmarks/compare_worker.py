@@ -192,15 +192,17 @@ class Operations:
             self.model.encode_img(self.images)
         return 0
 
+    def set_mode(self, name: str) -> None:
+        """Train mode for the training step, eval mode for the rest: switched before the clock
+        starts, since a training loop switches once per epoch, not once per step."""
+        self.model.train(name == "train_step")
+
     def train_step(self) -> int:
         """forward + backward + AdamW of llama_proj on a batch (the prompt drawn as seeded)."""
-        random.seed(0)
-        self.model.train()
         loss = self.model(self.samples)["loss"]
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.model.eval()
         return 0
 
     def chat_answer(self) -> int:
@@ -259,7 +261,8 @@ def serve(args) -> None:
         if name not in OPS:
             emit({"error": f"unknown operation {name!r} (known: {', '.join(OPS)})"})
             continue
-        random.seed(0)
+        random.seed(0)  # the same training prompt drawn on every side
+        ops.set_mode(name)
         start = time.perf_counter()
         tokens = getattr(ops, name)()
         emit({"op": name, "seconds": time.perf_counter() - start, "tokens": tokens})
