@@ -13,9 +13,11 @@ reference weights in the original's file formats (``tests/fixtures/reference/tin
   ``encode_img`` of 2 images; a training step (forward + backward + AdamW of ``llama_proj``
   on 2 images and captions); a chat answer (upload an image, ask, ``Chat.answer``: 32 greedy
   tokens at most); a raw greedy ``llama_model.generate`` of exactly 32 tokens;
-- whole processes, taking turns the same way: ``python -c "import minigpt4"``, and a fresh
+- whole processes, taking turns the same way: ``python -c "import minigpt4"``; a fresh
   process that imports what the demo imports (``Config``, ``registry``, ``Chat``) then builds
-  and loads the model: its import time, its build + load time and its wall time.
+  and loads the model: its import time, its build + load time and its wall time; and each
+  side's own ``train.py`` with its stage-2 config: ``--train-iters`` iterations of batch 2 on
+  a small generated cc_sbu_align-style data set, then its checkpoint.
 
 It prints the medians and each original's ratio (project time / original time: below 1 the
 project is faster) beside the targets, with the machine named as ``roofline.py`` names it and
@@ -59,7 +61,7 @@ DEFAULT_WEIGHTS = os.path.join(REPO, "tests", "fixtures", "reference", "tiny")
 PROJECT = "project"
 sys.path[:0] = [HERE]
 
-from compare_worker import OPS, RESULT_PREFIX  # noqa: E402
+from compare_worker import OPS, RESULT_PREFIX, write_align_data  # noqa: E402
 
 # Files every original checkout has and this project does not (its models/model_config.py).
 ORIGINAL_FILES = ("train.py", "minigpt4/models/eva_vit.py", "eval_configs/minigpt4_eval.yaml")
@@ -74,6 +76,7 @@ ROWS = {
     "build_load": "build + load (from_config)",
     "process_import": 'process: python -c "import minigpt4"',
     "process_startup": "process: import + build + load",
+    "process_train": "process: train.py (stage 2, batch 2)",
 }
 TARGETS = {"train_step": 0.6, "generate": 0.7, "import": 0.7, "process_startup": 0.7}
 
@@ -289,6 +292,24 @@ def measure_processes(sides, weights, threads, repeats, samples) -> None:
             add("build_load", side, result["build_load"])
 
 
+def measure_train_py(sides, weights, threads, repeats, iters, samples) -> None:
+    """Each side's own train.py: ``iters`` stage-2 iterations of batch 2 and a checkpoint."""
+    if repeats == 0:
+        return
+    with tempfile.TemporaryDirectory(prefix="compare-train-") as root:
+        data = write_align_data(os.path.join(root, "align"), 2 * iters + 2)
+        for r in range(repeats):
+            for i, side in enumerate(turns(sides, r)):
+                out = os.path.join(root, f"run{r}-{i}")
+                command = worker_command(side, weights, threads, "--op", "train", "--data",
+                                         data, "--iters", str(iters), "--out", out)  # fmt: skip
+                wall, _ = timed_process(command, threads, side.repo)
+                saved = [f for _, _, files in os.walk(out) for f in files if f.endswith(".pth")]
+                if not saved:
+                    raise RuntimeError(f"{side.name}: train.py wrote no checkpoint in {out}")
+                samples.setdefault("process_train", {}).setdefault(side.name, []).append(wall)
+
+
 def machine_line(threads: int) -> str:
     import torch
     from roofline import this_machine
@@ -310,6 +331,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=31, help="of each in-process operation")
     parser.add_argument("--process-repeats", type=int, default=15, help="0: no whole processes")
+    parser.add_argument("--train-repeats", type=int, default=5, help="train.py runs; 0: none")
+    parser.add_argument("--train-iters", type=int, default=10, help="iterations per train.py")
     args = parser.parse_args(argv)
     try:
         args.labels = [check_original(os.path.abspath(p)) for p in args.original]
@@ -329,6 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     tokens: dict[str, dict[str, int]] = {}
     info = measure_in_process(sides, args.weights, args.threads, args.repeats, samples, tokens)
     measure_processes(sides, args.weights, args.threads, args.process_repeats, samples)
+    measure_train_py(sides, args.weights, args.threads, args.train_repeats, args.train_iters,
+                     samples)  # fmt: skip
     load_after = os.getloadavg()
     print(f"machine: {machine_line(args.threads)}")
     for side in sides:
@@ -336,6 +361,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{side.name}: {versions['from']} (torch {versions['torch']}, "
               f"transformers {versions['transformers']})")  # fmt: skip
     print(f"tokens generated: {json.dumps(tokens)}")
+    print(f"train.py: {args.train_iters} iterations of batch 2 on the CPU, then a checkpoint")
     print(f"load average (1 min) at start / end: {load_before[0]:.2f} / {load_after[0]:.2f}")
     print(format_table(summarize(samples, args.labels), args.labels))
 

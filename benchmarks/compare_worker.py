@@ -268,6 +268,89 @@ def serve(args) -> None:
         emit({"op": name, "seconds": time.perf_counter() - start, "tokens": tokens})
 
 
+STAGE2_CONFIG = os.path.join("train_configs", "minigpt4_stage2_finetune.yaml")
+
+
+def write_align_data(folder: str, count: int) -> str:
+    """A tiny stage-2 data set in the cc_sbu_align layout (``filter_cap.json`` and
+    ``image/{id}.jpg``), which both sides' stage-2 configs read. Give it more pairs than a run
+    draws: the original's loader sleeps 2 s each time it starts the data over."""
+    import numpy as np
+    from PIL import Image
+
+    os.makedirs(os.path.join(folder, "image"), exist_ok=True)
+    rng = np.random.default_rng(0)
+    annotations = []
+    for i in range(count):
+        pixels = (rng.random((240, 320, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(os.path.join(folder, "image", f"{i}.jpg"))
+        annotations.append({"image_id": str(i), "caption": CAPTIONS[i % len(CAPTIONS)]})
+    with open(os.path.join(folder, "filter_cap.json"), "w", encoding="utf-8") as f:
+        json.dump({"annotations": annotations}, f)
+    return folder
+
+
+def train_options(args) -> list[str]:
+    """``train.py --options`` for ``args.iters`` stage-2 iterations on the CPU, one epoch,
+    batch 2, no data-loader workers, a checkpoint at the end (both sides write one)."""
+    options = common_options(args.repo, args.weights) + [
+        f"datasets.cc_sbu_align.build_info.storage={args.data}",
+        "run.device=cpu",
+        "run.amp=False",
+        "run.distributed=False",
+        "run.max_epoch=1",
+        f"run.iters_per_epoch={args.iters}",
+        f"run.warmup_steps={args.iters}",
+        "run.batch_size_train=2",
+        "run.num_workers=0",
+        f"run.output_dir={args.out}",
+    ]
+    if args.side == "project":
+        options += project_options(args.weights)
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(os.path.join(args.repo, STAGE2_CONFIG))
+    if "wandb_log" in config.run:  # HEAD logs to Weights & Biases unless told not to
+        options.append("run.wandb_log=False")
+    if "batch_size" in config.datasets.cc_sbu_align:  # HEAD's batch size is the data set's
+        options.append("datasets.cc_sbu_align.batch_size=2")
+    return options
+
+
+def original_cpu_training() -> None:
+    """What the original's train.py needs on a CPU: the model cast to fp32 once built (its
+    LLM loads in fp16); the runner's model set when it is already on the run's device (the
+    runner wraps it only when moving it, and trains ``None`` otherwise); the data loaders left
+    unwrapped (its ``PrefetchLoader`` opens a CUDA stream)."""
+    from minigpt4.runners import runner_base
+    from minigpt4.tasks import base_task
+
+    tiny_vit_for_original()
+    build_model = base_task.BaseTask.build_model
+    base_task.BaseTask.build_model = lambda self, cfg: build_model(self, cfg).float()
+    runner_init = runner_base.RunnerBase.__init__
+
+    def init(self, *args, **kwargs):
+        runner_init(self, *args, **kwargs)
+        self._wrapped_model = self._wrapped_model or self._model
+
+    runner_base.RunnerBase.__init__ = init
+    runner_base.PrefetchLoader = lambda loader: loader
+
+
+def run_train_py(args) -> None:
+    """The side's own ``train.py`` in this process (the original as
+    :func:`original_cpu_training` lets it run on a CPU)."""
+    import runpy
+
+    if args.side == "original":
+        original_cpu_training()
+    script = os.path.join(args.repo, "train.py")
+    config = os.path.join(args.repo, STAGE2_CONFIG)
+    sys.argv = [script, "--cfg-path", config, "--options", *train_options(args)]
+    runpy.run_path(script, run_name="__main__")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", choices=["project", "original"], required=True)
@@ -275,8 +358,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", required=True, help="the tiny v1 reference weights folder")
     parser.add_argument("--threads", type=int, default=1)
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--op", choices=["startup"])
+    mode.add_argument("--op", choices=["startup", "train"])
     mode.add_argument("--serve", action="store_true")
+    parser.add_argument("--data", help="--op train: a cc_sbu_align-style folder")
+    parser.add_argument("--iters", type=int, default=10, help="--op train: iterations")
+    parser.add_argument("--out", help="--op train: the run's output folder")
     args = parser.parse_args(argv)
     args.repo, args.weights = os.path.abspath(args.repo), os.path.abspath(args.weights)
     sys.path.insert(0, args.repo)
@@ -286,7 +372,12 @@ def main(argv: list[str] | None = None) -> None:
     # torch reads the thread count when first imported: the caller sets OMP_NUM_THREADS, and
     # torch's own import stays inside the timed imports.
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    serve(args) if args.serve else startup(args)
+    if args.serve:
+        serve(args)
+    elif args.op == "train":
+        run_train_py(args)
+    else:
+        startup(args)
 
 
 if __name__ == "__main__":
