@@ -361,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{side.name}: {versions['from']} (torch {versions['torch']}, "
               f"transformers {versions['transformers']})")  # fmt: skip
     print(f"tokens generated: {json.dumps(tokens)}")
-    print(f"train.py: {args.train_iters} iterations of batch 2 on the CPU, then a checkpoint")
+    if args.train_repeats:
+        print(f"train.py: {args.train_iters} iterations of batch 2 on the CPU, then a checkpoint")
     print(f"load average (1 min) at start / end: {load_before[0]:.2f} / {load_after[0]:.2f}")
     print(format_table(summarize(samples, args.labels), args.labels))
 
