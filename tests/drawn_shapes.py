@@ -45,6 +45,7 @@ class Drawing:
     colour: str  # the world's colour word
     shape: str
     position: str
+    size: str
     colour_name: str  # the named colour it was drawn with
     background_name: str
     image: Image.Image
@@ -109,7 +110,7 @@ def draw_one(rng: random.Random) -> Drawing:
     else:
         image.save(buffer, format="JPEG", quality=rng.randint(70, 95))
     reopened = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-    return Drawing(colour, shape, position, colour_name, background_name, reopened)
+    return Drawing(colour, shape, position, size, colour_name, background_name, reopened)
 
 
 def drawings(seed: int, count: int) -> list[Drawing]:
