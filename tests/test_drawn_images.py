@@ -51,11 +51,6 @@ def test_first_position(answer, position):
     assert drawn_shapes.first_position(answer) == position
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped model reads the world's own pictures, not drawings in other shades "
-    "(docs/tiny-world.md, Reading users' drawings): colour + shape 0.51, position 0.77",
-)
 def test_the_shipped_model_describes_drawn_shapes(drawings):
     torch.manual_seed(0)
     chat = evaluate.build_chat(EVAL_CONFIG)
