@@ -3,6 +3,7 @@
 
     python dataset/make_synthetic.py --seed S --count N --format FORMAT --out DIR
         [--shard-size K] [--image-size 224] [--base-url URL] [--missing M] [--yes-no-pairs K]
+        [--styled]
 
 FORMAT:
   webdataset  stage-1 data exactly as img2dataset writes it: DIR/{00000..}.tar with, per sample,
@@ -27,6 +28,10 @@ FORMAT:
               `python -m http.server --bind 127.0.0.1 PORT --directory DIR` to serve; the URLs are
               --base-url + "images/NNNNNN.jpg". --missing M adds M records whose images are not
               written, so that they answer 404.
+
+--styled draws every image in a style sampled for it (named shades of its colour and background
+words, canvas size and aspect, hard or smooth edges, PNG or JPEG; tiny_world/world.py), as users
+draw; the scenes and captions are those of the plain world.
 
 Sample i of a seed is the same in every format and does not depend on --count: the same seed and
 count give byte-identical files (the webdataset layout's timings in _stats.json excepted).
@@ -103,6 +108,7 @@ def write_url_list(
     base_url: str = DEFAULT_BASE_URL,
     image_size: int = 224,
     missing: int = 0,
+    styled: bool = False,
 ) -> list[dict]:
     """Write ``out/captions.json`` and ``out/images/NNNNNN.jpg``; return the records.
 
@@ -112,7 +118,7 @@ def write_url_list(
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     records = []
     for i in range(count):
-        sample = make_sample(seed, i, image_size)
+        sample = make_sample(seed, i, image_size, styled)
         _replace_atomically(
             os.path.join(out, "images", f"{i:06d}.jpg"), to_jpeg_bytes(sample.image)
         )
@@ -152,7 +158,12 @@ def yes_no_records(seed: int, index: int, scene, image_id: str, pairs: int) -> l
 
 
 def write_align(
-    out: str, seed: int, count: int, image_size: int = 224, yes_no_pairs: int = 0
+    out: str,
+    seed: int,
+    count: int,
+    image_size: int = 224,
+    yes_no_pairs: int = 0,
+    styled: bool = False,
 ) -> list[dict]:
     """Write a cc_sbu_align folder: ``filter_cap.json`` + ``image/{id}.jpg``; return its records.
 
@@ -160,7 +171,7 @@ def write_align(
     os.makedirs(os.path.join(out, "image"), exist_ok=True)
     annotations = []
     for i in range(count):
-        sample = make_sample(seed, i, image_size)
+        sample = make_sample(seed, i, image_size, styled)
         image_id = str(i)
         _replace_atomically(
             os.path.join(out, "image", f"{image_id}.jpg"), to_jpeg_bytes(sample.image)
@@ -177,7 +188,9 @@ def mme_sample_index(category: int, image: int) -> int:
     return image * len(_world.YES_NO_ATTRIBUTES) + category
 
 
-def write_mme(out: str, seed: int, count: int, image_size: int = 224) -> list[str]:
+def write_mme(
+    out: str, seed: int, count: int, image_size: int = 224, styled: bool = False
+) -> list[str]:
     """Write the MME release layout (``out/<attribute>/NNNNNN.{jpg,txt}``); return the folders."""
     folders = []
     for k, attribute in enumerate(_world.YES_NO_ATTRIBUTES):
@@ -185,7 +198,7 @@ def write_mme(out: str, seed: int, count: int, image_size: int = 224) -> list[st
         os.makedirs(folder, exist_ok=True)
         for i in range(count):
             index = mme_sample_index(k, i)
-            sample = make_sample(seed, index, image_size)
+            sample = make_sample(seed, index, image_size, styled)
             rng = _world.question_rng(seed, index, attribute)
             pair = _world.question_pair(sample.scene, attribute, rng)
             lines = "".join(f"{q}{_world.MME_SUFFIX}\t{a}\n" for q, a in pair)
@@ -198,12 +211,14 @@ def write_mme(out: str, seed: int, count: int, image_size: int = 224) -> list[st
 POPE_FILE = "shapes_pope.jsonl"
 
 
-def write_pope(out: str, seed: int, count: int, image_size: int = 224) -> list[dict]:
+def write_pope(
+    out: str, seed: int, count: int, image_size: int = 224, styled: bool = False
+) -> list[dict]:
     """Write ``out/shapes_pope.jsonl`` and ``out/images/NNNNNN.jpg``; return the questions."""
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     records = []
     for i in range(count):
-        sample = make_sample(seed, i, image_size)
+        sample = make_sample(seed, i, image_size, styled)
         name = f"{i:06d}.jpg"
         _replace_atomically(os.path.join(out, "images", name), to_jpeg_bytes(sample.image))
         rng = _world.question_rng(seed, i, "pope")
@@ -259,6 +274,7 @@ def write_webdataset(
     shard_size: int = 10000,
     image_size: int = 224,
     base_url: str = DEFAULT_BASE_URL,
+    styled: bool = False,
 ) -> list[str]:
     """Write img2dataset-style webdataset shards; return the tar paths.
 
@@ -284,7 +300,7 @@ def write_webdataset(
             tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar,
         ):
             for i in range(start, min(start + shard_size, count)):
-                sample = make_sample(seed, i, image_size)
+                sample = make_sample(seed, i, image_size, styled)
                 jpg = to_jpeg_bytes(sample.image)
                 key = f"{shard_id * 10**oom_sample + (i - start):0{oom_sample + OOM_SHARD_COUNT}d}"
                 meta = {
@@ -361,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="align: also this many MME-style pairs of yes/no questions per image (default 0)",
     )
+    parser.add_argument(
+        "--styled",
+        action="store_true",
+        help="draw each image in a sampled style: named shades of its colours, canvas size and "
+        "aspect, edges, PNG or JPEG (tiny_world/world.py: sample_style), resized to --image-size",
+    )
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
@@ -375,23 +397,37 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.format == "webdataset":
         tars = write_webdataset(
-            args.out, args.seed, args.count, args.shard_size, args.image_size, args.base_url
+            args.out,
+            args.seed,
+            args.count,
+            args.shard_size,
+            args.image_size,
+            args.base_url,
+            args.styled,
         )
         last = len(tars) - 1
         pattern = f"{args.out}/{{00000..{last:05d}}}.tar"
         print(f"wrote {args.count} samples in {len(tars)} shards: {pattern}")
     elif args.format == "align":
-        records = write_align(args.out, args.seed, args.count, args.image_size, args.yes_no_pairs)
+        records = write_align(
+            args.out, args.seed, args.count, args.image_size, args.yes_no_pairs, args.styled
+        )
         print(f"wrote {args.count} images and {len(records)} records in {args.out}/filter_cap.json")
     elif args.format == "mme":
-        folders = write_mme(args.out, args.seed, args.count, args.image_size)
+        folders = write_mme(args.out, args.seed, args.count, args.image_size, args.styled)
         print(f"wrote {len(folders)} MME categories of {args.count} images (2 questions each)")
     elif args.format == "pope":
-        records = write_pope(args.out, args.seed, args.count, args.image_size)
+        records = write_pope(args.out, args.seed, args.count, args.image_size, args.styled)
         print(f"wrote {len(records)} POPE questions to {os.path.join(args.out, POPE_FILE)}")
     else:
         records = write_url_list(
-            args.out, args.seed, args.count, args.base_url, args.image_size, args.missing
+            args.out,
+            args.seed,
+            args.count,
+            args.base_url,
+            args.image_size,
+            args.missing,
+            args.styled,
         )
         print(
             f"wrote {len(records)} records ({args.missing} missing) to "

@@ -27,15 +27,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EVAL_CONFIG = "eval_configs/minigpt4_tiny_eval.yaml"
 STAGE1_CONFIG = "train_configs/minigpt4_tiny_stage1.yaml"
 STAGE1_SEED = 1  # the seed of the documented stage-1 shards; evaluate.HELD_OUT_SEED differs
-STAGE1_COUNT = 2000
+STAGE1_COUNT = 4000  # the counts and seeds of the documented (styled) data
 STAGE2_CONFIG = "train_configs/minigpt4_tiny_stage2.yaml"
 STAGE2_SEED = 2
-STAGE2_COUNT = 400
-# The target, held by the shipped model (docs/tiny-world.md: 0.975 on 200 held-out images) and
+STAGE2_COUNT = 800
+# The shipped recipe runs stage 2 for longer (train_configs/minigpt4_tiny_stage2.yaml), which
+# lifts the drawn set's position from 0.83 to 0.945; the targets checked here hold at 300
+# (seed 7777: 0.975 after 300 iterations, 0.995 after 2400).
+STAGE2_ITERS = 300
+# The target, held by the shipped model (docs/tiny-world.md: 0.995 on 200 held-out images) and
 # by a fresh run of both stages; chance is 0.04.
 TARGET = 0.9
 COLOUR_MIN = 0.9
-# Lower bounds after stage 1 alone (docs/tiny-world.md: 0.955, colour 0.990; 0.67 and 0.80 with
+# Lower bounds after stage 1 alone (docs/tiny-world.md: 0.940, colour 1.000; 0.67 and 0.80 with
 # the first, description-only LLM).
 STAGE1_MIN = 0.5
 STAGE1_COLOUR_MIN = 0.7
@@ -103,7 +107,11 @@ def test_stages_with_torchrun_learn_from_a_fresh_projection(tmp_path):
     make_synthetic = _make_synthetic()
     shards = tmp_path / "shards"
     tars = make_synthetic.write_webdataset(
-        str(shards), seed=STAGE1_SEED, count=STAGE1_COUNT, shard_size=STAGE1_COUNT // 4
+        str(shards),
+        seed=STAGE1_SEED,
+        count=STAGE1_COUNT,
+        shard_size=STAGE1_COUNT // 4,
+        styled=True,
     )
     assert len(tars) == 4
     # Stage 1 starts from nn.Linear's random init: the config names no checkpoint.
@@ -126,13 +134,16 @@ def test_stages_with_torchrun_learn_from_a_fresh_projection(tmp_path):
     assert result1.accuracy >= STAGE1_MIN, (result1.accuracy, result1.answers[:5])
 
     align = tmp_path / "align"
-    make_synthetic.write_align(str(align), seed=STAGE2_SEED, count=STAGE2_COUNT, yes_no_pairs=1)
+    make_synthetic.write_align(
+        str(align), seed=STAGE2_SEED, count=STAGE2_COUNT, yes_no_pairs=1, styled=True
+    )
     _torchrun(
         STAGE2_CONFIG,
         [
             f"model.ckpt={stage1}",
             f"datasets.cc_sbu_align.build_info.storage={align}",
             f"run.output_dir={tmp_path / 'stage2'}",
+            f"run.iters_per_epoch={STAGE2_ITERS}",
         ],
     )
     load_minigpt4_checkpoint(chat.model, _checkpoint(tmp_path / "stage2"))

@@ -102,7 +102,7 @@ def test_shipped_vision_matches_its_sizes_and_the_eval_config():
 def test_patch_labels_find_the_shape():
     sample = world.make_sample(3, 0)
     x = build_vision.eval_transform(112)(sample.image)[None]
-    labels = build_vision.patch_labels(x, [sample.scene], 14)[0]
+    labels = build_vision.patch_labels(x, [sample.scene], [sample.style.background_rgb], 14)[0]
     on_shape = labels != len(world.SHAPES)
     assert 1 <= int(on_shape.sum()) <= 20
     assert set(labels[on_shape].tolist()) == {world.SHAPES.index(sample.scene.shape)}

@@ -275,3 +275,80 @@ def test_yes_no_questions_name_one_value_each():
     negatives = Counter(world.question_pair(scene, "colour", rng)[1][0] for _ in range(400))
     assert len(negatives) == len(world.COLOURS) - 1  # every other colour, about equally often
     assert min(negatives.values()) > 400 / (len(world.COLOURS) - 1) / 2
+
+
+# --- drawing styles -----------------------------------------------------------------------------
+
+
+def _rgb(spec: str) -> tuple[int, int, int]:
+    from PIL import ImageColor
+
+    return ImageColor.getrgb(spec)
+
+
+def test_every_shade_stands_out_from_every_background_shade():
+    assert set(world.COLOUR_SHADES) == set(COLOURS)
+    assert set(world.BACKGROUND_SHADES) == set(BACKGROUNDS)
+    for word, shades in world.COLOUR_SHADES.items():
+        for name, spec in shades.items():
+            for bg_word, bg_shades in world.BACKGROUND_SHADES.items():
+                for bg_name, bg_spec in bg_shades.items():
+                    contrast = max(abs(a - b) for a, b in zip(_rgb(spec), _rgb(bg_spec)))
+                    assert contrast >= world.MIN_CONTRAST, (word, name, bg_word, bg_name)
+
+
+def test_shades_of_different_colour_words_do_not_collide():
+    """No two words share a shade, and every shade is far from all shades of other words
+    (the closest pair is orange (255, 165, 0) and gold (255, 215, 0), 50 apart)."""
+    shades = [
+        (word, name, _rgb(spec))
+        for word, named in {**world.COLOUR_SHADES, **world.BACKGROUND_SHADES}.items()
+        for name, spec in named.items()
+    ]
+    for (w1, n1, c1), (w2, n2, c2) in itertools.combinations(shades, 2):
+        if w1 != w2:
+            assert math.dist(c1, c2) >= 45, (w1, n1, c1, w2, n2, c2)
+    # PIL's own names for the words are among the shades (the names a user types first).
+    for word in (*COLOURS, *BACKGROUNDS):
+        named = {**world.COLOUR_SHADES, **world.BACKGROUND_SHADES}[word]
+        assert named[word] == word
+
+
+def test_styled_samples_keep_scene_and_captions_and_vary_the_drawing():
+    styles = []
+    for i in range(200):
+        plain, styled = make_sample(11, i, 96), make_sample(11, i, 96, styled=True)
+        assert styled.scene == plain.scene
+        assert styled.short_caption == plain.short_caption
+        assert styled.long_description == plain.long_description
+        assert styled.image.size == (96, 96)  # squashed as the model's processors do
+        styles.append(styled.style)
+    assert make_sample(11, 3, 96, styled=True).image.tobytes() == (
+        make_sample(11, 3, 96, styled=True).image.tobytes()
+    )
+    canonical = sum(s.colour_name == "world" for s in styles)
+    assert 20 <= canonical <= 65  # CANONICAL_SHARE of 200 is 40
+    drawn = [s for s in styles if s.colour_name != "world"]
+    assert {s.smooth for s in drawn} == {True, False}
+    assert None in {s.jpeg_quality for s in drawn} and len({s.jpeg_quality for s in drawn}) > 5
+    assert sum(s.width != s.height for s in drawn) > len(drawn) / 4
+    lo, hi = world.CANVAS_RANGE
+    assert all(lo <= s.width <= hi and lo <= s.height <= hi for s in drawn)
+    assert len({s.colour_name for s in drawn}) >= 20
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+def test_a_styled_drawing_puts_its_shade_at_the_position(position):
+    scene = Scene("green", "square", "large", position, "gray")
+    style = world.DrawingStyle(
+        "darkgreen", (0, 100, 0), "darkgray", (169, 169, 169), 480, 240, False, None
+    )
+    img = render(scene, style=style)
+    assert img.size == (480, 240)
+    arr = np.asarray(img).astype(int)
+    assert tuple(arr[0, 0]) == (169, 169, 169)
+    ys, xs = np.nonzero(np.abs(arr - (0, 100, 0)).max(axis=2) == 0)
+    fx, fy = world.POSITION_XY[position]
+    assert abs(xs.mean() / 480 - fx) < 0.02 and abs(ys.mean() / 240 - fy) < 0.02
+    # Hard edges: only the two colours, nothing in between.
+    assert len(np.unique(arr.reshape(-1, 3), axis=0)) == 2

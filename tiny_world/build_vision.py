@@ -56,7 +56,9 @@ VOCAB: dict[str, tuple[str, ...]] = {
 DEFAULT_SEED = 1000
 VAL_SEED_OFFSET = 500_000
 TRAIN_MIN_SCALE = 0.8  # same crop range as the tiny stage-1 config's vis processor
-FOREGROUND_DELTA = 0.25  # colour distance (0..1 per channel) from the background
+# Colour distance (0..1, largest channel) from the background that marks a pixel foreground:
+# below the least contrast of any styled shade (world.MIN_CONTRAST), above JPEG's noise.
+FOREGROUND_DELTA = 48 / 255
 PATCH_FOREGROUND = 0.15
 SILHOUETTE_CELL = 2  # pixels per side of a silhouette cell
 # With the table at its natural scale (entries in [-1, 1]) positions were still at chance after
@@ -92,14 +94,18 @@ def train_transform(image_size: int, min_scale: float = TRAIN_MIN_SCALE) -> tran
     )
 
 
-def load_world_images(seed: int, count: int) -> tuple[list[Image.Image], list[world.Scene]]:
-    """World samples as the datasets store them (224 px JPEG, decoded again)."""
-    images, scenes = [], []
+def load_world_images(
+    seed: int, count: int, styled: bool = False
+) -> tuple[list[Image.Image], list[world.Scene], list[tuple[int, int, int]]]:
+    """World samples as the datasets store them (224 px JPEG, decoded again), their scenes and
+    background colours (``styled``: drawn in sampled styles, ``world.make_sample``)."""
+    images, scenes, backgrounds = [], [], []
     for i in range(count):
-        sample = world.make_sample(seed, i)
+        sample = world.make_sample(seed, i, styled=styled)
         images.append(Image.open(io.BytesIO(world.to_jpeg_bytes(sample.image))).convert("RGB"))
         scenes.append(sample.scene)
-    return images, scenes
+        backgrounds.append(sample.style.background_rgb)
+    return images, scenes, backgrounds
 
 
 def labels(scenes: Sequence[world.Scene]) -> dict[str, torch.Tensor]:
@@ -119,18 +125,25 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
     return torch.nn.functional.pad(emb, (0, dim - emb.shape[1]))
 
 
-def silhouettes(images: torch.Tensor, scenes: Sequence[world.Scene], patch: int) -> torch.Tensor:
+def _foreground(image: torch.Tensor, background: tuple[int, int, int]) -> torch.Tensor:
+    """Pixels of a normalised image farther than ``FOREGROUND_DELTA`` from the background."""
+    mean = torch.tensor(CLIP_MEAN)[:, None, None]
+    std = torch.tensor(CLIP_STD)[:, None, None]
+    bg = torch.tensor(background, dtype=torch.float32)[:, None, None] / 255
+    return ((image * std + mean - bg).abs().amax(0) > FOREGROUND_DELTA).float()
+
+
+def silhouettes(
+    images: torch.Tensor, backgrounds: Sequence[tuple[int, int, int]], patch: int
+) -> torch.Tensor:
     """Per patch, the foreground share of each ``SILHOUETTE_CELL``-pixel cell: [N, patches, cells].
 
     A dense, local, unambiguous target: it teaches the patch embedding to see the outline of a
     shape of any colour on any background, from which the shape is then learnt much faster.
     """
-    mean = torch.tensor(CLIP_MEAN)[:, None, None]
-    std = torch.tensor(CLIP_STD)[:, None, None]
     out = []
-    for image, scene in zip(images, scenes, strict=True):
-        bg = torch.tensor(world.BACKGROUND_RGB[scene.background], dtype=torch.float32) / 255
-        fg = ((image * std + mean - bg[:, None, None]).abs().amax(0) > FOREGROUND_DELTA).float()
+    for image, background in zip(images, backgrounds, strict=True):
+        fg = _foreground(image, background)
         cells = nn.functional.avg_pool2d(fg[None, None], SILHOUETTE_CELL)[0, 0]
         k = patch // SILHOUETTE_CELL
         g = cells.shape[0] // k
@@ -138,19 +151,20 @@ def silhouettes(images: torch.Tensor, scenes: Sequence[world.Scene], patch: int)
     return torch.stack(out)
 
 
-def patch_labels(images: torch.Tensor, scenes: Sequence[world.Scene], patch: int) -> torch.Tensor:
+def patch_labels(
+    images: torch.Tensor,
+    scenes: Sequence[world.Scene],
+    backgrounds: Sequence[tuple[int, int, int]],
+    patch: int,
+) -> torch.Tensor:
     """Per patch: the shape's index where the shape covers it, ``len(SHAPES)`` on background.
 
-    Foreground = pixels away from the scene's known background colour (after normalisation is
+    Foreground = pixels away from the image's known background colour (after normalisation is
     undone); a patch is the shape's when at least ``PATCH_FOREGROUND`` of it is foreground.
     """
-    mean = torch.tensor(CLIP_MEAN)[:, None, None]
-    std = torch.tensor(CLIP_STD)[:, None, None]
     out = []
-    for image, scene in zip(images, scenes, strict=True):
-        rgb = image * std + mean
-        bg = torch.tensor(world.BACKGROUND_RGB[scene.background], dtype=torch.float32) / 255
-        fg = ((rgb - bg[:, None, None]).abs().amax(0) > FOREGROUND_DELTA).float()
+    for image, scene, background in zip(images, scenes, backgrounds, strict=True):
+        fg = _foreground(image, background)
         frac = nn.functional.avg_pool2d(fg[None, None], patch)[0, 0].flatten()
         label = torch.full_like(frac, len(world.SHAPES), dtype=torch.long)
         label[frac >= PATCH_FOREGROUND] = world.SHAPES.index(scene.shape)
@@ -227,12 +241,14 @@ def pretrain(
     eval_every: int = 250,
     init: Path | None = None,
     silhouette_weight: float = 0.0,
+    styled: bool = False,
 ) -> tuple[parts.TinyVision, dict[str, float]]:
     """Pre-train the vision side with attribute heads; returns it and its validation accuracy.
 
     ``init``: a folder with ``eva_vit_g.pth`` and ``blip2_pretrained_flant5xxl.pth`` to go on
     from (new heads, new schedule) instead of a random start. ``silhouette_weight``: weight of
-    the per-patch silhouette loss (0: off, as for the shipped files).
+    the per-patch silhouette loss (0: off, as for the shipped files). ``styled``: train and
+    validate on images drawn in sampled styles (``world.make_sample(..., styled=True)``).
     """
     torch.manual_seed(seed)
     vision = parts.TinyVision(sizes)
@@ -250,8 +266,8 @@ def pretrain(
             pos[0, :1] = 0
     heads = AttributeHeads(sizes.qformer_hidden_size, sizes.num_query_token)
     vit_heads = ViTHeads(sizes.vit_embed_dim)
-    images, scenes = load_world_images(seed, train_count)
-    val_images, val_scenes = load_world_images(seed + VAL_SEED_OFFSET, val_count)
+    images, scenes, backgrounds = load_world_images(seed, train_count, styled)
+    val_images, val_scenes, _ = load_world_images(seed + VAL_SEED_OFFSET, val_count, styled)
     to_eval, to_train = eval_transform(sizes.image_size), train_transform(sizes.image_size)
     val_x = torch.stack([to_eval(im) for im in val_images])
     val_y = labels(val_scenes)
@@ -261,7 +277,7 @@ def pretrain(
         [torch.stack([to_eval(im) for im in images]), torch.stack([to_train(im) for im in images])]
     )
     y = labels(scenes)
-    patch_y = torch.stack([patch_labels(v, scenes, sizes.patch_size) for v in views])
+    patch_y = torch.stack([patch_labels(v, scenes, backgrounds, sizes.patch_size) for v in views])
     patch_head = nn.Linear(sizes.vit_embed_dim, len(world.SHAPES) + 1)
     params = [
         *vision.parameters(),
@@ -270,7 +286,7 @@ def pretrain(
         *patch_head.parameters(),
     ]
     if silhouette_weight:
-        sil_y = torch.stack([silhouettes(v, scenes, sizes.patch_size) for v in views])
+        sil_y = torch.stack([silhouettes(v, backgrounds, sizes.patch_size) for v in views])
         sil_head = nn.Linear(sizes.vit_embed_dim, sil_y.shape[-1])
         params += list(sil_head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
@@ -329,6 +345,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument(
         "--silhouette-weight", type=float, default=0.0, help="per-patch silhouette loss (0: off)"
     )
+    parser.add_argument(
+        "--styled", action="store_true", help="images drawn in sampled styles (named shades...)"
+    )
     parser.add_argument("--image-size", type=int, default=d.image_size)
     parser.add_argument("--patch-size", type=int, default=d.patch_size)
     parser.add_argument("--vit-width", type=int, default=d.vit_embed_dim)
@@ -365,6 +384,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         args.eval_every,
         args.init,
         args.silhouette_weight,
+        args.styled,
     )
     out = Path(args.out)
     parts.save_vision(vision, out)

@@ -1,14 +1,15 @@
 """Measure how often the tiny MiniGPT-4 names the right colour and shape of unseen images.
 
     python -m tiny_world.evaluate --cfg-path eval_configs/minigpt4_tiny_eval.yaml \\
-        --seed 7777 --count 200 [--options model.ckpt=path/to/checkpoint.pth]
+        --seed 7777 --count 200 [--options model.ckpt=path/to/checkpoint.pth] [--styled]
 
 Renders ``--count`` images of the world from ``--seed`` (a seed no training step used), stores
 and decodes them as JPEG like the datasets do, and asks each one "Describe this image." in the
 demo's conversation (the Chat's template, prompt assembly, stop words and answer
 post-processing), greedily. An answer counts when its first colour word and first shape word
 are the image's (``world.scene_matches``). Logs the accuracy and a few answers.
-``--untrained`` replaces ``llama_proj`` by a freshly initialised one (the chance baseline).
+``--untrained`` replaces ``llama_proj`` by a freshly initialised one (the chance baseline);
+``--styled`` draws each image in a style sampled for it (``world.sample_style``).
 """
 
 from __future__ import annotations
@@ -44,11 +45,14 @@ class Result:
     answers: list[dict[str, Any]]
 
 
-def held_out_images(seed: int, count: int) -> list[tuple[world.Scene, Image.Image]]:
-    """World samples stored and decoded as 224 px JPEG, as the datasets hold them."""
+def held_out_images(
+    seed: int, count: int, styled: bool = False
+) -> list[tuple[world.Scene, Image.Image]]:
+    """World samples stored and decoded as 224 px JPEG, as the datasets hold them (``styled``:
+    each drawn in a sampled style, ``world.make_sample``)."""
     out = []
     for i in range(count):
-        sample = world.make_sample(seed, i)
+        sample = world.make_sample(seed, i, styled=styled)
         image = Image.open(io.BytesIO(world.to_jpeg_bytes(sample.image))).convert("RGB")
         out.append((sample.scene, image))
     return out
@@ -79,8 +83,10 @@ def score(samples: Sequence[tuple[world.Scene, Image.Image]], answers: Sequence[
     return Result(hits / n, colour_hits / n, shape_hits / n, records)
 
 
-def evaluate_chat(chat: Any, seed: int = HELD_OUT_SEED, count: int = DEFAULT_COUNT) -> Result:
-    samples = held_out_images(seed, count)
+def evaluate_chat(
+    chat: Any, seed: int = HELD_OUT_SEED, count: int = DEFAULT_COUNT, styled: bool = False
+) -> Result:
+    samples = held_out_images(seed, count, styled)
     return score(samples, describe(chat, [im for _, im in samples]))
 
 
@@ -103,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> Result:
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT)
     parser.add_argument("--untrained", action="store_true", help="fresh random llama_proj")
+    parser.add_argument(
+        "--styled", action="store_true", help="images drawn in sampled styles (named shades...)"
+    )
     parser.add_argument("--torch-seed", type=int, default=0, help="seeds --untrained's init")
     parser.add_argument("--show", type=int, default=5, help="answers to print")
     parser.add_argument("--json", help="write every answer to this file")
@@ -112,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> Result:
     logger.setLevel(logging.INFO)
     torch.manual_seed(args.torch_seed)
     chat = build_chat(args.cfg_path, args.options, args.untrained)
-    result = evaluate_chat(chat, args.seed, args.count)
+    result = evaluate_chat(chat, args.seed, args.count, args.styled)
     for record in result.answers[: args.show]:
         s = record["scene"]
         mark = "ok" if record["correct"] else "WRONG"

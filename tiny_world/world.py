@@ -29,6 +29,14 @@ Two caption styles:
 Dependencies: the standard library and PIL only (``dataset/make_synthetic.py`` loads this file
 without importing the ``minigpt4`` package, which would pull torch and transformers).
 
+Two ways to draw a scene: the canonical drawing (the world's own RGB values, ``COLOUR_RGB`` and
+``BACKGROUND_RGB``, 2x supersampled, a square image) and, with ``make_sample(..., styled=True)``,
+a drawing style sampled per image (``DrawingStyle``) as a user draws with ordinary tools: a named
+shade of the colour word and of the background word (``COLOUR_SHADES``, ``BACKGROUND_SHADES``:
+PIL/CSS names and matplotlib's ``tab:`` colours), a canvas of 224-512 pixels a side, square or
+not, anti-aliased or hard edges, saved as PNG or as JPEG of some quality. The scene and captions
+of a sample are the same either way.
+
 Determinism: ``make_sample(seed, index)`` depends only on ``(seed, index)``; the same seed and
 count give byte-identical JPEGs through ``to_jpeg_bytes`` (fixed quality, no optimisation passes).
 """
@@ -41,7 +49,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageColor, ImageDraw
 
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
@@ -83,6 +91,106 @@ SIZE_FRACTION: dict[str, float] = {"small": 0.16, "large": 0.32}
 JPEG_QUALITY = 95
 _SUPERSAMPLE = 2  # draw at 2x then downscale: smooth edges, still deterministic
 
+# --- drawing styles: how a user might draw the same scene ---------------------------------------
+
+# Named shades per colour word, as PIL's ImageColor (CSS names) and matplotlib spell them; the
+# ``tab:`` names are matplotlib's default colour cycle (PIL does not know them: hex values).
+# Every shade differs from every background shade by at least ``MIN_CONTRAST`` in some channel.
+COLOUR_SHADES: dict[str, dict[str, str]] = {
+    "red": {"red": "red", "crimson": "crimson", "firebrick": "firebrick", "tab:red": "#d62728"},
+    "green": {
+        "green": "green",
+        "lime": "lime",
+        "limegreen": "limegreen",
+        "forestgreen": "forestgreen",
+        "darkgreen": "darkgreen",
+        "seagreen": "seagreen",
+        "tab:green": "#2ca02c",
+    },
+    "blue": {
+        "blue": "blue",
+        "mediumblue": "mediumblue",
+        "royalblue": "royalblue",
+        "dodgerblue": "dodgerblue",
+        "tab:blue": "#1f77b4",
+    },
+    "yellow": {"yellow": "yellow", "gold": "gold"},
+    "purple": {
+        "purple": "purple",
+        "darkviolet": "darkviolet",
+        "blueviolet": "blueviolet",
+        "darkmagenta": "darkmagenta",
+        "rebeccapurple": "rebeccapurple",
+        "mediumpurple": "mediumpurple",
+        "tab:purple": "#9467bd",
+    },
+    "orange": {"orange": "orange", "darkorange": "darkorange", "tab:orange": "#ff7f0e"},
+}
+BACKGROUND_SHADES: dict[str, dict[str, str]] = {
+    "black": {"black": "black"},
+    "gray": {"gray": "gray", "grey": "grey", "dimgray": "dimgray", "darkgray": "darkgray"},
+    "navy": {"navy": "navy", "midnightblue": "midnightblue", "darkblue": "darkblue"},
+}
+# Largest channel difference, 0-255, between any shade and any background shade; the closest
+# pair is rebeccapurple (102, 51, 153) on dimgray (105, 105, 105), 54.
+MIN_CONTRAST = 50
+CANONICAL_SHARE = 0.2  # share of styled samples drawn exactly as the canonical world
+CANVAS_RANGE = (224, 512)  # canvas width and height in pixels
+JPEG_QUALITY_RANGE = (70, 95)
+
+
+@dataclass(frozen=True)
+class DrawingStyle:
+    """How one image is drawn: colours (a shade name or ``"world"``), canvas, edges, format."""
+
+    colour_name: str
+    colour_rgb: tuple[int, int, int]
+    background_name: str
+    background_rgb: tuple[int, int, int]
+    width: int
+    height: int
+    smooth: bool  # anti-aliased (supersampled) edges; False: PIL's hard edges
+    jpeg_quality: int | None  # None: saved as PNG (lossless)
+
+
+def canonical_style(scene: Scene, size: int = 224) -> DrawingStyle:
+    """The world's own drawing of ``scene``: its RGB values, square, smooth edges, lossless."""
+    return DrawingStyle(
+        "world",
+        COLOUR_RGB[scene.colour],
+        "world",
+        BACKGROUND_RGB[scene.background],
+        size,
+        size,
+        True,
+        None,
+    )
+
+
+def sample_style(scene: Scene, rng: random.Random) -> DrawingStyle:
+    """A drawing style for ``scene``: the canonical one with ``CANONICAL_SHARE``, else a named
+    shade of each colour word, a canvas in ``CANVAS_RANGE`` (square half the time), hard or
+    smooth edges, PNG or JPEG, each uniform."""
+    if rng.random() < CANONICAL_SHARE:
+        return canonical_style(scene)
+    colour = rng.choice(sorted(COLOUR_SHADES[scene.colour].items()))
+    background = rng.choice(sorted(BACKGROUND_SHADES[scene.background].items()))
+    width = rng.randint(*CANVAS_RANGE)
+    height = width if rng.random() < 0.5 else rng.randint(*CANVAS_RANGE)
+    smooth = rng.random() < 0.5
+    quality = rng.randint(*JPEG_QUALITY_RANGE) if rng.random() < 0.5 else None
+    return DrawingStyle(
+        colour[0],
+        ImageColor.getrgb(colour[1]),
+        background[0],
+        ImageColor.getrgb(background[1]),
+        width,
+        height,
+        smooth,
+        quality,
+    )
+
+
 _POSITION_PHRASE: dict[str, str] = {
     "top left": "the top left corner",
     "top right": "the top right corner",
@@ -123,6 +231,7 @@ class Sample:
     image: Image.Image
     short_caption: str
     long_description: str
+    style: DrawingStyle
 
 
 def sample_scene(rng: random.Random) -> Scene:
@@ -146,18 +255,25 @@ def _polygon(cx: float, cy: float, radii: list[float], angle0: float) -> list[tu
     return pts
 
 
-def render(scene: Scene, size: int = 224, rng: random.Random | None = None) -> Image.Image:
-    """Draw ``scene`` as a ``size`` x ``size`` RGB image.
+def render(
+    scene: Scene,
+    size: int = 224,
+    rng: random.Random | None = None,
+    style: DrawingStyle | None = None,
+) -> Image.Image:
+    """Draw ``scene`` as a ``size`` x ``size`` RGB image, or as ``style`` says.
 
     With ``rng``, the shape's position (±3 % of the side), size (±10 %) and rotation (±20°) are
     jittered so that images of the same scene differ; without it the drawing is canonical.
+    With ``style``, ``size`` is unused: the canvas is the style's, the shape's extent a fraction
+    of its shorter side, the position a fraction of each side (as a user places it).
     """
     if size < 16:
         raise ValueError(f"render: image size {size} is too small (need at least 16 pixels)")
-    s = size * _SUPERSAMPLE
-    img = Image.new("RGB", (s, s), BACKGROUND_RGB[scene.background])
-    draw = ImageDraw.Draw(img)
-
+    style = style or canonical_style(scene, size)
+    ss = _SUPERSAMPLE if style.smooth else 1
+    w, h = style.width * ss, style.height * ss
+    img = Image.new("RGB", (w, h), style.background_rgb)
     fx, fy = POSITION_XY[scene.position]
     extent = SIZE_FRACTION[scene.size]
     rotation = 0.0
@@ -166,25 +282,47 @@ def render(scene: Scene, size: int = 224, rng: random.Random | None = None) -> I
         fy += rng.uniform(-0.03, 0.03)
         extent *= rng.uniform(0.9, 1.1)
         rotation = math.radians(rng.uniform(-20.0, 20.0))
-    cx, cy, r = fx * s, fy * s, extent * s / 2
-    fill = COLOUR_RGB[scene.colour]
+    _draw_shape(
+        ImageDraw.Draw(img),
+        scene.shape,
+        fx * w,
+        fy * h,
+        extent * min(w, h) / 2,
+        rotation,
+        style.colour_rgb,
+    )
+    if ss != 1:
+        img = img.resize((style.width, style.height), Image.Resampling.LANCZOS)
+    if style.jpeg_quality is not None:
+        img = Image.open(io.BytesIO(to_jpeg_bytes(img, style.jpeg_quality))).convert("RGB")
+    return img
 
-    if scene.shape == "circle":
+
+def _draw_shape(
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    cx: float,
+    cy: float,
+    r: float,
+    rotation: float,
+    fill: tuple[int, int, int],
+) -> None:
+    """Fill ``shape`` centred at (cx, cy); ``r`` is the circle's radius, the others match it."""
+    if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-    elif scene.shape == "square":
+    elif shape == "square":
         # Same area as the circle: side = r * sqrt(pi); circumradius = side / sqrt(2).
         rr = r * math.sqrt(math.pi) / math.sqrt(2)
         draw.polygon(_polygon(cx, cy, [rr] * 4, rotation + math.pi / 4), fill=fill)
-    elif scene.shape == "triangle":
+    elif shape == "triangle":
         # Point up; a bit smaller than the circle's area so that it stays inside the image.
         rr = r * 1.35
         draw.polygon(_polygon(cx, cy, [rr] * 3, rotation - math.pi / 2), fill=fill)
-    elif scene.shape == "star":
+    elif shape == "star":
         radii = [r * 1.2, r * 0.5] * 5
         draw.polygon(_polygon(cx, cy, radii, rotation - math.pi / 2), fill=fill)
     else:  # unreachable: Scene validates its fields
-        raise ValueError(f"unknown shape {scene.shape!r}")
-    return img.resize((size, size), Image.Resampling.LANCZOS)
+        raise ValueError(f"unknown shape {shape!r}")
 
 
 _SHORT_TEMPLATES: tuple[str, ...] = (
@@ -271,17 +409,32 @@ def sample_rng(seed: int, index: int) -> random.Random:
     return random.Random(f"shapes-world:{seed}:{index}")
 
 
-def make_sample(seed: int, index: int, size: int = 224) -> Sample:
-    """Sample ``index`` of the world drawn with ``seed``: scene, jittered image, both captions."""
+def style_rng(seed: int, index: int) -> random.Random:
+    """The generator of sample ``index``'s drawing style (apart from the scene's and captions')."""
+    return random.Random(f"shapes-world-style:{seed}:{index}")
+
+
+def make_sample(seed: int, index: int, size: int = 224, styled: bool = False) -> Sample:
+    """Sample ``index`` of the world drawn with ``seed``: scene, jittered image, both captions.
+
+    ``styled``: drawn in a style sampled for it (``sample_style``) on the style's canvas, then
+    resized to ``size`` x ``size`` (bicubic) as the model's processors squash any image: so the
+    training crops cannot cut a shape off a long canvas. The scene, jitter and captions stay the
+    same as canonical.
+    """
     rng = sample_rng(seed, index)
     scene = sample_scene(rng)
-    image = render(scene, size=size, rng=rng)
+    style = sample_style(scene, style_rng(seed, index)) if styled else None
+    image = render(scene, size=size, rng=rng, style=style)
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
     return Sample(
         index=index,
         scene=scene,
         image=image,
         short_caption=short_caption(scene, rng),
         long_description=long_description(scene, rng),
+        style=style or canonical_style(scene, size),
     )
 
 
