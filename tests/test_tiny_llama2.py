@@ -28,7 +28,7 @@ from tests import test_tiny_world_learns as learns
 from tests.process_helpers import free_port, serving
 from tests.serve_helpers import data_url, user_with_image
 from tests.test_evaluate_cli import _make_synthetic
-from tiny_world import build_tokenizer, evaluate, llama2_layouts, text, world
+from tiny_world import build_tokenizer, build_vision_grouped, evaluate, llama2_layouts, text, world
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EVAL_CONFIG = "eval_configs/minigpt4_llama2_tiny_eval.yaml"
@@ -259,3 +259,36 @@ def test_stages_with_torchrun_learn_from_a_fresh_projection(tmp_path):
     result = evaluate.evaluate_chat(trained, evaluate.HELD_OUT_SEED, 200)
     assert result.accuracy >= TARGET, (result.accuracy, result.answers[:5])
     assert result.colour_accuracy >= COLOUR_MIN, (result.colour_accuracy, result.answers[:5])
+
+
+def test_vision_files_have_the_variants_layout(chat, tmp_path):
+    """The shipped ViT is a flat ``eva_vit_g.pth`` that loads strictly, at the eval config's
+    sizes, and what it was pre-trained to give is what the model feeds ``llama_proj``;
+    ``build_vision_grouped`` writes such files (two steps here)."""
+    sizes = json.loads((CHECKPOINT / "vision_sizes.json").read_text())
+    vit = OmegaConf.load(REPO_ROOT / EVAL_CONFIG).model.vit_config
+    assert (sizes["image_size"], sizes["patch_size"], sizes["vit_embed_dim"]) == (
+        vit.img_size,
+        vit.patch_size,
+        vit.embed_dim,
+    )
+    assert all(
+        not k.startswith(("ln_vision", "model")) for k in torch.load(CHECKPOINT / "eva_vit_g.pth")
+    )
+    shipped = build_vision_grouped.load(
+        build_vision_grouped.GroupedSizes(**sizes), CHECKPOINT / "eva_vit_g.pth"
+    )
+    images = torch.rand(2, 3, 112, 112)
+    with torch.no_grad():
+        groups, _ = shipped.forward_with_features(images)
+        model = chat.model
+        fed = model.image_adapter.features(model, model.ln_vision(model.visual_encoder(images)))
+    assert groups.shape == (2, IMAGE_TOKENS, 4 * 64)
+    assert torch.allclose(fed, groups, atol=1e-5)
+    flags = ["--out", str(tmp_path), "--steps", "2", "--train-count", "8", "--val-count", "4"]
+    build_vision_grouped.main([*flags, "--eval-every", "1"])
+    built = json.loads((tmp_path / "vision_sizes.json").read_text())
+    assert built == sizes
+    build_vision_grouped.load(
+        build_vision_grouped.GroupedSizes(**built), tmp_path / "eva_vit_g.pth"
+    )
