@@ -21,6 +21,8 @@ BOS only at the start):
   red shape in the image? Please answer yes or no."), each answered "Yes" or "No", some after
   "Describe this image." and its answer (``--yes-no-described``).
 and a fifth that is no MiniGPT-4 layout, a drill: ``<s> [slot] red Yes, circle No, ...\\n``.
+``--template llama2`` makes the LLaMA-2 Chat variant's layouts instead (stage 1, stage 2 and demo
+in the ``[INST]`` template, :mod:`tiny_world.llama2_layouts`), for its 16 grouped image tokens.
 
 The defaults make the description-only LLM (stage 1, stage 2 and demo layouts); the shipped LLM
 is ``YES_NO_RECIPE`` run from it with ``--init``, which teaches yes/no answers as well. They need
