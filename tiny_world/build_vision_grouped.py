@@ -100,6 +100,18 @@ class GroupHeads(nn.Module):
         return {a: head(groups) for a, head in self.heads.items()}
 
 
+def attribute_loss(
+    logits: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Cross entropy of every token's logits [B, tokens, classes] against its image's label,
+    summed over the attributes."""
+    loss = torch.zeros(())
+    for a, lg in logits.items():
+        t = target[a][:, None].expand(-1, lg.shape[1])
+        loss = loss + nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), t.reshape(-1))
+    return loss
+
+
 @torch.no_grad()
 def group_accuracy(
     vision: GroupedVision, heads: GroupHeads, images: torch.Tensor, target: dict
@@ -180,8 +192,7 @@ def pretrain(
         view = torch.randint(2, (batch_size,), generator=gen)
         groups, tokens = vision.forward_with_features(data["views"][view, idx])
         target = {a: t[idx] for a, t in data["y"].items()}
-        loss = build_vision._loss_and_correct(heads(groups), target)[0]
-        loss = loss + build_vision._loss_and_correct(vit_heads(tokens), target)[0]
+        loss = attribute_loss(heads(groups), target) + attribute_loss(vit_heads(tokens), target)
         dense = patch_head(tokens[:, 1:])
         loss = loss + nn.functional.cross_entropy(
             dense.reshape(-1, dense.shape[-1]), data["patch_y"][view, idx].reshape(-1)
