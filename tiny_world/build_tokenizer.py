@@ -36,11 +36,19 @@ _SPECIAL = {
 }
 
 
-def train_sentencepiece(seed: int, vocab_size: int, corpus_scenes: int) -> bytes:
-    """The serialized SentencePiece model trained on the world's text (deterministic)."""
+def train_sentencepiece(
+    seed: int, vocab_size: int, corpus_scenes: int, template: str = "vicuna"
+) -> bytes:
+    """The serialized SentencePiece model trained on the world's text (deterministic); with
+    ``template`` "llama2" also on the LLaMA-2 Chat prompts (``[INST]`` ... ``[/INST]``)."""
+    lines = list(text.corpus(seed, corpus_scenes))
+    if template == "llama2":
+        from tiny_world.llama2_layouts import corpus_lines
+
+        lines += list(corpus_lines(corpus_scenes))
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(list(text.corpus(seed, corpus_scenes))),
+        sentence_iterator=iter(lines),
         model_writer=model,
         model_type="bpe",
         vocab_size=vocab_size,
@@ -92,10 +100,16 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
     parser.add_argument("--corpus-scenes", type=int, default=DEFAULT_CORPUS_SCENES)
+    parser.add_argument(
+        "--template",
+        choices=("vicuna", "llama2"),
+        default="vicuna",
+        help="llama2: the corpus also holds the LLaMA-2 Chat prompts",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     out = Path(args.out)
-    model = train_sentencepiece(args.seed, args.vocab_size, args.corpus_scenes)
+    model = train_sentencepiece(args.seed, args.vocab_size, args.corpus_scenes, args.template)
     save_hf_folder(model, out)
     size = spm.SentencePieceProcessor(model_proto=model).get_piece_size()
     logger.info("tokenizer (%d pieces) written to %s", size, out)

@@ -21,6 +21,8 @@ BOS only at the start):
   red shape in the image? Please answer yes or no."), each answered "Yes" or "No", some after
   "Describe this image." and its answer (``--yes-no-described``).
 and a fifth that is no MiniGPT-4 layout, a drill: ``<s> [slot] red Yes, circle No, ...\\n``.
+``--template llama2`` makes the LLaMA-2 Chat variant's layouts instead (stage 1, stage 2 and demo
+in the ``[INST]`` template, :mod:`tiny_world.llama2_layouts`), for its 16 grouped image tokens.
 
 The defaults make the description-only LLM (stage 1, stage 2 and demo layouts); the shipped LLM
 is ``YES_NO_RECIPE`` run from it with ``--init``, which teaches yes/no answers as well. They need
@@ -72,6 +74,7 @@ YES_NO_MAX_TURNS = 6  # yes/no questions per "yesno" conversation: 1 to this man
 MME_SUFFIX_PROB = 0.75  # the other yes/no questions are asked bare, as POPE asks them
 DRILL_ITEMS = 8  # "value: Yes/No" items per drill sequence
 YES_NO_CHECK_PAIRS = 40  # MME pairs per attribute in the yes/no check
+TEMPLATES = ("vicuna", "llama2")  # --template: whose layouts the sequences have
 
 
 class SequenceMaker:
@@ -403,13 +406,25 @@ def log_checks(model: LlamaForCausalLM, maker: SequenceMaker, seed: int) -> dict
     return yes_no
 
 
-def train(args: argparse.Namespace) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase, dict]:
-    """Train the LLM as ``args`` (``main``'s flags) say; returns it, its tokenizer and checks."""
+def make_sequence_maker(args: argparse.Namespace) -> tuple[PreTrainedTokenizerBase, SequenceMaker]:
+    """The tokenizer and sequence maker of ``--template``: v1's conversation (``vicuna``, read by
+    transformers' tokenizer) or LLaMA-2 Chat's (``llama2``, the project's LLaMA tokenizer)."""
+    if args.template == "llama2":
+        from tiny_world import llama2_layouts
+
+        tok = llama2_layouts.load_tokenizer(args.tokenizer)
+        return tok, llama2_layouts.Llama2SequenceMaker(tok, args.slot_len, args.follow_up_prob)
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    model = build_model(tok, args)
     maker = SequenceMaker(
         tok, args.slot_len, args.follow_up_prob, args.yes_no_turns, args.yes_no_described
     )
+    return tok, maker
+
+
+def train(args: argparse.Namespace) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase, dict]:
+    """Train the LLM as ``args`` (``main``'s flags) say; returns it, its tokenizer and checks."""
+    tok, maker = make_sequence_maker(args)
+    model = build_model(tok, args)
     rng = random.Random(f"tiny-llm:{args.seed}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(args.steps))
@@ -454,12 +469,16 @@ def train(args: argparse.Namespace) -> tuple[LlamaForCausalLM, PreTrainedTokeniz
     logger.info(
         "step %d/%d  loss %.4f  (%.0f s)", args.steps, args.steps, loss.item(), time.time() - t0
     )
-    checks = {"slot_reading_accuracy": slot_reading_accuracy(model, maker, args.seed, 100)}
+    reading = slot_reading_accuracy
+    if args.template == "llama2":
+        from tiny_world.llama2_layouts import slot_reading_accuracy as reading
+    checks = {"slot_reading_accuracy": reading(model, maker, args.seed, 100)}
     logger.info(
         "reads colour+shape off a word slot in %.0f%% of 100 demo answers",
         100 * checks["slot_reading_accuracy"],
     )
-    checks["yes_no_accuracy"] = log_checks(model, maker, args.seed)
+    if args.template == "vicuna":
+        checks["yes_no_accuracy"] = log_checks(model, maker, args.seed)
     return model.eval(), tok, checks
 
 
@@ -478,6 +497,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--intermediate", type=int, default=172)
     parser.add_argument("--slot-len", type=int, default=DEFAULT_SLOT_LEN)
+    parser.add_argument(
+        "--template",
+        choices=TEMPLATES,
+        default="vicuna",
+        help="the layouts of MiniGPT-4 v1 (vicuna) or of its LLaMA-2 Chat variant (llama2: "
+        "descriptions and follow-ups only; --slot-len 16 for its 16 grouped image tokens)",
+    )
     parser.add_argument(
         "--init",
         help="start from the LLM in this folder (e.g. the shipped one) instead of a fresh one "
@@ -551,6 +577,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also check yes/no answers every N steps (a multiple of --log-every)",
     )
     args = parser.parse_args(argv)
+    yes_no = args.yes_no_weight or args.drill_weight or args.drill_warmup or args.yes_no_warmup
+    if args.template == "llama2" and (yes_no or args.check_every):
+        parser.error("--template llama2 has no yes/no layouts (drills, yes/no weights, checks)")
     if args.yes_no_turns < 1:
         parser.error(f"--yes-no-turns must be at least 1, not {args.yes_no_turns}")
     if not 0 <= args.yes_no_described <= 1:
