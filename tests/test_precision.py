@@ -158,3 +158,17 @@ def test_the_chosen_dtypes_are_logged(caplog):
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Running on")]
     assert line.startswith("Running on cpu: ViT and Q-Former bf16, LLM bf16;")
     assert "model.cpu_dtype" in line
+
+
+@pytest.mark.parametrize(
+    ("device", "adapter", "expected"),
+    [
+        ("cpu", "qformer", "Running on cpu: ViT and Q-Former bf16, LLM bf16;"),
+        ("cpu", "group", "Running on cpu: ViT bf16, LLM bf16;"),
+        ("cuda", "qformer", "Running on cuda: ViT fp16 Linear/Conv, Q-Former fp32, LLM fp16,"),
+        ("cuda", "group", "Running on cuda: ViT fp16 Linear/Conv, LLM fp16,"),
+    ],
+)
+def test_the_log_line_names_only_the_parts_the_variant_has(device, adapter, expected):
+    precision = Precision.of(_config(image_adapter=adapter), device)
+    assert precision.describe().startswith(expected)

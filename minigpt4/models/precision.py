@@ -54,6 +54,7 @@ class Precision:
     llm: torch.dtype  # the LLM's unquantized tensors and its activations
     quantization: str | None
     autocast: torch.dtype | None  # CUDA only
+    has_qformer: bool = True  # the image adapter (only for what the log lines name)
 
     @classmethod
     def of(cls, config: MiniGPT4Config, device_kind: str) -> Precision:
@@ -67,7 +68,16 @@ class Precision:
         if quantization == "8bit" and device_kind == "cuda":
             llm = INT8_LLM_DTYPE
         half_vit = device_kind == "cuda" and config.vit_precision == "fp16"
-        return cls(device_kind, vision, half_vit, llm, quantization, autocast)
+        has_qformer = getattr(config, "image_adapter", "qformer") == "qformer"
+        return cls(device_kind, vision, half_vit, llm, quantization, autocast, has_qformer)
+
+    def frozen_vision(self) -> str:
+        """The vision side's dtypes in words: "ViT and Q-Former bf16", or "ViT bf16" without one."""
+        if self.device_kind == "cuda":
+            vit = "fp16 Linear/Conv" if self.vit_half_linear else "fp32"
+            return f"ViT {vit}, Q-Former fp32" if self.has_qformer else f"ViT {vit}"
+        parts = "ViT and Q-Former" if self.has_qformer else "ViT"
+        return f"{parts} {DTYPE_NAMES[self.vision]}"
 
     def vision_tensor_dtype(self, owner: nn.Module, in_vit: bool) -> torch.dtype:
         """Dtype of a floating tensor of module ``owner`` in the ViT or the Q-Former."""
@@ -93,14 +103,13 @@ class Precision:
         llm = {"8bit": "8-bit int8", "4bit": "4-bit NF4"}.get(self.quantization, "")
         llm = f"{llm} compute {DTYPE_NAMES[self.llm]}" if llm else DTYPE_NAMES[self.llm]
         if self.device_kind == "cuda":
-            vit = "fp16 Linear/Conv" if self.vit_half_linear else "fp32"
             return (
-                f"Running on cuda: ViT {vit}, Q-Former fp32, LLM {llm}, under "
+                f"Running on cuda: {self.frozen_vision()}, LLM {llm}, under "
                 f"{DTYPE_NAMES[self.autocast]} autocast (model.vit_precision, "
                 "model.autocast_dtype, model.llm_quantization / model.low_resource)"
             )
         return (
-            f"Running on cpu: ViT and Q-Former {DTYPE_NAMES[self.vision]}, LLM {llm}; "
+            f"Running on cpu: {self.frozen_vision()}, LLM {llm}; "
             "ln_vision, llama_proj and the loss fp32 (model.cpu_dtype: bf16 or fp32, "
             "model.llm_quantization / model.low_resource)"
         )

@@ -89,10 +89,7 @@ def _frozen_dtypes(precision: Precision) -> str:
     llm = DTYPE_NAMES[precision.llm]
     if precision.quantization:
         llm = f"{_QUANTIZED[precision.quantization]} (rest {llm})"
-    if precision.device_kind == "cuda":
-        vit = "fp16 Linear/Conv" if precision.vit_half_linear else "fp32"
-        return f"ViT {vit}, Q-Former fp32, LLM {llm}"
-    return f"ViT and Q-Former {DTYPE_NAMES[precision.vision]}, LLM {llm}"
+    return f"{precision.frozen_vision()}, LLM {llm}"
 
 
 def _contradiction(first: str, second: str, why: str) -> ConfigError:
