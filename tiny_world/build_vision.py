@@ -333,14 +333,7 @@ def pretrain(
 def main(argv: list[str] | None = None) -> dict[str, float]:
     d = parts.VisionSizes()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="tiny_world/checkpoint")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--train-count", type=int, default=4000)
-    parser.add_argument("--val-count", type=int, default=300)
-    parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--eval-every", type=int, default=500)
+    parts.add_pretraining_arguments(parser, "tiny_world/checkpoint", DEFAULT_SEED, d)
     parser.add_argument("--init", type=Path, help="go on from the vision files in this folder")
     parser.add_argument(
         "--silhouette-weight", type=float, default=0.0, help="per-patch silhouette loss (0: off)"
@@ -348,11 +341,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument(
         "--styled", action="store_true", help="images drawn in sampled styles (named shades...)"
     )
-    parser.add_argument("--image-size", type=int, default=d.image_size)
-    parser.add_argument("--patch-size", type=int, default=d.patch_size)
-    parser.add_argument("--vit-width", type=int, default=d.vit_embed_dim)
-    parser.add_argument("--vit-depth", type=int, default=d.vit_depth)
-    parser.add_argument("--vit-heads", type=int, default=d.vit_num_heads)
     parser.add_argument("--qformer-width", type=int, default=d.qformer_hidden_size)
     parser.add_argument("--qformer-layers", type=int, default=d.qformer_num_hidden_layers)
     parser.add_argument("--qformer-heads", type=int, default=d.qformer_num_attention_heads)
@@ -361,11 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     sizes = parts.VisionSizes(
-        image_size=args.image_size,
-        patch_size=args.patch_size,
-        vit_embed_dim=args.vit_width,
-        vit_depth=args.vit_depth,
-        vit_num_heads=args.vit_heads,
+        **parts.vit_sizes(args),
         qformer_hidden_size=args.qformer_width,
         qformer_num_hidden_layers=args.qformer_layers,
         qformer_num_attention_heads=args.qformer_heads,

@@ -38,6 +38,7 @@ from minigpt4.models.projection import NEIGHBOURS, grouped_patches
 from minigpt4.models.weights import eva_vit_state, load_eva_vit, save_weights
 from tiny_world import build_vision, world
 from tiny_world.build_vision import ATTRIBUTES, VOCAB
+from tiny_world.parts import ViTSizes, add_pretraining_arguments, vit_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -45,26 +46,11 @@ DEFAULT_SEED = 3000  # pre-training images; validation images at DEFAULT_SEED + 
 
 
 @dataclass(frozen=True)
-class GroupedSizes:
-    """Sizes of the tiny ViT of the LLaMA-2 variant (the eval config's ``vit_config``)."""
+class GroupedSizes(ViTSizes):
+    """Sizes of the tiny ViT of the LLaMA-2 variant (the eval config's ``vit_config``) and how
+    many patch tokens make one image token."""
 
-    image_size: int = 112
-    patch_size: int = 14
-    vit_embed_dim: int = 64
-    vit_depth: int = 3
-    vit_num_heads: int = 4
-    vit_mlp_ratio: float = 4.3637  # EVA ViT-g's ratio
     group_size: int = NEIGHBOURS
-
-    def vit_config(self) -> dict:
-        return {
-            "img_size": self.image_size,
-            "patch_size": self.patch_size,
-            "embed_dim": self.vit_embed_dim,
-            "depth": self.vit_depth,
-            "num_heads": self.vit_num_heads,
-            "mlp_ratio": self.vit_mlp_ratio,
-        }
 
     @property
     def image_tokens(self) -> int:
@@ -130,8 +116,8 @@ def group_accuracy(
 
 def _prepare(sizes: GroupedSizes, seed: int, train_count: int, val_count: int) -> dict:
     """Training views (plain resize and train crop of each image), their labels, validation."""
-    images, scenes = build_vision.load_world_images(seed, train_count)
-    val_images, val_scenes = build_vision.load_world_images(
+    images, scenes, backgrounds = build_vision.load_world_images(seed, train_count)
+    val_images, val_scenes, _ = build_vision.load_world_images(
         seed + build_vision.VAL_SEED_OFFSET, val_count
     )
     to_eval = build_vision.eval_transform(sizes.image_size)
@@ -143,7 +129,7 @@ def _prepare(sizes: GroupedSizes, seed: int, train_count: int, val_count: int) -
         "views": views,
         "y": build_vision.labels(scenes),
         "patch_y": torch.stack(
-            [build_vision.patch_labels(v, scenes, sizes.patch_size) for v in views]
+            [build_vision.patch_labels(v, scenes, backgrounds, sizes.patch_size) for v in views]
         ),
         "val_x": torch.stack([to_eval(im) for im in val_images]),
         "val_y": build_vision.labels(val_scenes),
@@ -233,28 +219,10 @@ def load(sizes: GroupedSizes, vit_path: Path) -> GroupedVision:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     d = GroupedSizes()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="tiny_world/checkpoint_llama2")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--train-count", type=int, default=4000)
-    parser.add_argument("--val-count", type=int, default=300)
-    parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--image-size", type=int, default=d.image_size)
-    parser.add_argument("--patch-size", type=int, default=d.patch_size)
-    parser.add_argument("--vit-width", type=int, default=d.vit_embed_dim)
-    parser.add_argument("--vit-depth", type=int, default=d.vit_depth)
-    parser.add_argument("--vit-heads", type=int, default=d.vit_num_heads)
+    add_pretraining_arguments(parser, "tiny_world/checkpoint_llama2", DEFAULT_SEED, d)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    sizes = GroupedSizes(
-        image_size=args.image_size,
-        patch_size=args.patch_size,
-        vit_embed_dim=args.vit_width,
-        vit_depth=args.vit_depth,
-        vit_num_heads=args.vit_heads,
-    )
+    sizes = GroupedSizes(**vit_sizes(args))
     t0 = time.time()
     vision, acc = pretrain(
         sizes,

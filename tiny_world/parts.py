@@ -10,6 +10,7 @@ Files are written in the layouts of ``eva_vit_g.pth`` (flat) and
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,8 +29,8 @@ from minigpt4.models.weights import (
 
 
 @dataclass(frozen=True)
-class VisionSizes:
-    """Sizes of the tiny vision side (the keys of the model config's vit_config/qformer_config)."""
+class ViTSizes:
+    """Sizes of the tiny EVA-style ViT (the keys of the model config's ``vit_config``)."""
 
     image_size: int = 112
     patch_size: int = 14
@@ -37,12 +38,6 @@ class VisionSizes:
     vit_depth: int = 3
     vit_num_heads: int = 4
     vit_mlp_ratio: float = 4.3637  # EVA ViT-g's ratio
-    qformer_hidden_size: int = 64
-    qformer_num_hidden_layers: int = 4
-    qformer_num_attention_heads: int = 4
-    qformer_intermediate_size: int = 256
-    cross_attention_freq: int = 2
-    num_query_token: int = 32
 
     def vit_config(self) -> dict:
         return {
@@ -53,6 +48,18 @@ class VisionSizes:
             "num_heads": self.vit_num_heads,
             "mlp_ratio": self.vit_mlp_ratio,
         }
+
+
+@dataclass(frozen=True)
+class VisionSizes(ViTSizes):
+    """Sizes of the tiny vision side: the ViT's and the Q-Former's (``qformer_config``)."""
+
+    qformer_hidden_size: int = 64
+    qformer_num_hidden_layers: int = 4
+    qformer_num_attention_heads: int = 4
+    qformer_intermediate_size: int = 256
+    cross_attention_freq: int = 2
+    num_query_token: int = 32
 
     def qformer_config(self) -> dict:
         return {
@@ -66,6 +73,37 @@ class VisionSizes:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def add_pretraining_arguments(
+    parser: argparse.ArgumentParser, out: str, seed: int, defaults: ViTSizes
+) -> None:
+    """The options every vision pre-training tool takes: where, which images, how long, and
+    the ViT's sizes."""
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--train-count", type=int, default=4000)
+    parser.add_argument("--val-count", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--patch-size", type=int, default=defaults.patch_size)
+    parser.add_argument("--vit-width", type=int, default=defaults.vit_embed_dim)
+    parser.add_argument("--vit-depth", type=int, default=defaults.vit_depth)
+    parser.add_argument("--vit-heads", type=int, default=defaults.vit_num_heads)
+
+
+def vit_sizes(args: argparse.Namespace) -> dict:
+    """The :class:`ViTSizes` fields the options of :func:`add_pretraining_arguments` set."""
+    return {
+        "image_size": args.image_size,
+        "patch_size": args.patch_size,
+        "vit_embed_dim": args.vit_width,
+        "vit_depth": args.vit_depth,
+        "vit_num_heads": args.vit_heads,
+    }
 
 
 class TinyVision(nn.Module):
