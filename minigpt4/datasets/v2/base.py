@@ -110,3 +110,28 @@ class V2ImageDataset(Dataset):
 
     def process_text(self, text: str) -> str:
         return self.text_processor(text) if self.text_processor else text
+
+
+class JsonListDataset(V2ImageDataset):
+    """Records from one file holding a JSON list (``ann_path``), each checked by :meth:`check`
+    (an error names the file and the record)."""
+
+    default_name = ""
+
+    def __init__(
+        self,
+        vis_processor: Callable | None,
+        text_processor: Callable | None,
+        vis_root: str,
+        ann_path: str,
+        name: str | None = None,
+    ) -> None:
+        name = name or self.default_name
+        records = check_list(read_json(ann_path, name), ann_path, name)
+        for i, record in enumerate(records):
+            self.check(record, f"dataset '{name}': {ann_path} record {i}")
+        super().__init__(name, vis_processor, text_processor, vis_root, records)
+
+    def check(self, record: Any, where: str) -> None:
+        """Raise :class:`RecordError` naming ``where`` unless ``record`` has this layout."""
+        raise NotImplementedError

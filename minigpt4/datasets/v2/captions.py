@@ -29,10 +29,7 @@ class COCOCapDataset(V2ImageDataset):
         ann_paths: Sequence[str],
         name: str = "coco_caption",
     ) -> None:
-        records = read_lavis_annotations(ann_paths, name)
-        for i, record in enumerate(records):
-            where = f"dataset '{name}': record {i} of {', '.join(ann_paths)}"
-            check_record(record, {"image": str, "caption": str}, where)
+        records = read_lavis_annotations(ann_paths, name, {"image": str, "caption": str})
         train = [r for r in records if "train" in r["image"]]
         if not train:
             raise ValueError(f"dataset '{name}': no record of {ann_paths} is a train image")

@@ -14,8 +14,8 @@ from typing import Any
 from PIL import Image
 
 from minigpt4.datasets.v2.base import (
+    JsonListDataset,
     RecordError,
-    V2ImageDataset,
     check_list,
     check_record,
     read_json,
@@ -29,31 +29,19 @@ def first_question(conversations: list[dict[str, Any]]) -> str:
     return conversations[0]["value"].replace(IMAGE_TOKEN, "").replace("\n", "").strip()
 
 
-class LlavaDataset(V2ImageDataset):
+class LlavaDataset(JsonListDataset):
     """A JSON list of LLaVA records; ``min_turns`` turns at least."""
 
     min_turns = 2
     default_name = "llava_detail"
 
-    def __init__(
-        self,
-        vis_processor: Callable | None,
-        text_processor: Callable | None,
-        vis_root: str,
-        ann_path: str,
-        name: str | None = None,
-    ) -> None:
-        name = name or self.default_name
-        records = check_list(read_json(ann_path, name), ann_path, name)
-        for i, record in enumerate(records):
-            where = f"dataset '{name}': {ann_path} record {i}"
-            check_record(record, {"id": (str, int), "conversations": list}, where)
-            turns = record["conversations"]
-            if len(turns) < self.min_turns:
-                raise RecordError(f"{where}: {len(turns)} turns, need {self.min_turns} at least")
-            for j, turn in enumerate(turns):
-                check_record(turn, {"value": str}, f"{where} turn {j}")
-        super().__init__(name, vis_processor, text_processor, vis_root, records)
+    def check(self, record: Any, where: str) -> None:
+        check_record(record, {"id": (str, int), "conversations": list}, where)
+        turns = record["conversations"]
+        if len(turns) < self.min_turns:
+            raise RecordError(f"{where}: {len(turns)} turns, need {self.min_turns} at least")
+        for j, turn in enumerate(turns):
+            check_record(turn, {"value": str}, f"{where} turn {j}")
 
     def image_file(self, record: dict[str, Any]) -> str:
         return f"COCO_train2014_{record['id']}.jpg"

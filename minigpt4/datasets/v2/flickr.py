@@ -9,13 +9,12 @@ Three JSON lists over one image folder (``{image_id}.jpg``): ``groundedcaption.j
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
 
 from minigpt4.common.boxes import PHRASE_CLOSE, PHRASE_OPEN
-from minigpt4.datasets.v2.base import V2ImageDataset, check_list, check_record, read_json
+from minigpt4.datasets.v2.base import JsonListDataset, check_record
 from minigpt4.datasets.v2.templates import (
     DETECTION_POOL,
     GROUNDED_CAPTION_POOL,
@@ -23,26 +22,13 @@ from minigpt4.datasets.v2.templates import (
 )
 
 
-class FlickrDataset(V2ImageDataset):
+class FlickrDataset(JsonListDataset):
     """A JSON list of records with ``image_id`` and the fields in ``fields``."""
 
     fields: dict[str, type] = {}
-    default_name = ""
 
-    def __init__(
-        self,
-        vis_processor: Callable | None,
-        text_processor: Callable | None,
-        vis_root: str,
-        ann_path: str,
-        name: str | None = None,
-    ) -> None:
-        name = name or self.default_name
-        records = check_list(read_json(ann_path, name), ann_path, name)
-        fields = {"image_id": (str, int), **self.fields}
-        for i, record in enumerate(records):
-            check_record(record, fields, f"dataset '{name}': {ann_path} record {i}")
-        super().__init__(name, vis_processor, text_processor, vis_root, records)
+    def check(self, record: Any, where: str) -> None:
+        check_record(record, {"image_id": (str, int), **self.fields}, where)
 
     def image_file(self, record: dict[str, Any]) -> str:
         return f"{record['image_id']}.jpg"

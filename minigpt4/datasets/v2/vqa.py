@@ -27,15 +27,25 @@ from minigpt4.datasets.v2.templates import VQA_POOL, image_instruction
 OCRVQA_TRAIN_SPLIT = 1
 
 
-def read_lavis_annotations(ann_paths: Sequence[str], name: str) -> list[dict[str, Any]]:
-    """LAVIS annotation files: each a JSON list, or an object with an ``annotations`` list."""
+def read_lavis_annotations(
+    ann_paths: Sequence[str], name: str, fields: dict[str, type | tuple[type, ...]]
+) -> list[dict[str, Any]]:
+    """LAVIS annotation files (each a JSON list, or an object with an ``annotations`` list),
+    every record checked to hold ``fields`` (:func:`check_record`)."""
     records = []
     for path in ann_paths:
         content = read_json(path, name)
         if isinstance(content, dict) and "annotations" in content:
             content = content["annotations"]
         records.extend(check_list(content, path, name))
+    for i, record in enumerate(records):
+        check_record(record, fields, record_place(name, i, ann_paths))
     return records
+
+
+def record_place(name: str, index: int, ann_paths: Sequence[str]) -> str:
+    """Where record ``index`` of the LAVIS files ``ann_paths`` is, for error messages."""
+    return f"dataset '{name}': record {index} of {', '.join(ann_paths)}"
 
 
 def draw_answer(answers: list[str]) -> str:
@@ -65,12 +75,11 @@ class COCOVQADataset(V2ImageDataset):
         ann_paths: Sequence[str],
         name: str = "coco_vqa",
     ) -> None:
-        records = read_lavis_annotations(ann_paths, name)
         fields = {"image": str, "question": str, self.answer_key: list}
+        records = read_lavis_annotations(ann_paths, name, fields)
         for i, record in enumerate(records):
-            where = f"dataset '{name}': record {i} of {', '.join(ann_paths)}"
-            check_record(record, fields, where)
             if not record[self.answer_key]:
+                where = record_place(name, i, ann_paths)
                 raise RecordError(f"{where}: '{self.answer_key}' is empty")
         super().__init__(name, vis_processor, text_processor, vis_root, records)
         self.records = [r for r in records if os.path.isfile(self.image_path(r))]
@@ -118,10 +127,9 @@ class GQADataset(V2ImageDataset):
         ann_paths: Sequence[str],
         name: str = "gqa",
     ) -> None:
-        records = read_lavis_annotations(ann_paths, name)
-        for i, record in enumerate(records):
-            where = f"dataset '{name}': record {i} of {', '.join(ann_paths)}"
-            check_record(record, {"image": str, "question": str, "answer": str}, where)
+        records = read_lavis_annotations(
+            ann_paths, name, {"image": str, "question": str, "answer": str}
+        )
         super().__init__(name, vis_processor, text_processor, vis_root, records)
 
     def image_file(self, record: dict[str, Any]) -> str:
