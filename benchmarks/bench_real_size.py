@@ -317,18 +317,20 @@ def worker(args: argparse.Namespace) -> None:
         result = run_mode(args)
     except NotEnoughMemoryError as err:
         result = {"error": "refused by the memory preflight: " + str(err).splitlines()[0]}
+    print_result(result)
+
+
+# --- workers and their results ---------------------------------------------------------------
+
+
+def print_result(result: dict[str, Any]) -> None:
+    """A worker's result, as the line :func:`worker_result` reads."""
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-# --- all modes, one table ---------------------------------------------------------------------
-
-
-def run_in_subprocess(args: argparse.Namespace, mode: str) -> dict[str, Any]:
-    """One mode in a fresh Python process (clean memory figures); its log goes to stderr."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--size", args.size,
-           "--variant", args.variant, "--weights", args.weights, "--device", args.device,
-           "--new-tokens", str(args.new_tokens), "--train-batch", str(args.train_batch),
-           "--threads", str(args.threads)]  # fmt: skip
+def worker_result(cmd: list[str]) -> dict[str, Any]:
+    """Run one worker in a fresh Python process (clean memory figures; its log goes to stderr)
+    and read its result, or say how it failed."""
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
@@ -336,8 +338,21 @@ def run_in_subprocess(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     return json.loads(lines[-1][len(RESULT_PREFIX) :])
 
 
-def _gb(value: float | None) -> str:
+def gb(value: float | None) -> str:
+    """Bytes as GB (1e9) with 2 decimals, "-" when not measured."""
     return "-" if value is None else f"{value / GB:.2f}"
+
+
+# --- all modes, one table ---------------------------------------------------------------------
+
+
+def run_in_subprocess(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    """One mode in its own worker process."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--size", args.size,
+           "--variant", args.variant, "--weights", args.weights, "--device", args.device,
+           "--new-tokens", str(args.new_tokens), "--train-batch", str(args.train_batch),
+           "--threads", str(args.threads)]  # fmt: skip
+    return worker_result(cmd)
 
 
 def llm_peak_dtype(dtype: str, roof: roofline.Roofline, device: str) -> str:
@@ -363,8 +378,8 @@ def row(mode: str, r: dict[str, Any], roof: roofline.Roofline, device: str) -> l
     bound = bounds(r, roof, device)
     pct = roofline.format_percent
     of = roofline.percent_of_bound
-    cells = [mode, f"{r['load_s']:.3g}", _gb(r["load_peak_rss"]), _gb(r["load_peak_anon"]),
-             _gb(r["steady_rss"]), _gb(r["steady_anon"]), _gb(r["run_peak_anon"])]  # fmt: skip
+    cells = [mode, f"{r['load_s']:.3g}", gb(r["load_peak_rss"]), gb(r["load_peak_anon"]),
+             gb(r["steady_rss"]), gb(r["steady_anon"]), gb(r["run_peak_anon"])]  # fmt: skip
     if device == "cuda":
         cells += [f"{r['cuda_load_peak']:.2f}", f"{r['cuda_steady']:.2f}",
                   f"{r['cuda_run_peak']:.2f}"]  # fmt: skip

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
-import subprocess
 import sys
 import time
 from typing import Any
@@ -45,7 +43,14 @@ sys.path[:0] = [REPO, HERE]
 
 import roofline  # noqa: E402
 import torch  # noqa: E402
-from bench_real_size import AnonPeak, markdown, proc_status  # noqa: E402
+from bench_real_size import (  # noqa: E402
+    AnonPeak,
+    gb,
+    markdown,
+    print_result,
+    proc_status,
+    worker_result,
+)
 from real_size_weights import SIZES, ensure_weights, paths  # noqa: E402
 
 CONFIGS = {
@@ -61,8 +66,6 @@ MODES = {
     },
 }
 CAPTION = "A wooden table by a window with a cup of coffee, an open book and a plant. "
-RESULT_PREFIX = "RESULT "
-GB = 1e9
 
 
 # --- one run (in its own process) ------------------------------------------------------------
@@ -194,32 +197,24 @@ def available_bytes() -> int | None:
 def worker(args: argparse.Namespace) -> None:
     mode, batch, checkpoint = args.worker.split(",")
     result = train(args, mode, int(batch), checkpoint == "on")
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    print_result(result)
 
 
 # --- every run, one table -------------------------------------------------------------------
 
 
 def run_in_subprocess(args: argparse.Namespace, mode: str, batch: int, ckpt: str) -> dict:
-    """One run in a fresh Python process (its own memory peak); its log goes to stderr."""
+    """One run in its own worker process (its own memory peak)."""
     if args.device == "cpu":
         needed, available = estimated_bytes(args, mode, batch, ckpt), available_bytes()
         if available is not None and needed > available:
-            return {"error": f"not run: estimate {_gb(needed)} GB > {_gb(available)} GB available"}
+            return {"error": f"not run: estimate {gb(needed)} GB > {gb(available)} GB available"}
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"{mode},{batch},{ckpt}",
            "--size", args.size, "--variant", args.variant, "--weights", args.weights,
            "--device", args.device,
            "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads)]  # fmt: skip
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if proc.returncode != 0 or not lines:
-        return {"error": f"exit status {proc.returncode} (see its log above)"}
-    return json.loads(lines[-1][len(RESULT_PREFIX) :])
-
-
-def _gb(value: float | None) -> str:
-    return "-" if value is None else f"{value / GB:.2f}"
+    return worker_result(cmd)
 
 
 def table(runs: list[tuple[str, int, str]], results: list[dict[str, Any]]) -> list[list[str]]:
@@ -230,8 +225,8 @@ def table(runs: list[tuple[str, int, str]], results: list[dict[str, Any]]) -> li
             rows.append([mode, str(batch), ckpt, r["error"]])
             continue
         rows.append([mode, str(batch), ckpt, f"{r['s_per_it']:.3g}", f"{r['cpu_s_per_it']:.3g}",
-                     _gb(r["load_rss"]), _gb(r["peak_rss"]), _gb(r["peak_anon"]),
-                     _gb(r["cuda_peak"]), _gb(r["estimate"])])  # fmt: skip
+                     gb(r["load_rss"]), gb(r["peak_rss"]), gb(r["peak_anon"]),
+                     gb(r["cuda_peak"]), gb(r["estimate"])])  # fmt: skip
     return rows
 
 
