@@ -359,16 +359,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     t0 = time.time()
     vision, acc = pretrain(
         sizes,
-        args.seed,
-        args.train_count,
-        args.val_count,
-        args.steps,
-        args.batch_size,
-        args.lr,
-        args.eval_every,
-        args.init,
-        args.silhouette_weight,
-        args.styled,
+        **parts.pretraining_options(args),
+        init=args.init,
+        silhouette_weight=args.silhouette_weight,
+        styled=args.styled,
     )
     out = Path(args.out)
     parts.save_vision(vision, out)

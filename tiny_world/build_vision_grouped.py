@@ -38,7 +38,12 @@ from minigpt4.models.projection import NEIGHBOURS, grouped_patches
 from minigpt4.models.weights import eva_vit_state, load_eva_vit, save_weights
 from tiny_world import build_vision, world
 from tiny_world.build_vision import ATTRIBUTES, VOCAB
-from tiny_world.parts import ViTSizes, add_pretraining_arguments, vit_sizes
+from tiny_world.parts import (
+    ViTSizes,
+    add_pretraining_arguments,
+    pretraining_options,
+    vit_sizes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -224,16 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     sizes = GroupedSizes(**vit_sizes(args))
     t0 = time.time()
-    vision, acc = pretrain(
-        sizes,
-        args.seed,
-        args.train_count,
-        args.val_count,
-        args.steps,
-        args.batch_size,
-        args.lr,
-        args.eval_every,
-    )
+    vision, acc = pretrain(sizes, **pretraining_options(args))
     path = save(vision, Path(args.out))
     logger.info("ViT written to %s in %.0f s; val accuracy %s", path, time.time() - t0, acc)
     return acc

@@ -95,6 +95,12 @@ def add_pretraining_arguments(
     parser.add_argument("--vit-heads", type=int, default=defaults.vit_num_heads)
 
 
+def pretraining_options(args: argparse.Namespace) -> dict:
+    """The ``pretrain`` arguments the options of :func:`add_pretraining_arguments` set."""
+    names = ("seed", "train_count", "val_count", "steps", "batch_size", "lr", "eval_every")
+    return {name: getattr(args, name) for name in names}
+
+
 def vit_sizes(args: argparse.Namespace) -> dict:
     """The :class:`ViTSizes` fields the options of :func:`add_pretraining_arguments` set."""
     return {
