@@ -597,7 +597,7 @@ def run_demo_main(monkeypatch, *args: str) -> str:
     def no_model(_args):
         raise AssertionError("the model was loaded before the port was checked")
 
-    monkeypatch.setattr(demo, "build_chat", no_model)
+    monkeypatch.setattr(demo, "chat_from_args", no_model)
     with pytest.raises(SystemExit) as exit_info:
         demo.main(["--cfg-path", "eval_configs/minigpt4_tiny_eval.yaml", *args])
     return exit_info.value.code
