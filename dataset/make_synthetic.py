@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the synthetic shapes world (see dataset/README_SYNTHETIC.md) in five layouts.
+"""Generate the synthetic shapes world (see dataset/README_SYNTHETIC.md) in its layouts.
 
     python dataset/make_synthetic.py --seed S --count N --format FORMAT --out DIR
         [--shard-size K] [--image-size 224] [--base-url URL] [--missing M] [--yes-no-pairs K]
@@ -28,6 +28,18 @@ FORMAT:
               `python -m http.server --bind 127.0.0.1 PORT --directory DIR` to serve; the URLs are
               --base-url + "images/NNNNNN.jpg". --missing M adds M records whose images are not
               written, so that they answer 404.
+
+MiniGPT-v2's layouts, of scenes with one to three shapes and their boxes (tiny_world/scenes.py;
+each layout in detail: tiny_world/v2_formats.py); the script prints the --options that point a
+v2 config's datasets at the files:
+  refcoco       REFER's refcoco/refs(unc).p + refcoco/instances.json + images/COCO_train2014_*.jpg
+                (the refcoco and invrefcoco datasets: [refer] and [identify]) and the evaluation
+                file refcoco/refcoco_val.json (python -m minigpt4.evaluate --benchmark refcoco
+                --data DIR).
+  flickr        Flickr30k Entities as MiniGPT-v2 filters it: groundedcaption.json ([grounding]),
+                phrasetobbox.json, images/{id}.jpg.
+  coco-caption  LAVIS's coco_karpathy_train.json + images/train/ ([caption]).
+  coco-vqa      LAVIS's vqa_train.json + images/train/ ([vqa]: count, colour, shape, background).
 
 --styled draws every image in a style sampled for it (named shades of its colour and background
 words, canvas size and aspect, hard or smooth edges, PNG or JPEG; tiny_world/world.py), as users
@@ -75,6 +87,7 @@ def _load_module(name: str) -> ModuleType:
 # The world (tiny_world/, PIL and the standard library only) is imported from the checkout.
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+from tiny_world import v2_formats  # noqa: E402
 from tiny_world import world as _world  # noqa: E402
 
 atomic_write = _load_module("minigpt4.common.atomic_write").atomic_write
@@ -95,6 +108,12 @@ def image_url(base_url: str, index: int) -> str:
 def _replace_atomically(path: str, data: bytes) -> None:
     with atomic_write(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+
+
+def save_file(path: str, data: bytes) -> None:
+    """Write ``path`` atomically, creating its folder."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    _replace_atomically(path, data)
 
 
 def _write_json(path: str, obj: object, indent: int | None = None) -> None:
@@ -346,15 +365,15 @@ def write_webdataset(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Generate the synthetic shapes world as webdataset shards, a cc_sbu_align "
-        "folder, a caption JSON + images to serve over HTTP, or its yes/no benchmark in the MME "
-        "or POPE layout.",
+        "folder, a caption JSON + images to serve over HTTP, its yes/no benchmark in the MME "
+        "or POPE layout, or scenes of 1-3 shapes in MiniGPT-v2's layouts.",
         epilog="Vocabulary and examples: dataset/README_SYNTHETIC.md",
     )
     parser.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     parser.add_argument("--count", type=int, required=True, help="number of images")
     parser.add_argument(
         "--format",
-        choices=("webdataset", "align", "urls", "mme", "pope"),
+        choices=("webdataset", "align", "urls", "mme", "pope", *v2_formats.FORMATS),
         required=True,
         help="output layout",
     )
@@ -419,6 +438,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.format == "pope":
         records = write_pope(args.out, args.seed, args.count, args.image_size, args.styled)
         print(f"wrote {len(records)} POPE questions to {os.path.join(args.out, POPE_FILE)}")
+    elif args.format in v2_formats.FORMATS:
+        if args.styled:
+            parser.error(f"--styled is for the one-shape world, not --format {args.format}")
+        write = v2_formats.WRITERS[args.format]
+        info = write(args.out, args.seed, args.count, args.image_size, save_file)
+        print(f"wrote {args.count} scenes of 1-3 shapes in the {args.format} layout in {args.out}")
+        print("point a MiniGPT-v2 config at them with --options " + " ".join(
+            v2_formats.config_options(info)))  # fmt: skip
     else:
         records = write_url_list(
             args.out,
