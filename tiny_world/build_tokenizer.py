@@ -40,8 +40,17 @@ def train_sentencepiece(
     seed: int, vocab_size: int, corpus_scenes: int, template: str = "vicuna"
 ) -> bytes:
     """The serialized SentencePiece model trained on the world's text (deterministic); with
-    ``template`` "llama2" also on the LLaMA-2 Chat prompts (``[INST]`` ... ``[/INST]``)."""
-    lines = list(text.corpus(seed, corpus_scenes))
+    ``template`` "llama2" also on the LLaMA-2 Chat prompts (``[INST]`` ... ``[/INST]``); with
+    "v2" on the tiny MiniGPT-v2's task texts only, its grid coordinates, task tags and chat
+    marks single pieces (``v2_layouts.USER_SYMBOLS``)."""
+    symbols = USER_SYMBOLS
+    if template == "v2":
+        from tiny_world import v2_layouts
+
+        lines = list(v2_layouts.corpus_lines(seed, corpus_scenes))
+        symbols = v2_layouts.USER_SYMBOLS
+    else:
+        lines = list(text.corpus(seed, corpus_scenes))
     if template == "llama2":
         from tiny_world.llama2_layouts import corpus_lines
 
@@ -62,7 +71,7 @@ def train_sentencepiece(
         add_dummy_prefix=True,
         split_digits=True,
         character_coverage=1.0,
-        user_defined_symbols=list(USER_SYMBOLS),
+        user_defined_symbols=list(symbols),
         hard_vocab_limit=False,
         num_threads=1,
         minloglevel=2,
@@ -102,9 +111,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--corpus-scenes", type=int, default=DEFAULT_CORPUS_SCENES)
     parser.add_argument(
         "--template",
-        choices=("vicuna", "llama2"),
+        choices=("vicuna", "llama2", "v2"),
         default="vicuna",
-        help="llama2: the corpus also holds the LLaMA-2 Chat prompts",
+        help="llama2: the corpus also holds the LLaMA-2 Chat prompts; v2: the tiny MiniGPT-v2's",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
