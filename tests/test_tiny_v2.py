@@ -37,9 +37,12 @@ EVAL_CONFIG = "eval_configs/minigptv2_tiny_eval.yaml"
 FINETUNE_CONFIG = "train_configs/minigptv2_tiny_finetune.yaml"
 CHECKPOINT = REPO_ROOT / "tiny_world" / "checkpoint_v2"
 HELD_OUT = 30  # scenes of the held-out seed (about 60 things)
-# docs/tiny-world.md gives the measured figures on 200 held-out scenes; these sit below them
-REFER_MIN, IDENTIFY_MIN, CAPTION_MIN = 0.0, 0.0, 0.0
-UNTRAINED_MAX = 0.2
+# docs/tiny-world.md: on 200 held-out scenes refer 0.470, identify 0.227, caption 0.230 (on
+# these 30: 0.451, 0.183, 0.233); a fresh llama_proj 0.034, 0.043, 0.000. Below the targets of
+# the brief (0.8, 0.9, 0.9): the thresholds guard what the shipped model reaches.
+REFER_MIN, IDENTIFY_MIN, CAPTION_MIN = 0.35, 0.12, 0.15
+UNTRAINED_MAX = 0.1
+REFCOCO_MIN = 0.3  # minigpt4.evaluate on 200 held-out scenes: 0.470
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,7 @@ def test_refcoco_benchmark_through_the_evaluator(tmp_path):
     argv = ["--cfg-path", EVAL_CONFIG, "--benchmark", "refcoco", "--data", str(data)]
     argv += ["--out", str(tmp_path / "out.json"), "--device", "cpu", "--no-progress"]
     scores = evaluate_main(argv)["scores"]
-    assert scores["accuracy"] >= REFER_MIN, scores
+    assert scores["accuracy"] >= REFCOCO_MIN, scores
 
 
 def _save(path: str, data: bytes) -> None:
