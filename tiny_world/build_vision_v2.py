@@ -17,8 +17,8 @@ their neighbours' prototypes (width ``COORD_SIGMA``), so nearly right boxes cost
 prototypes are linearly independent, so one linear map (``llama_proj``, the same for every
 position) can send each onto any embedding the LLM reads as that word, and a blend onto the
 same blend of embeddings, which is what the LLM was trained on. A linear classifier instead
-(tried first) leaves features that no linear map sends onto the words (least squares: 47 %%
-error, nearest word right for 0.67 of the tokens) and the finetune learnt nothing.
+(tried first) leaves features that a linear map sends onto the words badly (least squares: 47 %
+error) and the finetune found no boxes (docs/tiny-world.md).
 ``--objective classifier`` trains that classifier instead (the shipped ViT's first round);
 ``--init`` goes on from a ViT already written. ``eva_vit_g.pth`` (the real flat layout) and
 ``vision_sizes.json`` are written.
