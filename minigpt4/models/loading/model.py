@@ -12,6 +12,7 @@ from torch import nn
 
 from minigpt4.common.utils import resolve_path
 from minigpt4.models import memory
+from minigpt4.models.eva_vit import qkv_through_linear
 from minigpt4.models.loading.llm import llm_hidden_size, load_llm, load_tokenizer
 from minigpt4.models.loading.parts import load_eva_vit, load_minigpt4_checkpoint
 from minigpt4.models.loading.sources import (
@@ -88,6 +89,7 @@ def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
         model.merge_lora()
     matmul = model.precision.cpu_matmul
     if matmul and matmul.upcast:
+        qkv_through_linear(model.visual_encoder)
         head = model.llama_model.get_output_embeddings()
         upcast_frozen_linears(model, matmul.min_rows, skip=head)
     memory.release_freed_memory()
