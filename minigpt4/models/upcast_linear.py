@@ -52,7 +52,8 @@ class UpcastLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         trains = self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad)
-        if trains or x.numel() // self.in_features < self.min_rows:
+        few_rows = x.numel() // self.in_features < self.min_rows
+        if trains or few_rows or x.device.type != "cpu":  # the buffer is in CPU memory
             return super().forward(x)
         return _UpcastProduct.apply(x, self.weight, self.bias)
 
