@@ -226,3 +226,28 @@ def test_small_products_and_trained_weights_are_not_converted(monkeypatch):
     layer.weight.requires_grad_(True)
     layer(torch.randn(32, 8, dtype=BF16))
     assert converted == [(8, 8)]
+
+
+@pytest.mark.parametrize(
+    ("values", "native", "expected"),
+    [
+        ({}, False, 4 * 11008 * 4096),  # the largest decoder weight, not the head or embeddings
+        ({}, True, 0),
+        ({"llm_quantization": "4bit"}, False, 4 * 64 * 32),  # only the vision side's Linears
+        ({"cpu_dtype": "bf16"}, False, 0),
+    ],
+)
+def test_the_memory_check_counts_the_fp32_buffer(monkeypatch, values, native, expected):
+    from minigpt4.models.memory import upcast_buffer_bytes
+
+    _cpu(monkeypatch, native, False)
+    shapes = {
+        "model.embed_tokens.weight": (32000, 4096),
+        "model.layers.0.mlp.up_proj.weight": (11008, 4096),
+        "model.layers.0.self_attn.q_proj.weight": (4096, 4096),
+        "model.layers.0.input_layernorm.weight": (4096,),
+        "lm_head.weight": (32000, 4096),
+    }
+    vision = nn.Sequential(nn.Linear(32, 64), nn.Linear(64, 8))
+    precision = Precision.of(MiniGPT4Config.from_cfg({"llama_model": "x", **values}), "cpu")
+    assert upcast_buffer_bytes(vision, shapes, precision) == expected
