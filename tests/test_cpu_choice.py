@@ -124,6 +124,12 @@ def test_the_choice_is_logged_next_to_the_dtypes(monkeypatch, caplog, native, ex
     assert model.llama_model.get_output_embeddings() not in upcasting
 
 
+def test_fp32_weights_log_fp32_products_without_an_override():
+    config = MiniGPT4Config.from_cfg({"llama_model": "x", "cpu_dtype": "fp32"})
+    line = Precision.of(config, "cpu").cpu_matmul.describe()
+    assert line == "CPU matmuls: fp32 (model.cpu_dtype is fp32)"
+
+
 def _count_upcasts(monkeypatch) -> list[tuple[int, ...]]:
     """Record the shape of every weight converted to fp32 from now on."""
     seen: list[tuple[int, ...]] = []

@@ -41,6 +41,7 @@ _ONEDNN_WITHOUT_BF16 = (
     "AVX512_CORE_VNNI",
 )
 _OVERRIDE = "model.cpu_matmul: bf16 or fp32 overrides it"
+_FP32_WEIGHTS = "model.cpu_dtype is fp32"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class CpuMatmul:
                 f"CPU matmuls: fp32 for products of {self.min_rows} rows or more (encode, "
                 "prefill; bf16 weights converted per call), bf16 below (decode)"
             )
+        elif self.reason == _FP32_WEIGHTS:
+            return f"CPU matmuls: fp32 ({_FP32_WEIGHTS})"
         else:
             what = "CPU matmuls: in the weights' dtype"
         return f"{what}: {self.reason} ({_OVERRIDE})"
@@ -78,7 +81,7 @@ def native_bf16_matmul() -> tuple[bool, str]:
 def choose(cpu_dtype: str, cpu_matmul: str) -> CpuMatmul:
     """The choice for ``model.cpu_dtype`` / ``model.cpu_matmul`` on this machine."""
     if cpu_dtype == "fp32":
-        return CpuMatmul(False, "model.cpu_dtype is fp32")
+        return CpuMatmul(False, _FP32_WEIGHTS)
     if cpu_matmul != "auto":
         return CpuMatmul(cpu_matmul == "fp32", f"model.cpu_matmul is {cpu_matmul}")
     if cpu_dtype == "bf16":
