@@ -278,12 +278,13 @@ def _describe(need: Need) -> str:
 def _mode_keys(config: MiniGPT4Config, keys: dict[str, Any]) -> dict[str, Any]:
     """The keys of a mode that ``config`` does not already have. ``cpu_dtype: auto`` stores
     weights in bf16 too, so it already has a mode's ``cpu_dtype: bf16``."""
-    same_storage = {"cpu_dtype": lambda v: CPU_DTYPES[v] == CPU_DTYPES[config.cpu_dtype]}
-    return {
-        k: v
-        for k, v in keys.items()
-        if getattr(config, k) != v and not same_storage.get(k, lambda _: False)(v)
-    }
+
+    def has(key: str, value: Any) -> bool:
+        if key == "cpu_dtype":
+            return CPU_DTYPES[value] == CPU_DTYPES[config.cpu_dtype]
+        return getattr(config, key) == value
+
+    return {k: v for k, v in keys.items() if not has(k, v)}
 
 
 def _keys_for(keys: dict[str, Any]) -> str:
