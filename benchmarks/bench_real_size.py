@@ -66,6 +66,8 @@ MODES = {
     "cpu": {
         "fp32": ["model.cpu_dtype=fp32", "model.low_resource=False"],
         "bf16": ["model.cpu_dtype=bf16", "model.low_resource=False"],
+        # bf16 weights, products in the dtype model.cpu_dtype: auto picks for this CPU
+        "auto": ["model.cpu_dtype=auto", "model.low_resource=False"],
         "8bit": ["model.low_resource=True"],  # the shipped eval config as it is
         "4bit": ["model.low_resource=False", "model.llm_quantization=4bit"],
     },
@@ -258,13 +260,19 @@ def llm_bytes_per_token(llm: torch.nn.Module) -> int:
 
 def matmul_dtypes(model: Any) -> dict[str, str]:
     """The dtypes the image encode's and the prefill's matmuls run in, whose peaks bound them:
-    the vision side's compute dtype; the LLM's, or int8 for bitsandbytes' 8-bit layers."""
+    the vision side's compute dtype; the LLM's, or int8 for bitsandbytes' 8-bit layers; fp32
+    where the CPU computes the products of bf16 weights in fp32 (``model.cpu_dtype: auto``)."""
     from minigpt4.models.precision import DTYPE_NAMES
 
     precision = model.precision
+    upcast = precision.cpu_matmul is not None and precision.cpu_matmul.upcast
+    vision = "fp32" if upcast else DTYPE_NAMES[precision.autocast or precision.vision]
     llm = DTYPE_NAMES[precision.autocast or precision.llm]
-    return {"encode_dtype": DTYPE_NAMES[precision.autocast or precision.vision],
-            "prefill_dtype": "int8" if precision.quantization == "8bit" else llm}  # fmt: skip
+    if precision.quantization:
+        llm = "int8" if precision.quantization == "8bit" else llm
+    elif upcast:
+        llm = "fp32"
+    return {"encode_dtype": vision, "prefill_dtype": llm}
 
 
 def _cuda_peak_and_reset(device: str) -> float | None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 import torch
-from timm.models.eva import Eva
+from timm.models.eva import Eva, EvaAttention
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -111,3 +111,14 @@ def convert_weights_to_fp16(model: nn.Module) -> None:
             module.weight.data = module.weight.data.half()
             if module.bias is not None:
                 module.bias.data = module.bias.data.half()
+
+
+def qkv_through_linear(vit: nn.Module) -> None:
+    """Make every EVA attention in ``vit`` compute ``qkv`` by calling its ``nn.Linear`` and
+    adding the q/v bias after, instead of ``F.linear`` on the Linear's weight (timm's default
+    with a separate bias), so that a Linear that computes differently
+    (:mod:`minigpt4.models.upcast_linear`) applies there too. The sum is the same up to one
+    rounding of the product in the run's dtype."""
+    for module in vit.modules():
+        if isinstance(module, EvaAttention):
+            module.qkv_bias_separate = True

@@ -26,7 +26,7 @@ from torch import nn
 
 from minigpt4.common.checkpoint_files import CheckpointError
 from minigpt4.models.model_config import MiniGPT4Config
-from minigpt4.models.precision import Precision
+from minigpt4.models.precision import CPU_DTYPES, Precision
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,9 @@ def mode_name(config: MiniGPT4Config, device_kind: str) -> str:
     """The :data:`MODES` name of ``config``'s mode."""
     if config.quantization:
         return config.quantization
-    return config.cpu_dtype if device_kind != "cuda" else config.autocast_dtype
+    if device_kind == "cuda":
+        return config.autocast_dtype
+    return "bf16" if config.cpu_dtype == "auto" else config.cpu_dtype
 
 
 # --- sizes ------------------------------------------------------------------------------------
@@ -154,6 +156,21 @@ def vision_bytes(meta_model: nn.Module, precision: Precision) -> float:
     return total
 
 
+def upcast_buffer_bytes(meta_model: nn.Module, shapes: dict, precision: Precision) -> float:
+    """The fp32 buffer of :mod:`minigpt4.models.upcast_linear` (the largest bf16 Linear weight in
+    fp32, the output head and quantized layers excepted) when the CPU computes large products of
+    bf16 weights in fp32, else 0."""
+    if not (precision.cpu_matmul and precision.cpu_matmul.upcast):
+        return 0.0
+    llm = [
+        _numel(shape)
+        for name, shape in shapes.items()
+        if len(shape) == 2 and not precision.quantization and not name.endswith(_UNQUANTIZED_2D)
+    ]
+    vision = [m.weight.numel() for m in meta_model.modules() if isinstance(m, nn.Linear)]
+    return 4.0 * max(llm + vision + [0])
+
+
 def need_of(meta_model: nn.Module, shapes: dict, config: MiniGPT4Config, device_kind: str) -> Need:
     """Memory of ``config``'s mode. On CUDA, an unquantized LLM is read into RAM first (the
     runner / demo moves the model), a quantized one straight onto the GPU."""
@@ -161,7 +178,8 @@ def need_of(meta_model: nn.Module, shapes: dict, config: MiniGPT4Config, device_
     vision = vision_bytes(meta_model, precision)
     llm = llm_bytes(shapes, precision)
     if device_kind != "cuda":
-        return Need(cpu=vision + llm + RUNTIME_BYTES)
+        return Need(cpu=vision + llm + upcast_buffer_bytes(meta_model, shapes, precision)
+                    + RUNTIME_BYTES)  # fmt: skip
     in_ram = vision + (0 if precision.quantization else llm)
     return Need(cpu=in_ram + RUNTIME_BYTES, gpu=vision + llm + RUNTIME_BYTES)
 
@@ -257,13 +275,20 @@ def _describe(need: Need) -> str:
     return text + (f" and {need.gpu / GIB:.1f} GiB of GPU memory" if need.gpu else "")
 
 
-def _keys_for(config: MiniGPT4Config, keys: dict[str, Any]) -> str:
-    changed = [
-        f"model.{k}={'null' if v is None else v}"
-        for k, v in keys.items()
-        if getattr(config, k) != v
-    ]
-    return " ".join(changed)
+def _mode_keys(config: MiniGPT4Config, keys: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a mode that ``config`` does not already have. ``cpu_dtype: auto`` stores
+    weights in bf16 too, so it already has a mode's ``cpu_dtype: bf16``."""
+
+    def has(key: str, value: Any) -> bool:
+        if key == "cpu_dtype":
+            return CPU_DTYPES[value] == CPU_DTYPES[config.cpu_dtype]
+        return getattr(config, key) == value
+
+    return {k: v for k, v in keys.items() if not has(k, v)}
+
+
+def _keys_for(keys: dict[str, Any]) -> str:
+    return " ".join(f"model.{k}={'null' if v is None else v}" for k, v in keys.items())
 
 
 def check_fits(
@@ -287,10 +312,11 @@ def check_fits(
         return
     options = []
     for name, (keys, what) in MODES[device_kind].items():
+        keys = _mode_keys(config, keys)
         mode_need = need_of(meta_model, shapes, dataclasses.replace(config, **keys), device_kind)
         if name != chosen and _fits(mode_need, have):
             options.append(f"  - {name} ({what}, about {_describe(mode_need)}): "
-                           f"--options {_keys_for(config, keys)}")  # fmt: skip
+                           f"--options {_keys_for(keys)}")  # fmt: skip
     fix = (
         "Modes that fit:\n" + "\n".join(options)
         if options

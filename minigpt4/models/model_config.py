@@ -17,8 +17,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from minigpt4.common.config_error import ConfigError
 from minigpt4.common.config_fields import BadValue, Rule, base_kind, parse_value, plain
 from minigpt4.models.base_model import AUTOCAST_DTYPES
+from minigpt4.models.cpu_choice import CPU_MATMUL_NAMES
 from minigpt4.models.eva_vit import EvaVitConfig
 from minigpt4.models.projection import ADAPTER_NAMES, NEIGHBOURS, make_adapter
 from minigpt4.models.qformer import QFormerConfig
@@ -30,7 +32,7 @@ LAVIS_URL = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/m
 EVA_VIT_G_URL = LAVIS_URL + "eva_vit_g.pth"
 BLIP2_FLANT5XXL_URL = LAVIS_URL + "blip2_pretrained_flant5xxl.pth"
 LLM_QUANTIZATIONS = (None, "8bit", "4bit")
-CPU_DTYPE_NAMES = ("bf16", "fp32")
+CPU_DTYPE_NAMES = ("auto", "bf16", "fp32")
 VIT_PRECISIONS = ("fp16", "fp32")
 # How the LLM folder's tokenizer is read: the original's exact SentencePiece LLaMA tokenizer, or
 # transformers' AutoTokenizer (any other family); unset: SentencePiece when there is a
@@ -137,8 +139,10 @@ class MiniGPT4Config:
     device_8bit: int | str = 0
     llm_quantization: str | None = None
     autocast_dtype: str = "fp16"
-    # weights and compute on CPU: bf16 (fits a 7B model in 16 GB) or fp32 (exact numerics)
-    cpu_dtype: str = "bf16"
+    # weights and compute on CPU: bf16 (fits a 7B model in 16 GB), fp32 (exact numerics), or
+    # auto: bf16 weights, large products in fp32 where bf16 is emulated (cpu_choice)
+    cpu_dtype: str = "auto"
+    cpu_matmul: str = "auto"  # CPU_MATMUL_NAMES: overrides what auto chooses for the products
     attn_implementation: str | None = None
     # what trains besides the vision parts freeze_vit / freeze_qformer leave unfrozen:
     # module-name prefixes (see minigpt4.models.trainable); the original trains llama_proj
@@ -170,11 +174,11 @@ class MiniGPT4Config:
                 self.autocast_dtype in AUTOCAST_DTYPES,
                 "must be 'fp16' or 'bf16'",
             ),
-            ("cpu_dtype", self.cpu_dtype in CPU_DTYPE_NAMES, "must be 'bf16' or 'fp32'"),
         ]
         for key, ok, rule in checks:
             if not ok:
                 raise ValueError(f"model.{key} {rule}; got {getattr(self, key)!r}")
+        self._check_cpu_keys()
         self._resolve_adapter()
         self._check_llm_keys()
         self._check_trainable()
@@ -192,6 +196,19 @@ class MiniGPT4Config:
             raise ValueError(
                 "model.merge_lora is set but the model has no LoRA (model.lora_r 0): set "
                 "model.lora_r or remove model.merge_lora"
+            )
+
+    def _check_cpu_keys(self) -> None:
+        for key, allowed in (("cpu_dtype", CPU_DTYPE_NAMES), ("cpu_matmul", CPU_MATMUL_NAMES)):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(
+                    f"model.{key} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}"
+                )
+        if self.cpu_dtype == "fp32" and self.cpu_matmul == "bf16":
+            raise ConfigError(
+                "model.cpu_dtype=fp32 and model.cpu_matmul=bf16 contradict each other: fp32 "
+                "weights compute in fp32; set model.cpu_dtype: bf16 (or auto), or remove "
+                "model.cpu_matmul"
             )
 
     def _resolve_adapter(self) -> None:

@@ -3,10 +3,12 @@
 - CUDA (the original): the ViT's Linear/Conv weights in fp16 when ``vit_precision: fp16`` (the
   rest of it fp32), Q-Former and ``llama_proj`` fp32, everything run under autocast
   (``autocast_dtype``), the LLM stored in ``autocast_dtype``.
-- CPU: no autocast. ViT, Q-Former and LLM are stored in ``cpu_dtype`` (bf16 by default: a 7B
-  model fits 16 GB; fp32 for exact numerics, as the tiny model and the parity tests use) and
-  compute in it. ``ln_vision`` (it computes in fp32), ``llama_proj`` (trained: an fp32 master
-  weight) and the loss stay fp32, as in the original.
+- CPU: no autocast. ViT, Q-Former and LLM are stored in ``cpu_dtype`` (bf16, or ``auto`` which
+  stores bf16 too: a 7B model fits 16 GB; fp32 for exact numerics, as the tiny model and the
+  parity tests use) and compute in it, except that with ``auto`` the large matrix products
+  compute in fp32 where bf16 ones are emulated (:mod:`minigpt4.models.cpu_choice`).
+  ``ln_vision`` (it computes in fp32), ``llama_proj`` (trained: an fp32 master weight) and the
+  loss stay fp32, as in the original.
 - An 8-bit LLM on CUDA is fp16 wherever it is not int8: bitsandbytes' int8 matmul quantizes
   fp16 inputs (the original's ``torch_dtype=float16``). On CPU it stays in ``cpu_dtype``:
   bitsandbytes casts the activations to fp16 only to quantize them, and computes the rest (its
@@ -29,9 +31,10 @@ import torch
 from torch import nn
 
 from minigpt4.models.base_model import AUTOCAST_DTYPES
+from minigpt4.models.cpu_choice import CpuMatmul, choose
 from minigpt4.models.model_config import MiniGPT4Config
 
-CPU_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+CPU_DTYPES = {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp32": torch.float32}
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 # What bitsandbytes' int8 matmul computes in on CUDA.
 INT8_LLM_DTYPE = torch.float16
@@ -55,21 +58,24 @@ class Precision:
     quantization: str | None
     autocast: torch.dtype | None  # CUDA only
     has_qformer: bool = True  # the image adapter (only for what the log lines name)
+    cpu_matmul: CpuMatmul | None = None  # CPU only: the dtype of large matrix products
 
     @classmethod
     def of(cls, config: MiniGPT4Config, device_kind: str) -> Precision:
         quantization = config.quantization
+        matmul = None
         if device_kind == "cuda":
             vision, autocast = torch.float32, AUTOCAST_DTYPES[config.autocast_dtype]
             llm = autocast
         else:
             vision, autocast = CPU_DTYPES[config.cpu_dtype], None
             llm = vision
+            matmul = choose(config.cpu_dtype, getattr(config, "cpu_matmul", "auto"))
         if quantization == "8bit" and device_kind == "cuda":
             llm = INT8_LLM_DTYPE
         half_vit = device_kind == "cuda" and config.vit_precision == "fp16"
         has_qformer = getattr(config, "image_adapter", "qformer") == "qformer"
-        return cls(device_kind, vision, half_vit, llm, quantization, autocast, has_qformer)
+        return cls(device_kind, vision, half_vit, llm, quantization, autocast, has_qformer, matmul)
 
     def frozen_vision(self) -> str:
         """The vision side's dtypes in words: "ViT and Q-Former bf16", or "ViT bf16" without one."""
@@ -110,7 +116,7 @@ class Precision:
             )
         return (
             f"Running on cpu: {self.frozen_vision()}, LLM {llm}; "
-            "ln_vision, llama_proj and the loss fp32 (model.cpu_dtype: bf16 or fp32, "
+            "ln_vision, llama_proj and the loss fp32 (model.cpu_dtype: auto, bf16 or fp32, "
             "model.llm_quantization / model.low_resource)"
         )
 

@@ -6,7 +6,8 @@ line before training. The parts:
 
 - weights: the vision side and the LLM in the run's dtypes or quantization, sized as the memory
   preflight sizes them (:mod:`minigpt4.models.memory`: the LLM from its files' headers, or from
-  a named LLaMA size when there is no folder yet);
+  a named LLaMA size when there is no folder yet), with the fp32 buffer of products computed
+  in fp32 where the CPU emulates bf16 (:mod:`minigpt4.models.upcast_linear`);
 - the trainable parameters' fp32 gradients and AdamW state (their fp32 weights are counted above);
 - activations: the bytes autograd saves for the backward pass, per sample, *measured* by running
   the LLM on the ``meta`` device (no memory, no time) with 1 and 2 decoder layers and batches of
@@ -239,6 +240,7 @@ def estimate(
         meta_model = model_cls(config, llm.hidden_size)
     shapes = _llm_shapes(config, llm, llm_size)
     weights = memory.vision_bytes(meta_model, precision) + memory.llm_bytes(shapes, precision)
+    weights += memory.upcast_buffer_bytes(meta_model, shapes, precision)
 
     names = trainable_names(config)
     vision_params = sum(p.numel() for p in meta_model.parameters() if p.requires_grad)

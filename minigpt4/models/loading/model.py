@@ -12,6 +12,7 @@ from torch import nn
 
 from minigpt4.common.utils import resolve_path
 from minigpt4.models import memory
+from minigpt4.models.eva_vit import qkv_through_linear
 from minigpt4.models.loading.llm import llm_hidden_size, load_llm, load_tokenizer
 from minigpt4.models.loading.parts import load_eva_vit, load_minigpt4_checkpoint
 from minigpt4.models.loading.sources import (
@@ -23,6 +24,7 @@ from minigpt4.models.loading.sources import (
 )
 from minigpt4.models.model_config import MiniGPT4Config
 from minigpt4.models.precision import run_device_kind
+from minigpt4.models.upcast_linear import upcast_frozen_linears
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
     memory.check_fits(model_cls, config, run_device_kind(config), hidden, folder)
     model = model_cls.build_empty(config, hidden)
     logger.info(model.precision.describe())
+    if model.precision.cpu_matmul:
+        logger.info(model.precision.cpu_matmul.describe())
     model.load_report = {}
     _load_vision(model, config, allow)
 
@@ -83,5 +87,10 @@ def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
         model.load_report["model.ckpt"] = load_minigpt4_checkpoint(model, path)
     if config.merge_lora:
         model.merge_lora()
+    matmul = model.precision.cpu_matmul
+    if matmul and matmul.upcast:
+        qkv_through_linear(model.visual_encoder)
+        head = model.llama_model.get_output_embeddings()
+        upcast_frozen_linears(model, matmul.min_rows, skip=head)
     memory.release_freed_memory()
     return model
