@@ -163,6 +163,12 @@ def expression(thing: Thing) -> str:
     return f"{thing.colour} {thing.shape}"
 
 
+def ref_sentences(thing: Thing) -> tuple[str, str]:
+    """A thing's referring sentences as the REFER refs hold them: "red circle", "the red circle"
+    (the evaluation asks the first)."""
+    return expression(thing), f"the {expression(thing)}"
+
+
 def _listing(parts: list[str]) -> str:
     if len(parts) == 1:
         return parts[0]

@@ -35,6 +35,7 @@ from tiny_world.scenes import (
     grid_box,
     grounded_caption,
     make_multi_sample,
+    ref_sentences,
     vqa_pairs,
 )
 from tiny_world.world import to_jpeg_bytes
@@ -73,7 +74,7 @@ def _refer_records(image_id: int, sample: MultiSample, first_id: int):
     width, height = sample.image.size
     for k, (thing, box) in enumerate(zip(sample.scene.things, sample.boxes, strict=True)):
         ann_id = first_id + k
-        raws = [expression(thing), f"the {expression(thing)}"]
+        raws = ref_sentences(thing)
         sentences = [
             {"raw": raw, "sent": raw, "tokens": raw.split(), "sent_id": 2 * ann_id + j}
             for j, raw in enumerate(raws)

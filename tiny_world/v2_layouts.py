@@ -91,11 +91,6 @@ def slot_classes(sample: scenes.MultiSample) -> list[int]:
     return [SLOT_WORDS.index(w) for w in words]
 
 
-def sentences(thing: scenes.Thing) -> tuple[str, str]:
-    """A thing's referring sentences, as ``v2_formats`` writes them in its REFER refs."""
-    return scenes.expression(thing), f"the {scenes.expression(thing)}"
-
-
 def task_texts(
     task: str, sample: scenes.MultiSample, rng: random.Random, box_jitter: int = 0
 ) -> tuple[str, str]:
@@ -104,7 +99,7 @@ def task_texts(
     things = sample.scene.things
     pick = rng.randrange(len(things))
     box = grid_boxes(sample)[pick]
-    sentence = rng.choice(sentences(things[pick]))
+    sentence = rng.choice(scenes.ref_sentences(things[pick]))
     if task == "refer":
         return rng.choice(templates.REFER_POOL).format(_process(sentence)), format_box(box)
     if task == "identify":
