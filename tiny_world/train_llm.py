@@ -591,9 +591,17 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     model, tok, checks = train(args)
+    write_llm_folder(model, args, checks)
+    return checks
+
+
+def write_llm_folder(model, args: argparse.Namespace, checks: dict) -> None:
+    """``args.out``: the model, the tokenizer folder's files and the recipe with its checks.
+
+    Written beside, then moved in file by file: a crash while writing leaves the old folder, and
+    --init may name --out (the weights it was read from stay mapped until replaced).
+    """
     out = Path(args.out)
-    # Written beside, then moved in file by file: a crash while writing leaves the old folder, and
-    # --init may name --out (the weights it was read from stay mapped until replaced).
     with atomic_write_files(out) as tmp:
         model.save_pretrained(tmp)
         # The tokenizer folder's own files (tokenizer.model, as LLaMA ships it), not a re-export.
@@ -603,7 +611,6 @@ def main(argv: list[str] | None = None) -> dict:
         record = {**{k: v for k, v in vars(args).items() if k not in skip}, **checks}
         (Path(tmp) / "tiny_world_llm.json").write_text(json.dumps(record, indent=2) + "\n")
     logger.info("LLM written to %s", out)
-    return checks
 
 
 if __name__ == "__main__":

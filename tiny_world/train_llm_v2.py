@@ -17,19 +17,15 @@ templates drawn per sequence. Writes an HF LLaMA folder (the tokenizer's files c
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
-import shutil
 import time
-from pathlib import Path
 
 import torch
 
-from minigpt4.common.atomic_write import atomic_write_files
 from minigpt4.common.boxes import clean_ref_answer, compute_iou, ref_answer_box
 from tiny_world import scenes, v2_layouts
-from tiny_world.train_llm import TOKENIZER_FILES, build_model, cosine_schedule, pad
+from tiny_world.train_llm import build_model, cosine_schedule, pad, write_llm_folder
 from tiny_world.v2_layouts import COORDINATE_CLASS0, GRID, IGNORE, SLOT_LEN, SLOT_WORDS
 
 logger = logging.getLogger(__name__)
@@ -220,15 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     model, checks = train(args)
-    out = Path(args.out)
-    with atomic_write_files(out) as tmp:
-        model.save_pretrained(tmp)
-        for name in TOKENIZER_FILES:
-            shutil.copyfile(Path(args.tokenizer) / name, Path(tmp) / name)
-        skip = ("tokenizer", "out", "log_every", "check_every")
-        record = {**{k: v for k, v in vars(args).items() if k not in skip}, **checks}
-        (Path(tmp) / "tiny_world_llm.json").write_text(json.dumps(record, indent=2) + "\n")
-    logger.info("LLM written to %s", out)
+    write_llm_folder(model, args, checks)
     return checks
 
 
