@@ -119,6 +119,15 @@ def test_options_can_add_new_keys(defaults_dir, tmp_path):
     assert cfg.model_cfg.ckpt == "/w/stage1.pth"
 
 
+def test_every_image_processor_key_is_accepted_in_a_dataset_block(defaults_dir, tmp_path):
+    """``random_crop`` (blip2_image_train: crop or plain resize) is a processor key like the
+    others, not an unknown one."""
+    options = ["datasets.cfgtest_data.vis_processor.train.name=blip2_image_train",
+               "datasets.cfgtest_data.vis_processor.train.random_crop=True"]  # fmt: skip
+    cfg = make(write_cfg(tmp_path, USER_CFG), options)
+    assert cfg.datasets_cfg.cfgtest_data.vis_processor.train.random_crop is True
+
+
 def test_bad_options_are_reported():
     with pytest.raises(ConfigError, match="key=value"):
         parse_options(["run.init_lr", "1e-4", "run.seed"])

@@ -44,7 +44,17 @@ EVALUATION_DATASET_KEYS = dict.fromkeys(
 # Every key a ``datasets.<name>`` block may hold (nested: a dict is the schema of a sub-block,
 # None a value). ``batch_size`` is the per-dataset batch size of the original's later configs.
 PROCESSOR_KEYS = dict.fromkeys(
-    ("name", "image_size", "min_scale", "max_scale", "mean", "std", "prompt", "max_words")
+    (
+        "name",
+        "image_size",
+        "min_scale",
+        "max_scale",
+        "random_crop",
+        "mean",
+        "std",
+        "prompt",
+        "max_words",
+    )
 )
 PROCESSOR_BLOCK = {"train": PROCESSOR_KEYS, "eval": PROCESSOR_KEYS}
 DATASET_KEYS: dict[str, Any] = {
