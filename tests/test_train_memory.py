@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import types
@@ -112,9 +113,13 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
 def _measured_step_rss() -> int:
+    """Peak RSS of a fresh process that trains one step, in an environment of its own (what
+    earlier tests or imported libraries set in this process's environment does not reach it)."""
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "HF_HUB_OFFLINE") if k in os.environ}
     out = subprocess.run(
         [sys.executable, "-c", _STEP, str(TINY_BATCH)],
         cwd=REPO,
+        env={**env, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         check=True,
