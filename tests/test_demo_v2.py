@@ -203,21 +203,37 @@ def fetch_image(page, img) -> Image.Image:
     return Image.open(io.BytesIO(response.body())).convert("RGB")
 
 
-def upload_until_shown(page, path, empty_editor, tries: int = 5) -> None:
-    """Upload ``path`` into the image editor until it shows the image. The editor's empty text
-    is drawn before its upload handler is attached; a file set in between is dropped (seen once
-    in a loaded full suite), so the upload is repeated, as a user would, a few times."""
+EMPTY_EDITOR = "Upload an image or select the draw tool to start"
+
+
+def open_with_image(page, url: str, path, tries: int = 3) -> None:
+    """Open the demo and upload ``path`` into its image editor until the editor shows it.
+
+    The editor's empty text is drawn before its WebGL canvas exists, and twice (a loaded full
+    suite, a cold first run) one page showed none of five uploads. Each try therefore loads the
+    page afresh, as a user reloads a stuck page, and waits for the canvas; the page's errors
+    explain a last failure.
+    """
     from playwright.sync_api import expect
 
-    for _ in range(tries - 1):
-        page.locator("input[type=file]").first.set_input_files(str(path))
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    for attempt in range(1, tries + 1):
+        page.goto(url, wait_until="domcontentloaded", timeout=120_000)
         try:
-            expect(empty_editor).to_be_hidden(timeout=15_000)
+            heading = page.get_by_role("heading", name="MiniGPT-v2 Demo", exact=True)
+            expect(heading).to_be_visible(timeout=60_000)
+            empty_editor = page.get_by_text(EMPTY_EDITOR)
+            expect(empty_editor).to_be_visible(timeout=60_000)
+            expect(page.locator("canvas").first).to_be_attached(timeout=30_000)
+            page.locator("input[type=file]").first.set_input_files(str(path))
+            expect(empty_editor).to_be_hidden(timeout=30_000)
             return
-        except AssertionError:
-            continue
-    page.locator("input[type=file]").first.set_input_files(str(path))
-    expect(empty_editor).to_be_hidden(timeout=60_000)
+        except AssertionError as failure:
+            if attempt == tries:
+                message = f"try {attempt}: {failure}; the page said: {errors[-10:]}"
+                raise AssertionError(message) from None
 
 
 @pytest.mark.browser
@@ -236,12 +252,7 @@ def test_real_browser(demo_server, files, tmp_path):
         )
         try:
             page = context.new_page()
-            page.goto(demo_server, wait_until="domcontentloaded", timeout=120_000)
-            heading = page.get_by_role("heading", name="MiniGPT-v2 Demo", exact=True)
-            expect(heading).to_be_visible(timeout=60_000)
-            empty_editor = page.get_by_text("Upload an image or select the draw tool to start")
-            expect(empty_editor).to_be_visible(timeout=60_000)  # the editor is ready
-            upload_until_shown(page, files["scene"], empty_editor)
+            open_with_image(page, demo_server, files["scene"])
             page.get_by_role("button", name="Grounding", exact=True).click()
             textbox = page.get_by_placeholder("Upload your image and chat")
             expect(textbox).to_have_value(QUESTION, timeout=30_000)
