@@ -12,8 +12,11 @@ products, fp32 weights and products, and bf16 weights with fp32 products of the 
 - decode: the same layer on one token (no KV cache: the seven weight products, which read the
   whole layer, are what the time is).
 
-It prints each one's best time of ``--repeats`` (after a warm-up call), what ``auto`` chooses on
-this machine and why, and auto's time against bf16's (today's default).
+It prints each one's best time of ``--repeats`` (after a warm-up call) beside its share of this
+machine's bound (``roofline.py``, measured first: encode and prefill against the matmul peak of
+the dtype the products run in, their FLOPs counted by torch's ``FlopCounterMode``; decode against
+the bytes of the layer's weights over the read bandwidth), what ``auto`` chooses on this machine
+and why, and auto's time against bf16's (today's default).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 import roofline  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from minigpt4.models import cpu_choice  # noqa: E402
 from minigpt4.models.eva_vit import EvaVitConfig, create_eva_vit_g, qkv_through_linear  # noqa: E402
@@ -37,6 +41,7 @@ from minigpt4.models.upcast_linear import upcast_frozen_linears  # noqa: E402
 WAYS = ("bf16", "fp32", "upcast")
 LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32}
 PREFILL_ROWS = (64, 300)
+VIT_G_KN = ((1408, 4224), (1408, 6144))  # EVA ViT-g's qkv and MLP weights
 
 
 def _vit_block() -> tuple[nn.Module, Callable[[torch.dtype], tuple]]:
@@ -62,18 +67,36 @@ def _llama_layer(rows: int) -> tuple[nn.Module, Callable[[torch.dtype], tuple]]:
     return layer, inputs
 
 
-def _run(module: nn.Module, make_inputs, way: str, repeats: int) -> float:
-    """Best seconds of one forward of ``module`` computed ``way``."""
+def _prepare(module: nn.Module, make_inputs, way: str) -> tuple[tuple, dict]:
+    """``module`` computed ``way`` (in place) and its inputs."""
     dtype = torch.float32 if way == "fp32" else torch.bfloat16
     module.to(dtype).requires_grad_(False).eval()
     if way == "upcast":  # as loading does
         qkv_through_linear(module)
         upcast_frozen_linears(module, cpu_choice.UPCAST_MIN_ROWS)
     made = make_inputs(dtype)
-    args, kwargs = made if isinstance(made[-1], dict) else (made, {})
+    return made if isinstance(made[-1], dict) else (made, {})
+
+
+def _run(module: nn.Module, make_inputs, way: str, repeats: int) -> dict:
+    """Best seconds of one forward of ``module`` computed ``way``, its matmul FLOPs and the
+    bytes of its weights."""
+    args, kwargs = _prepare(module, make_inputs, way)
     with torch.no_grad():
         times = roofline.repeat_times(lambda: module(*args, **kwargs), repeats, "cpu")
-    return min(times)
+        with FlopCounterMode(display=False) as counter:
+            module(*args, **kwargs)
+    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    return {"s": min(times), "flops": counter.get_total_flops(), "bytes": weight_bytes}
+
+
+def bound_s(roof: roofline.Roofline, run: dict, way: str, tokens: int) -> float | None:
+    """The least time this machine could take: one token reads the weights (memory-bound),
+    more are compute-bound at the peak of the dtype their products run in."""
+    if tokens == 1:
+        return roof.memory_bound_s(run["bytes"])
+    fp32_products = way == "fp32" or (way == "upcast" and tokens >= cpu_choice.UPCAST_MIN_ROWS)
+    return roof.compute_bound_s(run["flops"], "fp32" if fp32_products else "bf16")
 
 
 def phases() -> list[tuple[str, int, Callable]]:
@@ -84,27 +107,31 @@ def phases() -> list[tuple[str, int, Callable]]:
     return rows
 
 
-def measure(repeats: int) -> list[dict]:
+def measure(repeats: int, roof: roofline.Roofline) -> list[dict]:
     choice = cpu_choice.choose("auto", "auto")
     results = []
     for name, tokens, build in phases():
-        times = {}
+        runs = {}
         for way in WAYS:
             module, make_inputs = build()
-            times[way] = _run(module, make_inputs, way, repeats)
+            run = _run(module, make_inputs, way, repeats)
+            run["percent"] = roofline.percent_of_bound(run["s"], bound_s(roof, run, way, tokens))
+            runs[way] = run
             del module
         upcasts = choice.upcast and tokens >= choice.min_rows
         auto = "upcast" if upcasts else "bf16"
-        results.append({"phase": name, "tokens": tokens, **times, "auto": auto})
+        results.append({"phase": name, "tokens": tokens, **runs, "auto": auto})
     return results
 
 
 def table(results: list[dict]) -> str:
+    """Markdown: each way's ms (its share of the bound), auto's pick and its time against bf16."""
     lines = ["| phase | bf16 ms | fp32 ms | bf16 weights, fp32 products ms | auto picks | "
              "auto / bf16 time |", "|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
-        ms = {way: f"{r[way] * 1e3:.1f}" for way in WAYS}
-        ratio = r[r["auto"]] / r["bf16"]
+        ms = {way: f"{r[way]['s'] * 1e3:.1f} ({roofline.format_percent(r[way]['percent'])})"
+              for way in WAYS}  # fmt: skip
+        ratio = r[r["auto"]]["s"] / r["bf16"]["s"]
         lines.append(f"| {r['phase']} | {ms['bf16']} | {ms['fp32']} | {ms['upcast']} | "
                      f"{r['auto']} | {ratio:.2f} |")  # fmt: skip
     return "\n".join(lines)
@@ -121,7 +148,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for key in (cpu_choice.ONEDNN_ISA_ENV, "ATEN_CPU_CAPABILITY"):
         print(f"{key}={os.environ.get(key, '(unset)')}")
     print(cpu_choice.choose("auto", "auto").describe())
-    results = measure(args.repeats)
+    kn = roofline.LLAMA_7B_KN + VIT_G_KN
+    roof = roofline.measure("cpu", ("fp32", "bf16"), (1, *PREFILL_ROWS, 257), kn, args.repeats)
+    print(roof.summary() + " (ms below: best time, and in brackets its share of this bound)")
+    results = measure(args.repeats, roof)
     print(table(results))
     return results
 

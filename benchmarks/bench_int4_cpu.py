@@ -11,8 +11,11 @@ ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/bench_int4_cp
 - ``torch int4``: ``aten._weight_int4pack_mm_for_cpu`` (groups of 64 with scale and zero point,
   the weight packed once), bf16 activations.
 
-Best of ``--repeats`` ms per product, one thread by default, and each path's largest error
-against the fp32 product with the weight it dequantizes to (relative to the largest output).
+Best of ``--repeats`` ms per product, one thread by default, beside its share of this machine's
+bound (``roofline.py``, measured first): one row reads the packed weight (its bytes, scales
+included, over the read bandwidth), 64 rows are compute-bound at the peak of the dtype the
+product runs in; and each path's largest error against the fp32 product with the weight it
+dequantizes to (relative to the largest output).
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ ROWS = (1, 64)
 GROUP = 64  # torch int4 group size (bitsandbytes' NF4 blocks are 64 too)
 
 
+def _bytes(*tensors: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def bnb_paths(weight: torch.Tensor) -> tuple[dict, torch.Tensor]:
     import bitsandbytes.functional as bnbf
 
@@ -45,7 +52,8 @@ def bnb_paths(weight: torch.Tensor) -> tuple[dict, torch.Tensor]:
         return F.linear(x.float(), bnbf.dequantize_4bit(packed, state).float()).to(x.dtype)
 
     dequantized = bnbf.dequantize_4bit(packed, state).float()
-    return {"bnb generic": generic, "bnb generic, fp32": generic_fp32}, dequantized
+    stored = _bytes(packed, state.absmax)
+    return {"bnb generic": generic, "bnb generic, fp32": generic_fp32}, dequantized, stored
 
 
 def torch_int4_path(weight: torch.Tensor) -> tuple[dict, torch.Tensor]:
@@ -64,24 +72,33 @@ def torch_int4_path(weight: torch.Tensor) -> tuple[dict, torch.Tensor]:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, GROUP, scales)
 
     dequantized = (q.reshape(n, k // GROUP, GROUP) * scale + low).reshape(n, k)
-    return {"torch int4": int4}, dequantized
+    return {"torch int4": int4}, dequantized, _bytes(packed, scales)
 
 
-def measure(repeats: int) -> list[list[str]]:
+def bound_s(roof: roofline.Roofline, path: str, m: int, k: int, n: int, stored: int) -> float:
+    """One row reads the packed weight; more rows are compute-bound in the product's dtype."""
+    if m == 1:
+        return roof.memory_bound_s(stored)
+    return roof.compute_bound_s(2 * m * k * n, "fp32" if "fp32" in path else "bf16")
+
+
+def measure(repeats: int, roof: roofline.Roofline) -> list[list[str]]:
     rows = []
     for n, k in SHAPES:
         weight = torch.randn(n, k, dtype=torch.bfloat16) * 0.02
         paths = []
         for build in (bnb_paths, torch_int4_path):
-            fns, dequantized = build(weight)
-            paths += [(name, fn, dequantized) for name, fn in fns.items()]
+            fns, dequantized, stored = build(weight)
+            paths += [(name, fn, dequantized, stored) for name, fn in fns.items()]
         for m in ROWS:
             x = torch.randn(m, k, dtype=torch.bfloat16)
-            for name, fn, dequantized in paths:
+            for name, fn, dequantized, stored in paths:
                 best = min(roofline.repeat_times(lambda fn=fn, x=x: fn(x), repeats, "cpu"))
+                share = roofline.percent_of_bound(best, bound_s(roof, name, m, k, n, stored))
                 exact = x.float() @ dequantized.t()
                 error = (fn(x).float() - exact).abs().max() / exact.abs().max()
-                rows.append([f"{k} x {n}", str(m), name, f"{best * 1e3:.2f}", f"{error:.1e}"])
+                rows.append([f"{k} x {n}", str(m), name, f"{best * 1e3:.2f}",
+                             roofline.format_percent(share), f"{error:.1e}"])  # fmt: skip
     return rows
 
 
@@ -95,9 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     print(roofline.this_machine().describe())
     for key in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
         print(f"{key}={os.environ.get(key, '(unset)')}")
-    print("| K x N | M | path | ms | max error / max output |")
-    print("|---|---|---|---|---|")
-    for row in measure(args.repeats):
+    kn = tuple((k, n) for n, k in SHAPES)
+    roof = roofline.measure("cpu", ("fp32", "bf16"), ROWS, kn, args.repeats)
+    print(roof.summary())
+    print("| K x N | M | path | ms | of bound | max error / max output |")
+    print("|---|---|---|---|---|---|")
+    for row in measure(args.repeats, roof):
         print("| " + " | ".join(row) + " |")
 
 
