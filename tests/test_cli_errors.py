@@ -12,16 +12,31 @@ import pytest
 import torch
 
 from minigpt4.common import cli
+from tests.process_helpers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_EVAL = "eval_configs/minigpt4_tiny_eval.yaml"
 
 
-def command(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def start(*args: str, env: dict | None = None) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
-    return subprocess.run(
-        [sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=REPO_ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def of_its_own(args: list[str], folder: Path) -> list[str]:
+    """``args`` with the ``--out`` path moved into ``folder`` and a free ``--port``: runs at once
+    would otherwise find the other's output locked or port taken."""
+    own = {"--out": lambda arg: str(folder / arg), "--port": lambda _: str(free_port())}
+    flags = ["", *args]
+    return [own[flag](arg) if flag in own else arg for flag, arg in zip(flags, args)]
 
 
 @pytest.mark.parametrize(
@@ -42,17 +57,20 @@ def command(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
              "--options", "run.max_epoch=0"],
             "run.max_epoch = 0: must be an integer >= 1",
         ),
-        (["-m", "minigpt4.serve", "--cfg-path", "no/such.yaml"], "no/such.yaml"),
+        (["-m", "minigpt4.serve", "--cfg-path", "no/such.yaml", "--port", "free"], "no/such.yaml"),
     ],
 )  # fmt: skip
 def test_known_errors_are_messages_without_a_traceback(args, words, tmp_path):
-    done = command(*args)
+    # the three runs at once (each is mostly its imports, on one thread), each --out its own
+    runs = [of_its_own(args, tmp_path / str(i)) for i in range(3)]
+    running = [start(*runs[0]), start(*runs[1], "--debug")]
+    running.append(start(*runs[2], env={cli.DEBUG_ENV: "1"}))
+    done, debug, debug_env = (finish(process) for process in running)
     assert done.returncode == 1, done.stderr
     assert words in done.stderr and "Traceback" not in done.stderr
     assert "--debug" in done.stderr
-    debug = command(*args, "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr and words in debug.stderr
-    assert "Traceback" in command(*args, env={cli.DEBUG_ENV: "1"}).stderr
+    assert "Traceback" in debug_env.stderr
 
 
 def test_a_library_failure_keeps_its_traceback():
