@@ -1,5 +1,5 @@
 """End to end: ``torchrun train.py --cfg-path train_configs/minigptv2_finetune.yaml`` on CPU,
-the config unchanged but for paths and a short run (--options), on generated data of all 22
+the config unchanged but for paths, the seed and a short run (--options), on generated data of all 22
 formats with the tiny MiniGPT-v2 of set V; every dataset is drawn, LoRA + llama_proj train."""
 
 import json
@@ -19,7 +19,10 @@ import v2_data_formats
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "train_configs" / "minigptv2_finetune.yaml"
-ITERS = 400  # the mix draws its rarest dataset (ratio 8 of 785) within this many, seed 42
+# With seed 1705 the mix has drawn all 22 datasets (the rarest has ratio 8 of 785) after 48
+# iterations (the config's seed 42 takes 271): the short run covers them in little time.
+SEED = 1705
+ITERS = 60
 TORCHRUN_TIMEOUT_S = 600
 
 # Runs train.main as train.py does; (test only) writes which dataset each iteration drew.
@@ -50,7 +53,7 @@ def run(tmp_path_factory):
     wrapper.write_text(DRAW_WRAPPER.format(repo=str(REPO), draws=str(draws)))
     options = v2_options(load_v2_reference()["tiny_hparams"]) + v2_data_formats.config_options(info)
     options += ["run.device=cpu", "run.max_epoch=1", f"run.iters_per_epoch={ITERS}",
-                "run.num_workers=0", "run.amp=False", "run.wandb_log=False",
+                "run.num_workers=0", "run.amp=False", "run.wandb_log=False", f"run.seed={SEED}",
                 f"run.output_dir={root / 'out'}", "run.warmup_steps=2"]  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
            str(wrapper), "--cfg-path", str(CONFIG), "--options", *options]  # fmt: skip
