@@ -1,6 +1,7 @@
 """End to end: ``torchrun train.py --cfg-path train_configs/minigptv2_finetune.yaml`` on CPU,
-the config unchanged but for paths, the seed and a short run (--options), on generated data of all 22
-formats with the tiny MiniGPT-v2 of set V; every dataset is drawn, LoRA + llama_proj train."""
+the config unchanged but for paths, the seed and a short run (--options), on generated data of
+all 22 formats with the tiny MiniGPT-v2 of set V; every dataset is drawn, LoRA + llama_proj
+train."""
 
 import json
 import os
