@@ -3,9 +3,11 @@
 python benchmarks/bench_cpu_choice.py                       # this CPU as it is
 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_cpu_choice.py   # as an AVX2-only CPU
 
-One layer of each phase, random weights of the real sizes, in three ways: bf16 weights and
-products, fp32 weights and products, and bf16 weights with fp32 products of the large ones
-(:mod:`minigpt4.models.upcast_linear`):
+One layer of each phase, random weights of the real sizes, in four ways: bf16 weights and
+products, fp32 weights and products, bf16 weights with fp32 products of the large ones
+(:mod:`minigpt4.models.upcast_linear`), and *auto*: what ``model.cpu_dtype: auto`` runs on this
+machine, its layers routed as loading routes them (one of the two bf16 ways, with one-row
+products out of oneDNN where that is faster: :mod:`minigpt4.models.one_row_linear`):
 
 - encode: one of EVA ViT-g's 39 blocks on one 224 px image's 257 tokens;
 - prefill: one LLaMA-7B decoder layer on 64 and on 300 tokens;
@@ -35,10 +37,10 @@ from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from minigpt4.models import cpu_choice  # noqa: E402
-from minigpt4.models.eva_vit import EvaVitConfig, create_eva_vit_g, qkv_through_linear  # noqa: E402
-from minigpt4.models.upcast_linear import upcast_frozen_linears  # noqa: E402
+from minigpt4.models.eva_vit import EvaVitConfig, create_eva_vit_g  # noqa: E402
+from minigpt4.models.loading.model import route_cpu_products  # noqa: E402
 
-WAYS = ("bf16", "fp32", "upcast")
+WAYS = ("bf16", "fp32", "upcast", "auto")
 LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32}
 PREFILL_ROWS = (64, 300)
 VIT_G_KN = ((1408, 4224), (1408, 6144))  # EVA ViT-g's qkv and MLP weights
@@ -71,9 +73,10 @@ def _prepare(module: nn.Module, make_inputs, way: str) -> tuple[tuple, dict]:
     """``module`` computed ``way`` (in place) and its inputs."""
     dtype = torch.float32 if way == "fp32" else torch.bfloat16
     module.to(dtype).requires_grad_(False).eval()
-    if way == "upcast":  # as loading does
-        qkv_through_linear(module)
-        upcast_frozen_linears(module, cpu_choice.UPCAST_MIN_ROWS)
+    if way == "upcast":
+        route_cpu_products(module, cpu_choice.choose("auto", "fp32"))
+    elif way == "auto":
+        route_cpu_products(module, cpu_choice.choose("auto", "auto"))
     made = make_inputs(dtype)
     return made if isinstance(made[-1], dict) else (made, {})
 
@@ -95,7 +98,8 @@ def bound_s(roof: roofline.Roofline, run: dict, way: str, tokens: int) -> float 
     more are compute-bound at the peak of the dtype their products run in."""
     if tokens == 1:
         return roof.memory_bound_s(run["bytes"])
-    fp32_products = way == "fp32" or (way == "upcast" and tokens >= cpu_choice.UPCAST_MIN_ROWS)
+    upcasts = way == "upcast" or (way == "auto" and cpu_choice.choose("auto", "auto").upcast)
+    fp32_products = way == "fp32" or (upcasts and tokens >= cpu_choice.UPCAST_MIN_ROWS)
     return roof.compute_bound_s(run["flops"], "fp32" if fp32_products else "bf16")
 
 
@@ -119,21 +123,22 @@ def measure(repeats: int, roof: roofline.Roofline) -> list[dict]:
             runs[way] = run
             del module
         upcasts = choice.upcast and tokens >= choice.min_rows
-        auto = "upcast" if upcasts else "bf16"
-        results.append({"phase": name, "tokens": tokens, **runs, "auto": auto})
+        one_row = choice.one_row_aten and tokens == 1
+        picks = "fp32 products" if upcasts else "bf16, oneDNN off" if one_row else "bf16"
+        results.append({"phase": name, "tokens": tokens, **runs, "picks": picks})
     return results
 
 
 def table(results: list[dict]) -> str:
     """Markdown: each way's ms (its share of the bound), auto's pick and its time against bf16."""
-    lines = ["| phase | bf16 ms | fp32 ms | bf16 weights, fp32 products ms | auto picks | "
-             "auto / bf16 time |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| phase | bf16 ms | fp32 ms | bf16 weights, fp32 products ms | auto ms | "
+             "auto runs | auto / bf16 time |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
         ms = {way: f"{r[way]['s'] * 1e3:.1f} ({roofline.format_percent(r[way]['percent'])})"
               for way in WAYS}  # fmt: skip
-        ratio = r[r["auto"]]["s"] / r["bf16"]["s"]
+        ratio = r["auto"]["s"] / r["bf16"]["s"]
         lines.append(f"| {r['phase']} | {ms['bf16']} | {ms['fp32']} | {ms['upcast']} | "
-                     f"{r['auto']} | {ratio:.2f} |")  # fmt: skip
+                     f"{ms['auto']} | {r['picks']} | {ratio:.2f} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -14,6 +14,12 @@ overrides the choice. The CPU's support is asked of torch's cpuinfo queries and 
 ``ONEDNN_MAX_CPU_ISA`` limit that oneDNN honours (the library that runs bf16 products on CPU),
 not measured: the answer is instantaneous, stable from run to run on a loaded machine, and
 follows the variable that emulates an older CPU.
+
+Where bf16 is native through AVX512_BF16 (without AMX), oneDNN's product of a single row reads
+the weight at about half the memory bandwidth that torch's own bf16 kernel reaches (a 7B Linear
+at one row: 8 against 4 ms), so one-row products (decoding one answer) of frozen bf16 weights
+skip oneDNN there (:mod:`minigpt4.models.one_row_linear`); two rows and more stay with oneDNN,
+which is faster from two rows on. On AMX machines this was not measured, and nothing changes.
 """
 
 from __future__ import annotations
@@ -46,11 +52,13 @@ _FP32_WEIGHTS = "model.cpu_dtype is fp32"
 
 @dataclass(frozen=True)
 class CpuMatmul:
-    """The choice for one run: ``upcast`` products of ``min_rows`` rows or more to fp32."""
+    """The choice for one run: ``upcast`` products of ``min_rows`` rows or more to fp32;
+    ``one_row_aten``: one-row bf16 products in torch's own kernel instead of oneDNN's."""
 
     upcast: bool
     reason: str
     min_rows: int = UPCAST_MIN_ROWS
+    one_row_aten: bool = False
 
     def describe(self) -> str:
         """One log line: what was chosen, why, and the key that overrides it."""
@@ -63,6 +71,8 @@ class CpuMatmul:
             return f"CPU matmuls: fp32 ({_FP32_WEIGHTS})"
         else:
             what = "CPU matmuls: in the weights' dtype"
+        if self.one_row_aten:
+            what += " (one-row products in torch's own kernel: faster than oneDNN's here)"
         return f"{what}: {self.reason} ({_OVERRIDE})"
 
 
@@ -78,13 +88,25 @@ def native_bf16_matmul() -> tuple[bool, str]:
     return False, "this CPU has neither AVX512_BF16 nor AMX: bf16 products are emulated"
 
 
+def one_row_faster_in_aten() -> bool:
+    """Whether oneDNN runs bf16 products natively through AVX512_BF16 without AMX: there its
+    one-row product is the slower one (measured on an AMD EPYC Zen 4)."""
+    limit = os.environ.get(ONEDNN_ISA_ENV, "").strip().upper()
+    if limit in _ONEDNN_WITHOUT_BF16 or torch.cpu._is_amx_tile_supported():
+        return False
+    return torch.cpu._is_avx512_bf16_supported()
+
+
 def choose(cpu_dtype: str, cpu_matmul: str) -> CpuMatmul:
     """The choice for ``model.cpu_dtype`` / ``model.cpu_matmul`` on this machine."""
     if cpu_dtype == "fp32":
         return CpuMatmul(False, _FP32_WEIGHTS)
+    one_row = one_row_faster_in_aten()
     if cpu_matmul != "auto":
-        return CpuMatmul(cpu_matmul == "fp32", f"model.cpu_matmul is {cpu_matmul}")
+        upcast = cpu_matmul == "fp32"
+        reason = f"model.cpu_matmul is {cpu_matmul}"
+        return CpuMatmul(upcast, reason, one_row_aten=one_row and not upcast)
     if cpu_dtype == "bf16":
-        return CpuMatmul(False, "model.cpu_dtype is bf16")
+        return CpuMatmul(False, "model.cpu_dtype is bf16", one_row_aten=one_row)
     native, why = native_bf16_matmul()
-    return CpuMatmul(not native, why)
+    return CpuMatmul(not native, why, one_row_aten=one_row)

@@ -58,16 +58,23 @@ class UpcastLinear(nn.Linear):
         return _UpcastProduct.apply(x, self.weight, self.bias)
 
 
+def frozen_bf16_linears(model: nn.Module, skip: nn.Module | None = None) -> list[nn.Linear]:
+    """The plain ``nn.Linear`` layers of ``model`` (but ``skip``) with a frozen bf16 weight."""
+    return [
+        module
+        for module in model.modules()
+        if module is not skip
+        and type(module) is nn.Linear
+        and module.weight.dtype == torch.bfloat16
+        and not module.weight.requires_grad
+    ]
+
+
 def upcast_frozen_linears(model: nn.Module, min_rows: int, skip: nn.Module | None = None) -> int:
     """Make every plain ``nn.Linear`` of ``model`` but ``skip`` with a frozen bf16 weight an
     :class:`UpcastLinear` (same parameters and state dict); return how many."""
-    count = 0
-    for module in model.modules():
-        if module is skip:
-            continue
-        if type(module) is nn.Linear and module.weight.dtype == torch.bfloat16:
-            if not module.weight.requires_grad:
-                module.__class__ = UpcastLinear
-                module.min_rows = min_rows
-                count += 1
-    return count
+    layers = frozen_bf16_linears(model, skip)
+    for module in layers:
+        module.__class__ = UpcastLinear
+        module.min_rows = min_rows
+    return len(layers)

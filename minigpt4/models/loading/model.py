@@ -12,6 +12,7 @@ from torch import nn
 
 from minigpt4.common.utils import resolve_path
 from minigpt4.models import memory
+from minigpt4.models.cpu_choice import CpuMatmul
 from minigpt4.models.eva_vit import qkv_through_linear
 from minigpt4.models.loading.llm import llm_hidden_size, load_llm, load_tokenizer
 from minigpt4.models.loading.parts import load_eva_vit, load_minigpt4_checkpoint
@@ -23,6 +24,7 @@ from minigpt4.models.loading.sources import (
     weight_source,
 )
 from minigpt4.models.model_config import MiniGPT4Config
+from minigpt4.models.one_row_linear import one_row_frozen_linears
 from minigpt4.models.precision import run_device_kind
 from minigpt4.models.upcast_linear import upcast_frozen_linears
 
@@ -48,6 +50,17 @@ def _load_vision(model: nn.Module, config: MiniGPT4Config, allow: bool) -> None:
     logger.info("Loading VIT Done")
     with _timed(f"image adapter ({config.image_adapter})"):
         config.adapter.load(model, config, lambda key, val: fetch(weight_source(key, val), allow))
+
+
+def route_cpu_products(module: nn.Module, matmul: CpuMatmul, head: nn.Module | None = None):
+    """Give the frozen bf16 Linear layers of ``module`` the CPU products ``matmul`` chose:
+    upcast (never ``head``, the LLM's output layer: its fp32 copy would be the largest), or
+    one-row products out of oneDNN."""
+    if matmul.upcast:
+        qkv_through_linear(module)
+        upcast_frozen_linears(module, matmul.min_rows, skip=head)
+    elif matmul.one_row_aten:
+        one_row_frozen_linears(module)
 
 
 def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
@@ -88,9 +101,7 @@ def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
     if config.merge_lora:
         model.merge_lora()
     matmul = model.precision.cpu_matmul
-    if matmul and matmul.upcast:
-        qkv_through_linear(model.visual_encoder)
-        head = model.llama_model.get_output_embeddings()
-        upcast_frozen_linears(model, matmul.min_rows, skip=head)
+    if matmul:
+        route_cpu_products(model, matmul, head=model.llama_model.get_output_embeddings())
     memory.release_freed_memory()
     return model
