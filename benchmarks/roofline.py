@@ -222,6 +222,12 @@ class Roofline:
     def memory_bound_s(self, nbytes: float) -> float:
         return nbytes / self.read_bytes_per_s
 
+    def bound_s(self, flops: float, dtype: str, nbytes: float = 0) -> float | None:
+        """The least time of work that computes ``flops`` in ``dtype``'s products and reads
+        ``nbytes``: the larger of its compute and memory bounds (None: ``dtype`` not measured)."""
+        compute = self.compute_bound_s(flops, dtype)
+        return None if compute is None else max(compute, self.memory_bound_s(nbytes))
+
     def summary(self) -> str:
         peaks = [f"{d} {self.peak(d) / GB:.1f}" for d in DTYPES if self.peak(d)]
         return (f"matmul peak GFLOP/s: {', '.join(peaks)}; read bandwidth "

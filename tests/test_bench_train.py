@@ -29,7 +29,20 @@ def test_tiny_benchmark_prints_a_row_per_run(tmp_path):
         assert float(r["load peak RSS GB"]) > 0.1 and float(r["train peak RSS GB"]) > 0.1
         assert float(r["peak anon GB"]) > 0.1
         assert float(r["estimate GB"]) > 0 and r["cuda peak GB"] == "-"
+        # the step beside its compute bound on this machine (a share printed, never asserted)
+        assert float(r["GFLOP/it"]) > 0 and float(r["bound s/it"]) > 0
+        assert r["of bound"].endswith(" %") and float(r["of bound"][:-2]) > 0
+        assert r["FLOPs counted by"].startswith("torch's FLOP counter")
     assert "on CPU " in proc.stdout  # the machine is named
+    assert "matmul peak GFLOP/s: fp32" in proc.stdout  # and its roofline
+
+
+def test_at_least_one_warm_up_step_is_asked_for(tmp_path):
+    """The first untimed step is the one whose FLOPs are counted: --warmup 0 is refused."""
+    cmd = [sys.executable, str(SCRIPT), "--size", "tiny", "--weights", str(tmp_path),
+           "--warmup", "0"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--warmup 0: at least 1" in proc.stderr
 
 
 def test_tiny_minigptv2_finetune_step(tmp_path):
