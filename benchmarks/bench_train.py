@@ -238,13 +238,6 @@ def run_in_subprocess(args: argparse.Namespace, mode: str, batch: int, ckpt: str
     return worker_result(cmd)
 
 
-def step_bound_s(r: dict[str, Any], roof: roofline.Roofline) -> float | None:
-    """The step's FLOPs over the highest matmul peak of the dtypes its products run in (the
-    vision side's and the LLM's; one dtype in every mode here): a time it cannot beat."""
-    peaks = [p for p in map(roof.peak, r["dtypes"]) if p]
-    return r["flops"] / max(peaks) if peaks else None
-
-
 def table(runs: list[tuple[str, int, str]], results: list[dict[str, Any]],
           roof: roofline.Roofline) -> list[list[str]]:  # fmt: skip
     rows = [["mode", "batch", "LLM grad ckpt", "s/it", "CPU s/it", "load peak RSS GB",
@@ -254,7 +247,7 @@ def table(runs: list[tuple[str, int, str]], results: list[dict[str, Any]],
         if "error" in r:
             rows.append([mode, str(batch), ckpt, r["error"]])
             continue
-        bound = step_bound_s(r, roof)
+        bound = roof.bound_s(r["flops"], tuple(r["dtypes"]))
         share = roofline.format_percent(roofline.percent_of_bound(r["s_per_it"], bound))
         rows.append([mode, str(batch), ckpt, f"{r['s_per_it']:.3g}", f"{r['cpu_s_per_it']:.3g}",
                      gb(r["load_rss"]), gb(r["peak_rss"]), gb(r["peak_anon"]),

@@ -41,8 +41,8 @@ class Work:
             return "torch's FLOP counter"
         return f"torch's FLOP counter + {self.by_shape} Linear layers by their shapes"
 
-    def bound_s(self, roof: roofline.Roofline, dtype: str) -> float | None:
-        return roof.bound_s(self.flops, dtype, self.nbytes)
+    def bound_s(self, roof: roofline.Roofline, dtypes: str | tuple[str, ...]) -> float | None:
+        return roof.bound_s(self.flops, dtypes, self.nbytes)
 
 
 def llm_bytes_per_call(llm: nn.Module) -> int:
