@@ -4,16 +4,11 @@ generation-only rates beside theirs (shares printed, never asserted beyond being
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.model_fixtures import REPO_ROOT
-
-SCRIPT = REPO_ROOT / "benchmarks" / "bench_serve.py"
+from tests.bench_helpers import run_benchmark
 
 
 def cells(line: str) -> list[str]:
@@ -22,18 +17,15 @@ def cells(line: str) -> list[str]:
 
 @pytest.mark.slow
 def test_rates_beside_their_bounds():
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, str(SCRIPT), "--requests", "4", "--rounds", "1"]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    out = run_benchmark("bench_serve.py", "--requests", "4", "--rounds", "1", timeout=600)
+    table = [line for line in out.splitlines() if line.startswith("|")]
     header, rows = cells(table[0]), [cells(r) for r in table[2:]]
     columns = [i for i, name in enumerate(header) if name == "of bound"]
     assert len(columns) == 2 and [r[0] for r in rows] == ["1", "4", "8", "16"]
     for row in rows:
         shares = [row[i] for i in columns]
         assert all(s.endswith(" %") and float(s[:-2]) > 0 for s in shares), row
-    alone = re.search(r"alone \(no HTTP, no images\), answers/s: (.*)$", proc.stdout, re.M)
+    alone = re.search(r"alone \(no HTTP, no images\), answers/s: (.*)$", out, re.M)
     shares = re.findall(r"batches of (\d+): [\d.]+ \(([\d.]+) %\)", alone[1])
     assert [s[0] for s in shares] == ["1", "8", "16"] and all(float(s[1]) > 0 for s in shares)
-    assert "a decode step's bound" in proc.stdout
+    assert "a decode step's bound" in out
