@@ -29,11 +29,13 @@ so) rather than left to the out-of-memory killer. The machine is named as ``roof
 Beside s/it, the step's bound on this machine (``roofline.py``, measured first, in this process,
 with the same threads, at the LLM's shapes): the FLOPs of one step, forward and backward, over the
 matmul peak of the dtype its products run in, and s/it's share of it. The FLOPs are counted once,
-on the first (untimed) step, by torch's ``FlopCounterMode``, which sees backward's matmuls too and
-the recomputed forward of gradient checkpointing; a Linear layer whose kernel it does not see
-(bitsandbytes' 4-bit CPU kernels are custom ops) is counted from its shape, forward only: its
-backward is a plain ``torch.matmul`` by the dequantized weight, which the counter sees
-(``work.py``). The last column says which counting each run used.
+on the first step (a warm-up step; with ``--warmup 0`` the first timed one, whose time then holds
+the counter's cost per operation: milliseconds, against minutes for a real-size step), by torch's
+``FlopCounterMode``, which sees backward's matmuls too and the recomputed forward of gradient
+checkpointing; a Linear layer whose kernel it does not see (bitsandbytes' 4-bit CPU kernels are
+custom ops) is counted from its shape, forward only: its backward is a plain ``torch.matmul`` by
+the dequantized weight, which the counter sees (``work.py``). The last column says which counting
+each run used.
 """
 
 from __future__ import annotations
@@ -151,21 +153,23 @@ def train(args: argparse.Namespace, mode: str, batch: int, checkpoint: bool) -> 
     optimizer = torch.optim.AdamW(params, lr=3e-5, weight_decay=0.05)
     load_rss = proc_status().get("VmHWM")
     reset_peak_rss()
-    # The first step, untimed, is counted (its FLOPs, forward and backward): a warm-up step.
-    work = count(lambda: step(model, samples, optimizer, plan), model)
+    work = None
     times, cpu_times = [], []
-    for _ in range(args.warmup - 1 + args.steps):  # allocations, kernel choice
+    for _ in range(args.warmup + args.steps):  # warm-up steps: allocations, kernel choice
         _sync(args.device)
         start, cpu_start = time.perf_counter(), time.process_time()
-        step(model, samples, optimizer, plan)
+        if work is None:  # the first step's FLOPs, forward and backward
+            work = count(lambda: step(model, samples, optimizer, plan), model)
+        else:
+            step(model, samples, optimizer, plan)
         _sync(args.device)
         times.append(time.perf_counter() - start)
         cpu_times.append((time.process_time() - cpu_start) / torch.get_num_threads())
     model_cls, model_config = config_of(cfg)
     estimated = estimate(model_cls, model_config, args.device, batch).total
     return {
-        "s_per_it": sum(times[-args.steps :]) / args.steps,
-        "cpu_s_per_it": sum(cpu_times[-args.steps :]) / args.steps,
+        "s_per_it": sum(times[args.warmup :]) / args.steps,
+        "cpu_s_per_it": sum(cpu_times[args.warmup :]) / args.steps,
         "flops": work.flops,
         "flops_by": work.counted_by(),
         "dtypes": sorted(set(matmul_dtypes(model).values())),
@@ -270,9 +274,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--grad-checkpoint", nargs="+", choices=["off", "on"], default=["off", "on"]
     )
     parser.add_argument("--steps", type=int, default=2, help="timed steps after the warm-up")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed steps first (default 1; the first one's FLOPs are "
-                             "counted)")  # fmt: skip
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -280,9 +282,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         torch.set_num_threads(args.threads)
     args.threads = torch.get_num_threads()
     args.weights = os.path.abspath(args.weights)
-    if args.warmup < 1:
-        parser.error(f"--warmup {args.warmup}: at least 1 (the first untimed step's FLOPs are "
-                     "counted for the step's bound)")  # fmt: skip
     unknown = sorted(set(args.modes) - set(MODES[args.device]))
     if unknown:
         parser.error(f"unknown mode(s) {unknown}; known: {sorted(MODES[args.device])}")
