@@ -56,6 +56,7 @@ import roofline  # noqa: E402
 import torch  # noqa: E402
 from linear_flops import LinearFlops  # noqa: E402
 from real_size_weights import SIZES, VARIANTS, ensure_weights  # noqa: E402
+from work import llm_bytes_per_call  # noqa: E402
 
 EVAL_CONFIGS = {
     "minigpt4": os.path.join(REPO, "eval_configs", "minigpt4_eval.yaml"),
@@ -245,19 +246,6 @@ def checkpoint_mb(model: Any) -> float:
         return os.path.getsize(path) / 1e6
 
 
-def llm_bytes_per_token(llm: torch.nn.Module) -> int:
-    """Bytes of LLM weights read to decode one token: every parameter and quantization scale
-    but the input embedding table (of which one row is read)."""
-    embed = llm.get_input_embeddings().weight
-    total = sum(p.numel() * p.element_size() for p in llm.parameters() if p is not embed)
-    for module in llm.modules():
-        weight = getattr(module, "weight", None)
-        state = getattr(weight, "quant_state", None)
-        extras = [getattr(state, "absmax", None), getattr(weight, "SCB", None)]
-        total += sum(t.numel() * t.element_size() for t in extras if torch.is_tensor(t))
-    return total
-
-
 def matmul_dtypes(model: Any) -> dict[str, str]:
     """The dtypes the image encode's and the prefill's matmuls run in, whose peaks bound them:
     the vision side's compute dtype; the LLM's, or int8 for bitsandbytes' 8-bit layers; fp32
@@ -307,7 +295,7 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
     result["train_s"] = train_step(chat, args.device, args.train_batch)
     logger.info("benchmark: training step %.1f s", result["train_s"])
     result["ckpt_mb"] = checkpoint_mb(chat.model)
-    result["bytes_per_token"] = llm_bytes_per_token(chat.model.llama_model)
+    result["bytes_per_token"] = llm_bytes_per_call(chat.model.llama_model)
     result.update(matmul_dtypes(chat.model))
     result["run_peak_anon"] = anon.stop()
     result["cuda_run_peak"] = _cuda_peak_and_reset(args.device)

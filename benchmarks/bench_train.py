@@ -25,6 +25,17 @@ must really have, mapped weight files being reclaimable page cache), torch's all
 CUDA, and beside them the training-memory estimate of :mod:`minigpt4.models.train_memory` for the
 same run. A CPU run whose estimate exceeds the memory available now is not started (its row says
 so) rather than left to the out-of-memory killer. The machine is named as ``roofline.py`` names it.
+
+Beside s/it, the step's bound on this machine (``roofline.py``, measured first, in this process,
+with the same threads, at the LLM's shapes): the FLOPs of one step, forward and backward, over the
+matmul peak of the dtype its products run in, and s/it's share of it. The FLOPs are counted once,
+on the first step (a warm-up step; with ``--warmup 0`` the first timed one, whose time then holds
+the counter's cost per operation: milliseconds, against minutes for a real-size step), by torch's
+``FlopCounterMode``, which sees backward's matmuls too and the recomputed forward of gradient
+checkpointing; a Linear layer whose kernel it does not see (bitsandbytes' 4-bit CPU kernels are
+custom ops) is counted from its shape, forward only: its backward is a plain ``torch.matmul`` by
+the dequantized weight, which the counter sees (``work.py``). The last column says which counting
+each run used.
 """
 
 from __future__ import annotations
@@ -47,11 +58,13 @@ from bench_real_size import (  # noqa: E402
     AnonPeak,
     gb,
     markdown,
+    matmul_dtypes,
     print_result,
     proc_status,
     worker_result,
 )
 from real_size_weights import SIZES, ensure_weights, paths  # noqa: E402
+from work import count  # noqa: E402
 
 CONFIGS = {
     "minigpt4": os.path.join(REPO, "train_configs", "minigpt4_stage2_finetune.yaml"),
@@ -140,15 +153,15 @@ def train(args: argparse.Namespace, mode: str, batch: int, checkpoint: bool) -> 
     optimizer = torch.optim.AdamW(params, lr=3e-5, weight_decay=0.05)
     load_rss = proc_status().get("VmHWM")
     reset_peak_rss()
+    work = None
     times, cpu_times = [], []
     for _ in range(args.warmup + args.steps):  # warm-up steps: allocations, kernel choice
         _sync(args.device)
         start, cpu_start = time.perf_counter(), time.process_time()
-        with plan.autocast_context():
-            loss = model(samples)["loss"]
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if work is None:  # the first step's FLOPs, forward and backward
+            work = count(lambda: step(model, samples, optimizer, plan), model)
+        else:
+            step(model, samples, optimizer, plan)
         _sync(args.device)
         times.append(time.perf_counter() - start)
         cpu_times.append((time.process_time() - cpu_start) / torch.get_num_threads())
@@ -157,12 +170,24 @@ def train(args: argparse.Namespace, mode: str, batch: int, checkpoint: bool) -> 
     return {
         "s_per_it": sum(times[args.warmup :]) / args.steps,
         "cpu_s_per_it": sum(cpu_times[args.warmup :]) / args.steps,
+        "flops": work.flops,
+        "flops_by": work.counted_by(),
+        "dtypes": sorted(set(matmul_dtypes(model).values())),
         "load_rss": load_rss,
         "peak_rss": proc_status().get("VmHWM"),
         "peak_anon": anon.stop(),
         "cuda_peak": torch.cuda.max_memory_allocated() if args.device == "cuda" else None,
         "estimate": estimated,
     }
+
+
+def step(model: Any, samples: dict[str, Any], optimizer: Any, plan: Any) -> None:
+    """One training step: forward under the run's autocast, backward, AdamW."""
+    with plan.autocast_context():
+        loss = model(samples)["loss"]
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def reset_peak_rss() -> None:
@@ -217,16 +242,22 @@ def run_in_subprocess(args: argparse.Namespace, mode: str, batch: int, ckpt: str
     return worker_result(cmd)
 
 
-def table(runs: list[tuple[str, int, str]], results: list[dict[str, Any]]) -> list[list[str]]:
+def table(runs: list[tuple[str, int, str]], results: list[dict[str, Any]],
+          roof: roofline.Roofline) -> list[list[str]]:  # fmt: skip
     rows = [["mode", "batch", "LLM grad ckpt", "s/it", "CPU s/it", "load peak RSS GB",
-             "train peak RSS GB", "peak anon GB", "cuda peak GB", "estimate GB"]]  # fmt: skip
+             "train peak RSS GB", "peak anon GB", "cuda peak GB", "estimate GB", "GFLOP/it",
+             "dtype", "bound s/it", "of bound", "FLOPs counted by"]]  # fmt: skip
     for (mode, batch, ckpt), r in zip(runs, results):
         if "error" in r:
             rows.append([mode, str(batch), ckpt, r["error"]])
             continue
+        bound = roof.bound_s(r["flops"], tuple(r["dtypes"]))
+        share = roofline.format_percent(roofline.percent_of_bound(r["s_per_it"], bound))
         rows.append([mode, str(batch), ckpt, f"{r['s_per_it']:.3g}", f"{r['cpu_s_per_it']:.3g}",
                      gb(r["load_rss"]), gb(r["peak_rss"]), gb(r["peak_anon"]),
-                     gb(r["cuda_peak"]), gb(r["estimate"])])  # fmt: skip
+                     gb(r["cuda_peak"]), gb(r["estimate"]), f"{r['flops'] / 1e9:.3g}",
+                     "/".join(r["dtypes"]), "-" if bound is None else f"{bound:.3g}", share,
+                     r["flops_by"]])  # fmt: skip
     return rows
 
 
@@ -266,19 +297,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit("--device cuda: torch sees no CUDA device")
     ensure_weights(args.size, args.weights, log=lambda m: print(m, file=sys.stderr),
                    variant=args.variant)  # fmt: skip
+    print("--- roofline of this machine", file=sys.stderr, flush=True)
+    roof = roofline.measure(args.device, ("fp32", "bf16"), kn=SIZES[args.size].llm_matmul_shapes())
     runs = list(itertools.product(args.modes, args.batches, args.grad_checkpoint))
     results = []
     for mode, batch, ckpt in runs:
         print(f"--- {args.size} {mode} batch {batch} LLM grad ckpt {ckpt}", file=sys.stderr,
               flush=True)  # fmt: skip
         results.append(run_in_subprocess(args, mode, batch, ckpt))
-    machine = roofline.this_machine(args.device).describe()
+    machine = roof.machine.describe()
     title = TITLES[args.variant].format(size=args.size)
     print(
         f"\n{title}, random weights, {args.steps} timed step(s) after {args.warmup} warm-up "
-        f"step(s), on {machine}\n"
+        f"step(s), on {machine}; {roof.summary()}\n"
     )
-    print(markdown(table(runs, results)))
+    print(markdown(table(runs, results, roof)))
     return results
 
 

@@ -20,9 +20,12 @@ reference weights in the original's file formats (``tests/fixtures/reference/tin
   a small generated cc_sbu_align-style data set, then its checkpoint.
 
 It prints the medians and each original's ratio (project time / original time: below 1 the
-project is faster) beside the targets, with the machine named as ``roofline.py`` names it and
-the load average of the machine while it ran (other processes share the cores: interleaving
-spreads their effect over every side alike; medians of many repeats damp it).
+project is faster) beside the targets, this project's in-process times beside their share of
+their bound on this machine (``of bound``: ``compare_worker.py`` counts each operation's work once
+and measures the roofline at the tiny model's shapes; whole processes have none), with the
+machine named as ``roofline.py`` names it and the load average of the machine while it ran (other
+processes share the cores: interleaving spreads their effect over every side alike; medians of
+many repeats damp it).
 
 The original's environment (Python 3.11; the versions the original pins that still install
 there: HEAD's transformers 4.30.0, peft 0.2.0, accelerate 0.20.3, timm 0.6.13, tokenizers
@@ -61,6 +64,7 @@ DEFAULT_WEIGHTS = os.path.join(REPO, "tests", "fixtures", "reference", "tiny")
 PROJECT = "project"
 sys.path[:0] = [HERE]
 
+import roofline  # noqa: E402
 from compare_worker import OPS, RESULT_PREFIX, write_align_data  # noqa: E402
 
 # Files every original checkout has and this project does not (its models/model_config.py).
@@ -164,16 +168,19 @@ def target_verdict(key: str, ratio: float) -> str:
     return f"<= {target}x: {'met' if ratio <= target else 'missed'}"
 
 
-def format_table(rows: list[Row], originals: list[str]) -> str:
-    """Markdown: per operation the medians, each original's ratio and the target's verdict
-    (against the first original)."""
-    head = ["operation", "n", PROJECT]
+def format_table(rows: list[Row], originals: list[str], bounds: dict[str, float]) -> str:
+    """Markdown: per operation the medians, the project's share of its bound (``bounds``: least
+    seconds per operation), each original's ratio and the target's verdict (against the first
+    original)."""
+    head = ["operation", "n", PROJECT, "of bound"]
     for name in originals:
         head += [f"original {name}", f"ratio vs {name}"]
     head.append("target")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [ROWS[row.key], str(row.repeats), format_seconds(row.project)]
+        share = roofline.percent_of_bound(row.project, bounds.get(row.key))
+        cells = [ROWS[row.key], str(row.repeats), format_seconds(row.project),
+                 roofline.format_percent(share)]  # fmt: skip
         for seconds, ratio in zip(row.originals, row.ratios()):
             cells += [format_seconds(seconds), f"{ratio:.2f}"]
         cells.append(target_verdict(row.key, row.ratios()[0]))
@@ -251,6 +258,7 @@ def measure_in_process(sides, weights, threads, repeats, samples, tokens) -> dic
         for worker in workers:  # one untimed call each: first-call allocations, kernel choice
             for op in OPS:
                 worker.run(op)
+        bounds = workers[0].run("bounds")  # the project's side
         for r in range(repeats):
             for op in OPS:
                 for worker in turns(workers, r):
@@ -262,7 +270,7 @@ def measure_in_process(sides, weights, threads, repeats, samples, tokens) -> dic
     finally:
         for worker in workers:
             worker.close()
-    return {w.side.name: w.info for w in workers}
+    return {w.side.name: w.info for w in workers}, bounds
 
 
 def timed_process(command: list[str], threads: int, cwd: str) -> tuple[float, dict | None]:
@@ -312,10 +320,9 @@ def measure_train_py(sides, weights, threads, repeats, iters, samples) -> None:
 
 def machine_line(threads: int) -> str:
     import torch
-    from roofline import this_machine
 
     torch.set_num_threads(threads)
-    return this_machine().describe()
+    return roofline.this_machine().describe()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -350,12 +357,14 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()
     samples: dict[str, dict[str, list[float]]] = {}
     tokens: dict[str, dict[str, int]] = {}
-    info = measure_in_process(sides, args.weights, args.threads, args.repeats, samples, tokens)
+    info, bounds = measure_in_process(sides, args.weights, args.threads, args.repeats, samples,
+                                      tokens)  # fmt: skip
     measure_processes(sides, args.weights, args.threads, args.process_repeats, samples)
     measure_train_py(sides, args.weights, args.threads, args.train_repeats, args.train_iters,
                      samples)  # fmt: skip
     load_after = os.getloadavg()
     print(f"machine: {machine_line(args.threads)}")
+    print(f"project's roofline (tiny model's shapes): {bounds['roofline']}")
     for side in sides:
         versions = info[side.name]
         print(f"{side.name}: {versions['from']} (torch {versions['torch']}, "
@@ -364,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.train_repeats:
         print(f"train.py: {args.train_iters} iterations of batch 2 on the CPU, then a checkpoint")
     print(f"load average (1 min) at start / end: {load_before[0]:.2f} / {load_after[0]:.2f}")
-    print(format_table(summarize(samples, args.labels), args.labels))
+    print(format_table(summarize(samples, args.labels), args.labels, bounds["bounds"]))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ python benchmarks/compare_worker.py --side project --repo . --weights DIR --serv
 ``Chat``) and then building the tiny model through ``Config`` + registry + ``from_config`` from
 the side's own ``eval_configs/minigpt4_eval.yaml``, prints one result line and exits.
 ``--serve`` builds once, then reads operation names on stdin (one a line) and answers each
-with one result line, so that the caller can interleave the two sides call by call.
+with one result line, so that the caller can interleave the two sides call by call. On this
+project's side, the line ``bounds`` answers each operation's bound on this machine instead
+(``roofline.py`` at the model's shapes, in fp32; ``work.py``: the larger of its FLOPs over the
+fp32 matmul peak and the LLM weights its LLM calls read over the read bandwidth).
 
 Both sides compute in fp32 on the CPU: the original is built as its authors' CPU run of it
 was (``from_config`` then ``model.float()``: it loads its LLM in fp16), the project with
@@ -230,6 +233,21 @@ class Operations:
         return min(out.shape[1], NEW_TOKENS)
 
 
+def bounds(ops: Operations) -> dict:
+    """Each operation's least time on this machine and the roofline it comes from (this
+    project's side only: it imports this project's benchmarks modules)."""
+    import work
+
+    roof = work.measure_at(ops.model, "cpu", ("fp32",))
+    least = {}
+    for name in OPS:
+        random.seed(0)
+        ops.set_mode(name)
+        done = work.count(getattr(ops, name), ops.model, ops.model.llama_model)
+        least[name] = done.bound_s(roof, "fp32")
+    return {"bounds": least, "roofline": roof.summary()}
+
+
 def versions() -> dict:
     import torch
     import transformers
@@ -258,6 +276,9 @@ def serve(args) -> None:
     emit({"ready": True, **versions()})
     for line in sys.stdin:
         name = line.strip()
+        if name == "bounds" and args.side == "project":
+            emit(bounds(ops))
+            continue
         if name not in OPS:
             emit({"error": f"unknown operation {name!r} (known: {', '.join(OPS)})"})
             continue

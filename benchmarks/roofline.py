@@ -222,6 +222,16 @@ class Roofline:
     def memory_bound_s(self, nbytes: float) -> float:
         return nbytes / self.read_bytes_per_s
 
+    def bound_s(self, flops: float, dtypes: str | tuple[str, ...], nbytes: float = 0
+                ) -> float | None:  # fmt: skip
+        """The least time of work that computes ``flops`` in products of ``dtypes`` (work in
+        several is held to the highest of their peaks: a time it cannot beat either way) and
+        reads ``nbytes``: the larger of its compute and memory bounds (None: none measured)."""
+        peaks = [p for p in map(self.peak, (dtypes,) if isinstance(dtypes, str) else dtypes) if p]
+        if not peaks:
+            return None
+        return max(flops / max(peaks), self.memory_bound_s(nbytes))
+
     def summary(self) -> str:
         peaks = [f"{d} {self.peak(d) / GB:.1f}" for d in DTYPES if self.peak(d)]
         return (f"matmul peak GFLOP/s: {', '.join(peaks)}; read bandwidth "

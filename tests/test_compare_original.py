@@ -86,16 +86,21 @@ def test_medians_ratios_and_targets_on_made_up_timings():
     assert rows["generate"].ratios() == pytest.approx((0.8, 2.0))
     assert rows["process_startup"].ratios() == pytest.approx((0.8, 0.8))
 
-    table = format_table(list(rows.values()), ["v1", "HEAD"]).splitlines()
+    # the project's share of its bound: 5 ms of a 20 ms median is 25 %; whole processes have none
+    bounds = {"train_step": 0.005, "generate": 0.0004}
+    table = format_table(list(rows.values()), ["v1", "HEAD"], bounds).splitlines()
     assert table[0] == (
-        "| operation | n | project | original v1 | ratio vs v1 | original HEAD | "
+        "| operation | n | project | of bound | original v1 | ratio vs v1 | original HEAD | "
         "ratio vs HEAD | target |"
     )
     assert table[2] == (
-        "| training step (batch 2) | 1 | 20.0 ms | 60.0 ms | 0.33 | 50.0 ms | 0.40 | <= 0.6x: met |"
+        "| training step (batch 2) | 1 | 20.0 ms | 25 % | 60.0 ms | 0.33 | 50.0 ms | 0.40 | "
+        "<= 0.6x: met |"
     )
-    assert table[3].endswith("| 80.0 ms | 100.0 ms | 0.80 | 40.0 ms | 2.00 | <= 0.7x: missed |")
-    assert "| 8.00 s | 10.00 s | 0.80 | 10.00 s | 0.80 | <= 0.7x: missed |" in table[4]
+    assert table[3].endswith(
+        "| 80.0 ms | 0.5 % | 100.0 ms | 0.80 | 40.0 ms | 2.00 | <= 0.7x: missed |"
+    )
+    assert "| 8.00 s | - | 10.00 s | 0.80 | 10.00 s | 0.80 | <= 0.7x: missed |" in table[4]
 
 
 def test_sides_take_turns_in_alternating_order():
@@ -108,14 +113,18 @@ def test_the_project_side_runs_every_operation_on_the_tiny_weights():
     cmd = [sys.executable, str(WORKER), "--side", "project", "--repo", str(REPO_ROOT),
            "--weights", str(TINY_DIR), "--serve"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    proc = subprocess.run(cmd, input="encode\ntrain_step\nchat_answer\ngenerate\nnope\n",
+    proc = subprocess.run(cmd, input="encode\ntrain_step\nchat_answer\ngenerate\nnope\nbounds\n",
                           capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(line[len(RESULT_PREFIX) :]) for line in proc.stdout.splitlines()
                if line.startswith(RESULT_PREFIX)]  # fmt: skip
-    ready, *ops, unknown = results
+    ready, *ops, unknown, bounds = results
     assert ready["ready"] and ready["from"] == str(REPO_ROOT)
     assert [r["op"] for r in ops] == ["encode", "train_step", "chat_answer", "generate"]
     assert all(r["seconds"] > 0 for r in ops)
     assert 0 < ops[2]["tokens"] <= 32 and ops[3]["tokens"] == 32
     assert "unknown operation 'nope'" in unknown["error"]
+    # each operation's bound on this machine, to print the project's share of it
+    assert sorted(bounds["bounds"]) == sorted(r["op"] for r in ops)
+    assert all(seconds > 0 for seconds in bounds["bounds"].values())
+    assert bounds["roofline"].startswith("matmul peak GFLOP/s: fp32")
