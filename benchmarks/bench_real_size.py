@@ -327,10 +327,12 @@ def print_result(result: dict[str, Any]) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def worker_result(cmd: list[str]) -> dict[str, Any]:
+def worker_result(cmd: list[str], threads: int) -> dict[str, Any]:
     """Run one worker in a fresh Python process (clean memory figures; its log goes to stderr)
-    and read its result, or say how it failed."""
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    on ``threads`` threads (``OMP_NUM_THREADS``: the model's loading would otherwise choose its
+    own, and the roofline's were these) and read its result, or say how it failed."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
         return {"error": f"exit status {proc.returncode} (see its log above)"}
@@ -351,7 +353,7 @@ def run_in_subprocess(args: argparse.Namespace, mode: str) -> dict[str, Any]:
            "--variant", args.variant, "--weights", args.weights, "--device", args.device,
            "--new-tokens", str(args.new_tokens), "--train-batch", str(args.train_batch),
            "--threads", str(args.threads)]  # fmt: skip
-    return worker_result(cmd)
+    return worker_result(cmd, args.threads)
 
 
 def llm_peak_dtype(dtype: str, roof: roofline.Roofline, device: str) -> str:

@@ -242,7 +242,7 @@ def run_in_subprocess(args: argparse.Namespace, mode: str, batch: int, ckpt: str
            "--device", args.device,
            "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads)]  # fmt: skip
-    return worker_result(cmd)
+    return worker_result(cmd, args.threads)
 
 
 def table(runs: list[tuple[str, int, str]], results: list[dict[str, Any]],
