@@ -47,6 +47,7 @@ MIN_READ_BYTES = 1 << 30
 # the best of many passes is cheap and steadier than the best of a few.
 READ_REPEATS = 10
 MAX_WEIGHT_COPIES = 64
+GEMV_WIDTH = 4096  # the row width of the one-row product that reads the bandwidth's buffer
 
 
 @dataclass(frozen=True)
@@ -214,8 +215,10 @@ def read_bandwidth(device: str, nbytes: int, repeats: int) -> tuple[float, int]:
     data = _ones(nbytes, device)
     nbytes = data.numel() * 4
     rates = [nbytes / min(repeat_times(data.sum, repeats, device))]
-    matrix = data.view(torch.bfloat16).view(-1, 4096)  # the same bytes, as bf16 rows
-    row = torch.ones(1, 4096, dtype=torch.bfloat16, device=device)
+    values = data.view(torch.bfloat16)  # the same bytes, as bf16 rows of a layer's width
+    width = min(GEMV_WIDTH, values.numel())
+    matrix = values[: values.numel() // width * width].view(-1, width)
+    row = torch.ones(1, width, dtype=torch.bfloat16, device=device)
     enabled = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False
     try:
