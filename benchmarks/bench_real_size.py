@@ -304,9 +304,6 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def worker(args: argparse.Namespace) -> None:
-    from minigpt4.common.cli import prefer_huge_pages
-
-    prefer_huge_pages()  # as every command does
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s [%(levelname)s] %(message)s", stream=sys.stderr
     )

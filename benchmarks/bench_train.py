@@ -220,9 +220,6 @@ def available_bytes() -> int | None:
 
 
 def worker(args: argparse.Namespace) -> None:
-    from minigpt4.common.cli import prefer_huge_pages
-
-    prefer_huge_pages()  # as every command does
     mode, batch, checkpoint = args.worker.split(",")
     result = train(args, mode, int(batch), checkpoint == "on")
     print_result(result)

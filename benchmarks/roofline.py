@@ -15,8 +15,9 @@ Peaks are the best of a few repeats of ``F.linear`` (``torch._int_mm`` for int8,
 bitsandbytes calls it) at a 7B LLaMA's shapes: rows M = 1 (a decoded token), 64 (a prompt), 512
 (a long prompt); K x N = 4096 x 4096 (attention), 4096 x 11008 (MLP). A dtype's peak is its
 best over these shapes, so that a bound never assumes less than the machine showed. Read
-bandwidth is from summing a tensor a few times the size of the last-level cache: a read-only
-pass, as decoding reads weights. A copy (``dst.copy_(src)``) moves every byte twice, so its
+bandwidth is the faster of summing a tensor a few times the size of the last-level cache and a
+one-row bf16 product over the same bytes (read-only passes, as decoding reads weights), in 2 MB
+pages where the kernel gives them (4 kB pages read up to ~30 % slower here: TLB misses). A copy (``dst.copy_(src)``) moves every byte twice, so its
 "bytes copied per second" is half the traffic or less, and no bound on reading.
 """
 

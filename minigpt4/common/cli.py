@@ -1,5 +1,4 @@
-"""What every command does around its ``main``: errors as messages, a CPU thread count, and
-large CPU tensors in huge pages.
+"""What every command does around its ``main``: errors as messages, and a CPU thread count.
 
 Errors: an error the project raised itself on purpose (a wrong config value, a missing weight
 file, a finished run, a bad input file: its message says what to do) is printed as
@@ -11,13 +10,6 @@ Threads: with ``OMP_NUM_THREADS`` unset, torch uses every core, which for a smal
 more in coordination than it gains (the tiny model answers ~12x slower on 2 cores than on one,
 measured on a 2-core machine); a model is given one thread below :data:`SMALL_MODEL_PARAMS`
 parameters and every core the process may use otherwise, said once.
-
-Huge pages: decoding reads every weight of the LLM once per token, and reads it faster from the
-kernel's 2 MB transparent huge pages than from 4 kB pages (fewer TLB misses: a 7B answer decoded
-2.01 against 2.27 tokens/s on an AMD EPYC; a one-thread read of 1 GiB 24 against 34 GB/s).
-Every command asks torch to place its large CPU tensors there (``THP_MEM_ALLOC_ENABLE=1``, read
-at torch's first allocation; a value the user set wins). The LLaMA weights are whole multiples
-of 2 MB, so the memory stays the same; where the kernel's setting is ``never`` nothing changes.
 """
 
 from __future__ import annotations
@@ -39,7 +31,6 @@ SMALL_MODEL_PARAMS = 200_000_000
 # Where the project's own code lives: an error raised there is one of its messages.
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _MESSAGE_ERRORS = (ValueError, OSError, RuntimeError, KeyError, MemoryError)
-HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"  # torch's switch for its CPU allocator
 
 
 def raised_by_project(exc: BaseException) -> bool:
@@ -62,7 +53,6 @@ def run_command(main: Callable[..., Any], prog: str) -> None:
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0") or DEBUG_FLAG in sys.argv
     if DEBUG_FLAG in sys.argv:
         sys.argv.remove(DEBUG_FLAG)
-    prefer_huge_pages()
     try:
         main()
     except _MESSAGE_ERRORS as exc:
@@ -75,12 +65,6 @@ def run_command(main: Callable[..., Any], prog: str) -> None:
     except KeyboardInterrupt:
         traceback.print_exc(limit=0)
         sys.exit(130)
-
-
-def prefer_huge_pages() -> None:
-    """Large CPU tensors in transparent huge pages (see the module docstring), unless the user
-    set :data:`HUGE_PAGES_ENV`; before torch's first allocation, or it has no effect."""
-    os.environ.setdefault(HUGE_PAGES_ENV, "1")
 
 
 def choose_threads(param_count: int) -> None:
