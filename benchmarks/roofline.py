@@ -17,8 +17,9 @@ bitsandbytes calls it) at a 7B LLaMA's shapes: rows M = 1 (a decoded token), 64 
 best over these shapes, so that a bound never assumes less than the machine showed. Read
 bandwidth is the faster of summing a tensor a few times the size of the last-level cache and a
 one-row bf16 product over the same bytes (read-only passes, as decoding reads weights), in 2 MB
-pages where the kernel gives them (4 kB pages read up to ~30 % slower here: TLB misses). A copy (``dst.copy_(src)``) moves every byte twice, so its
-"bytes copied per second" is half the traffic or less, and no bound on reading.
+pages where the kernel gives them (4 kB pages read up to ~30 % slower here: TLB misses). A
+copy (``dst.copy_(src)``) moves every byte twice, so its "bytes copied per second" is half the
+traffic or less, and no bound on reading.
 """
 
 from __future__ import annotations
