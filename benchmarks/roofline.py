@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from minigpt4.models.one_row_linear import one_row_product
+
 GB = 1e9
 ROWS = (1, 64, 512)
 LLAMA_7B_KN = ((4096, 4096), (4096, 11008))
@@ -221,13 +223,8 @@ def read_bandwidth(device: str, nbytes: int, repeats: int) -> tuple[float, int]:
     width = min(GEMV_WIDTH, values.numel())
     matrix = values[: values.numel() // width * width].view(-1, width)
     row = torch.ones(1, width, dtype=torch.bfloat16, device=device)
-    enabled = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        product = lambda: F.linear(row, matrix)  # noqa: E731
-        rates.append(matrix.numel() * 2 / min(repeat_times(product, repeats, device)))
-    finally:
-        torch.backends.mkldnn.enabled = enabled
+    product = lambda: one_row_product(row, matrix, None)  # noqa: E731
+    rates.append(matrix.numel() * 2 / min(repeat_times(product, repeats, device)))
     return max(rates), nbytes
 
 

@@ -91,10 +91,8 @@ def native_bf16_matmul() -> tuple[bool, str]:
 def one_row_faster_in_aten() -> bool:
     """Whether oneDNN runs bf16 products natively through AVX512_BF16 without AMX: there its
     one-row product is the slower one (measured on an AMD EPYC Zen 4)."""
-    limit = os.environ.get(ONEDNN_ISA_ENV, "").strip().upper()
-    if limit in _ONEDNN_WITHOUT_BF16 or torch.cpu._is_amx_tile_supported():
-        return False
-    return torch.cpu._is_avx512_bf16_supported()
+    native, _ = native_bf16_matmul()
+    return native and not torch.cpu._is_amx_tile_supported()
 
 
 def choose(cpu_dtype: str, cpu_matmul: str) -> CpuMatmul:
