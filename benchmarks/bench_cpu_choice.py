@@ -16,7 +16,7 @@ products out of oneDNN where that is faster: :mod:`minigpt4.models.one_row_linea
 
 It prints each one's best time of ``--repeats`` (after a warm-up call) beside its share of this
 machine's bound (``roofline.py``, measured first: encode and prefill against the matmul peak of
-the dtype the products run in, their FLOPs counted by torch's ``FlopCounterMode``; decode against
+the dtype the products run in, their FLOPs counted as ``work.py`` counts them; decode against
 the bytes of the layer's weights over the read bandwidth), what ``auto`` chooses on this machine
 and why, and auto's time against bf16's (today's default).
 """
@@ -33,8 +33,8 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import roofline  # noqa: E402
 import torch  # noqa: E402
+import work  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from minigpt4.models import cpu_choice  # noqa: E402
 from minigpt4.models.eva_vit import EvaVitConfig, create_eva_vit_g  # noqa: E402
@@ -87,10 +87,8 @@ def _run(module: nn.Module, make_inputs, way: str, repeats: int) -> dict:
     args, kwargs = _prepare(module, make_inputs, way)
     with torch.no_grad():
         times = roofline.repeat_times(lambda: module(*args, **kwargs), repeats, "cpu")
-        with FlopCounterMode(display=False) as counter:
-            module(*args, **kwargs)
-    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    return {"s": min(times), "flops": counter.get_total_flops(), "bytes": weight_bytes}
+        flops = work.count(lambda: module(*args, **kwargs), module).flops
+    return {"s": min(times), "flops": flops, "bytes": work.weight_bytes(module)}
 
 
 def bound_s(roof: roofline.Roofline, run: dict, way: str, tokens: int) -> float | None:
