@@ -75,9 +75,10 @@ def build_model_and_processor(
         model_config.device = torch.device(device).type
     if device == "cpu" and model_config.get("low_resource", False):
         logger.info(
-            "low_resource: True on CPU: the LLM is loaded in 8-bit (bitsandbytes), the ViT and "
-            "Q-Former in model.cpu_dtype; model.llm_quantization=4bit is smaller and faster on "
-            "CPU, model.low_resource=False loads the LLM in model.cpu_dtype"
+            "low_resource: True on CPU: the LLM is loaded in 8-bit (bitsandbytes' int8 weights, "
+            "multiplied weight-only), the ViT and Q-Former in model.cpu_dtype; "
+            "model.llm_quantization=4bit is smaller, model.low_resource=False loads the LLM in "
+            "model.cpu_dtype"
         )
 
     model = registry.get_model_class(model_config.arch).from_config(model_config)

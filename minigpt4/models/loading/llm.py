@@ -99,7 +99,7 @@ def _weight_files(folder: str) -> list[str]:
 def load_llm(config: MiniGPT4Config, device_kind: str, dtype: torch.dtype) -> nn.Module:
     """The causal LM of ``model.llama_model`` (every weight must fit its config.json); its
     tokenizer is :func:`load_tokenizer`'s."""
-    quantized.quiet_bitsandbytes(cpu_int8=config.quantization == "8bit" and device_kind != "cuda")
+    quantized.quiet_bitsandbytes()
     from transformers import AutoModelForCausalLM
 
     path = resolve_path(config.llama_model)

@@ -6,10 +6,9 @@ kernel's weight layout.
 - On import, bitsandbytes' CPU backend tries to fetch a kernel from the Hugging Face hub through
   the ``kernels`` package and, when that is absent, logs a warning that asks to install it. This
   project does not use that kernel (it runs offline), so :func:`quiet_bitsandbytes` drops that
-  message. For an 8-bit LLM on CPU it also drops the one bitsandbytes logs on every int8 matmul
-  call ("inputs will be cast ... to float16 during quantization", 3,584 times per 16 tokens of a
-  7B answer): there the activations stay bf16 on purpose (:mod:`minigpt4.models.precision`), and
-  the load logs that once. Everything else bitsandbytes logs still shows.
+  message; everything else bitsandbytes logs still shows. (An 8-bit LLM on CPU never reaches
+  bitsandbytes' int8 matmul, which logs a cast note on every call: its layers multiply in
+  :mod:`minigpt4.models.int8_linear`.)
 - Which 4-bit CPU kernel runs depends on the CPU, and bitsandbytes does not say which: the load
   logs it in one line (:func:`choose_4bit_cpu_kernels`). On a CPU with AVX512-BF16,
   bitsandbytes repacks each 4-bit weight into the layout of its fused kernel on the layer's
@@ -36,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 _BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
 _KERNELS_HINT = "pip install kernels"
-_INT8_LOGGER = "bitsandbytes.autograd._functions"
-_INT8_CAST_NOTE = "MatMul8bitLt: inputs will be cast from"
 # bitsandbytes' AVX512-BF16 CPU kernel repacks 4-bit weights in blocks of 32 output rows, and
 # input columns in whole quantization blocks; it asserts on layers that do not fit (tiny LLMs,
 # e.g. an MLP of width 172). Full-size LLaMA layers always fit.
@@ -84,16 +81,9 @@ def _drop(logger_name: str, text: str) -> None:
         target.addFilter(_DropMessage(text))
 
 
-def quiet_bitsandbytes(cpu_int8: bool = False) -> None:
-    """Drop bitsandbytes' ``pip install kernels`` hint (call before bitsandbytes is imported)
-    and, with ``cpu_int8``, its per-call note on casting int8 inputs to fp16."""
+def quiet_bitsandbytes() -> None:
+    """Drop bitsandbytes' ``pip install kernels`` hint (call before bitsandbytes is imported)."""
     _drop(_BNB_CPU_LOGGER, _KERNELS_HINT)
-    if cpu_int8:
-        _drop(_INT8_LOGGER, _INT8_CAST_NOTE)
-        logger.info(
-            "8-bit LLM on CPU: activations stay in model.cpu_dtype; bitsandbytes casts them to "
-            "fp16 only to quantize them (fp16 matrix products are ~10x slower than bf16 on CPU)"
-        )
 
 
 def _linear4bit_layers(llm: nn.Module | None) -> list[nn.Module]:

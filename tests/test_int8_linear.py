@@ -1,0 +1,120 @@
+"""8-bit LLM layers on CPU multiply by their int8 weight alone (minigpt4.models.int8_linear):
+the numbers of ``x @ (CB * SCB / 127).T`` through torch's int8 kernel for few rows and a
+dequantized weight for many, gradients included, and the loaded 8-bit model answers as the
+unquantized one does on the tiny weights."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from minigpt4.models import int8_linear
+from minigpt4.models.int8_linear import DEQUANTIZE_MIN_ROWS, int8_weight_linears
+from minigpt4.models.mini_gpt4 import MiniGPT4
+from tests.model_fixtures import load_reference, tiny_model_config
+from tests.test_model_training import samples_of
+
+bnb = pytest.importorskip("bitsandbytes")
+
+IN, OUT = 64, 172  # the tiny LLM's hidden and MLP widths
+
+
+def _layer(seed: int = 0) -> torch.nn.Module:
+    """A bitsandbytes 8-bit layer on CPU, quantized from a random weight as loading does."""
+    torch.manual_seed(seed)
+    layer = bnb.nn.Linear8bitLt(IN, OUT, bias=False, has_fp16_weights=False)
+    layer.weight = bnb.nn.Int8Params(torch.randn(OUT, IN), requires_grad=False,
+                                     has_fp16_weights=False)  # fmt: skip
+    return layer.to("cpu")
+
+
+def _expected(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the int8 weight means, multiplied in fp64 (bitsandbytes' own definition)."""
+    full = layer.weight.data.double() * (layer.weight.SCB.double() / 127)[:, None]
+    return x.double() @ full.T
+
+
+@pytest.mark.parametrize("rows", [1, 5, DEQUANTIZE_MIN_ROWS - 1, DEQUANTIZE_MIN_ROWS, 40])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_products_are_those_of_the_dequantized_weight(rows, dtype):
+    layer = _layer()
+    assert int8_weight_linears(torch.nn.Sequential(layer), None) == 1
+    assert layer.weight.dtype == torch.int8  # the weight stays bitsandbytes' int8 rows
+    x = torch.randn(2, rows, IN).to(dtype)
+    with torch.no_grad():
+        got = layer(x)
+    want = _expected(layer, x)
+    assert got.dtype == dtype and got.shape == (2, rows, OUT)
+    # bf16 outputs round to 8 bits of mantissa; fp32 sums differ only in order
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
+    assert (got.double() - want).abs().max() <= tol * want.abs().max()
+
+
+def test_many_rows_dequantize_and_few_rows_do_not(monkeypatch):
+    layer = _layer()
+    int8_weight_linears(torch.nn.Sequential(layer), torch.float32)
+    calls = []
+    real = int8_linear.dequantized
+    monkeypatch.setattr(int8_linear, "dequantized", lambda *a: calls.append(a[2]) or real(*a))
+    with torch.no_grad():
+        layer(torch.randn(DEQUANTIZE_MIN_ROWS - 1, IN).bfloat16())
+        assert calls == []
+        out = layer(torch.randn(DEQUANTIZE_MIN_ROWS, IN).bfloat16())
+    assert calls == [torch.float32]  # large_dtype: the product of many rows runs in fp32
+    assert out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("rows", [3, 40])
+def test_the_input_gradient_is_that_of_the_dequantized_weight(rows):
+    layer = _layer(seed=1)
+    int8_weight_linears(torch.nn.Sequential(layer), None)
+    x = torch.randn(rows, IN, requires_grad=True)
+    upstream = torch.randn(rows, OUT)
+    layer(x).backward(upstream)
+    full = layer.weight.data.double() * (layer.weight.SCB.double() / 127)[:, None]
+    want = upstream.double() @ full
+    assert (x.grad.double() - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_other_layers_are_left_alone():
+    plain = torch.nn.Linear(IN, OUT)
+    assert int8_weight_linears(torch.nn.Sequential(plain), None) == 0
+    assert type(plain) is torch.nn.Linear
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return load_reference()
+
+
+def test_the_8bit_tiny_model_computes_the_unquantized_models_numbers(ref, caplog):
+    """low_resource on CPU: every 8-bit layer multiplies weight-only (said once at load time);
+    the stage-1 loss and a greedy answer's logits stay at the fp32 model's within 8-bit
+    rounding, and a backward pass reaches llama_proj with the fp32 model's gradient."""
+    with caplog.at_level(logging.INFO, logger="minigpt4.models.loading.model"):
+        quantized = MiniGPT4.from_config(tiny_model_config(stage=1, low_resource=True))
+    assert any("weight-only int8 products for its 14 8-bit layers" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    layers = [m for m in quantized.llama_model.modules() if isinstance(m, bnb.nn.Linear8bitLt)]
+    assert len(layers) == 14 and all(type(m).__name__ == "Int8WeightLinear" for m in layers)
+    plain = MiniGPT4.from_config(tiny_model_config(stage=1))
+    samples = samples_of(ref, ref["stage1"]["text"])
+    losses = []
+    grads = []
+    for model in (quantized, plain):
+        model.llama_proj.weight.grad = None
+        loss = model(samples)["loss"]
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(model.llama_proj.weight.grad.clone())
+    assert abs(losses[0] - ref["stage1"]["loss"].item()) < 0.05
+    assert abs(losses[0] - losses[1]) < 0.01
+    torch.testing.assert_close(grads[0], grads[1], rtol=0.05, atol=1e-3)
+    prompt = plain.llama_model.get_input_embeddings()(torch.tensor([[1, 5, 9, 13]]))
+    with torch.no_grad():
+        got = quantized.llama_model(inputs_embeds=prompt).logits[0, -1]
+        want = plain.llama_model(inputs_embeds=prompt).logits[0, -1]
+    assert got.argmax() == want.argmax()
+    assert (got - want).abs().max() <= 0.05 * want.abs().max()
