@@ -248,17 +248,18 @@ def checkpoint_mb(model: Any) -> float:
 
 def matmul_dtypes(model: Any) -> dict[str, str]:
     """The dtypes the image encode's and the prefill's matmuls run in, whose peaks bound them:
-    the vision side's compute dtype; the LLM's, or int8 for bitsandbytes' 8-bit layers; fp32
-    where the CPU computes the products of bf16 weights in fp32 (``model.cpu_dtype: auto``)."""
+    the vision side's compute dtype; the LLM's, or int8 for bitsandbytes' 8-bit layers on CUDA;
+    fp32 where the CPU computes the products of bf16 weights, or of 8-bit weights dequantized,
+    in fp32 (``model.cpu_dtype: auto``; :mod:`minigpt4.models.int8_linear`)."""
     from minigpt4.models.precision import DTYPE_NAMES
 
     precision = model.precision
     upcast = precision.cpu_matmul is not None and precision.cpu_matmul.upcast
     vision = "fp32" if upcast else DTYPE_NAMES[precision.autocast or precision.vision]
     llm = DTYPE_NAMES[precision.autocast or precision.llm]
-    if precision.quantization:
-        llm = "int8" if precision.quantization == "8bit" else llm
-    elif upcast:
+    if precision.quantization == "8bit" and precision.device_kind == "cuda":
+        llm = "int8"
+    elif upcast and precision.quantization != "4bit":
         llm = "fp32"
     return {"encode_dtype": vision, "prefill_dtype": llm}
 
@@ -353,27 +354,18 @@ def run_in_subprocess(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     return worker_result(cmd, args.threads)
 
 
-def llm_peak_dtype(dtype: str, roof: roofline.Roofline, device: str) -> str:
-    """bitsandbytes' 8-bit layers multiply with ``torch._int_mm`` where the roofline measures
-    it; on a CPU without AVX-512 they use an fp32 matmul (:func:`roofline.int8_note`)."""
-    if dtype == "int8" and device == "cpu" and roof.peak("int8") is None:
-        return "fp32"
-    return dtype
-
-
-def bounds(r: dict[str, Any], roof: roofline.Roofline, device: str) -> dict[str, float | None]:
+def bounds(r: dict[str, Any], roof: roofline.Roofline) -> dict[str, float | None]:
     """Each phase's least time on this machine, in seconds: FLOPs / the matmul peak of its
     dtype for the image encode and the prefill; LLM weight bytes / read bandwidth per token."""
-    prefill_dtype = llm_peak_dtype(r["prefill_dtype"], roof, device)
     return {"encode": roof.compute_bound_s(r["encode_flops"], r["encode_dtype"]),
-            "prefill": roof.compute_bound_s(r["prefill_flops"], prefill_dtype),
+            "prefill": roof.compute_bound_s(r["prefill_flops"], r["prefill_dtype"]),
             "token": roof.memory_bound_s(r["bytes_per_token"])}  # fmt: skip
 
 
 def row(mode: str, r: dict[str, Any], roof: roofline.Roofline, device: str) -> list[str]:
     if "error" in r:
         return [mode, r["error"]]
-    bound = bounds(r, roof, device)
+    bound = bounds(r, roof)
     pct = roofline.format_percent
     of = roofline.percent_of_bound
     cells = [mode, f"{r['load_s']:.3g}", gb(r["load_peak_rss"]), gb(r["load_peak_anon"]),
@@ -399,16 +391,14 @@ def header(device: str, train_batch: int) -> list[str]:
                    f"train s/it (batch {train_batch})", "ckpt MB", "load avg"]  # fmt: skip
 
 
-def work_rows(modes: list[str], results: list[dict[str, Any]], roof: roofline.Roofline,
-              device: str) -> list[list[str]]:  # fmt: skip
+def work_rows(modes: list[str], results: list[dict[str, Any]]) -> list[list[str]]:
     """What the bounds divide: each phase's work, and the dtype whose peak it is held to."""
     rows = [["mode", "encode GFLOP", "encode dtype", "prefill GFLOP", "prefill dtype",
              "LLM GB read per token"]]  # fmt: skip
     for mode, r in zip(modes, results):
         if "error" not in r:
             rows.append([mode, f"{r['encode_flops'] / GB:.3g}", r["encode_dtype"],
-                         f"{r['prefill_flops'] / GB:.3g}",
-                         llm_peak_dtype(r["prefill_dtype"], roof, device),
+                         f"{r['prefill_flops'] / GB:.3g}", r["prefill_dtype"],
                          f"{r['bytes_per_token'] / GB:.3g}"])  # fmt: skip
     return rows
 
@@ -465,7 +455,7 @@ def print_report(args: argparse.Namespace, results: list[dict[str, Any]],
     print(f"\n{TITLES[args.variant]} {args.size}, random weights, on {machine(roof)}\n")
     print(markdown(rows))
     print("\nThe work each bound divides (FLOPs by the dtype's peak, bytes by the bandwidth):\n")
-    print(markdown(work_rows(args.modes, results, roof, args.device)))
+    print(markdown(work_rows(args.modes, results)))
     print(f"\nThe roofline (each product the best of {roofline.REPEATS}; a dtype's peak is its "
           "best row):\n")  # fmt: skip
     print(roof.table())
