@@ -30,10 +30,10 @@ from torch import nn
 
 from minigpt4.models.upcast_linear import fp32_copy
 
-# The fewest rows for which dequantizing the weight, then one product, beats torch's int8
-# kernel (7B Linear shapes, one thread, AVX2: the int8 kernel is faster at 16 rows, slower at
-# 64; docs/benchmarks.md).
-DEQUANTIZE_MIN_ROWS = 32
+# The fewest rows from which dequantizing the weight, then one fp32 product, is as fast as
+# torch's int8 kernel: over a 7B decoder layer's seven weights, 407 against 417 ms at 40 rows,
+# 469 against 460 at 48 (AVX2-only AMD EPYC, one thread; docs/benchmarks.md).
+DEQUANTIZE_MIN_ROWS = 48
 
 
 def dequantized(weight: torch.Tensor, row_scales: torch.Tensor, dtype: torch.dtype):
