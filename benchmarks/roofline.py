@@ -135,13 +135,13 @@ class MatmulTiming:
 
 def int8_note(device: str) -> str | None:
     """Why int8 is not measured here, or None. On CPU, ``torch._int_mm`` has a vectorized
-    kernel only with AVX-512 (elsewhere a scalar loop, far slower than fp32), which is also the
-    rule bitsandbytes uses to call it for its 8-bit layers (else an fp32 matmul)."""
+    kernel only with AVX-512 (elsewhere a scalar loop, far slower than fp32); the project's
+    8-bit CPU layers never call it (:mod:`minigpt4.models.int8_linear`: weight-only products)."""
     if not hasattr(torch, "_int_mm"):
         return f"int8: torch {torch.__version__} has no torch._int_mm"
     if device == "cpu" and torch.backends.cpu.get_cpu_capability() != "AVX512":
         return ("int8: not measured: torch._int_mm has no vectorized CPU kernel without "
-                "AVX-512 (bitsandbytes' 8-bit layers use an fp32 matmul here)")  # fmt: skip
+                "AVX-512 (8-bit layers multiply weight-only here, not in int8)")  # fmt: skip
     return None
 
 
