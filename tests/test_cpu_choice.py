@@ -244,6 +244,7 @@ def test_small_products_and_trained_weights_are_not_converted(monkeypatch):
         ({}, False, 4 * 11008 * 4096),  # the largest decoder weight, not the head or embeddings
         ({}, True, 0),
         ({"llm_quantization": "4bit"}, False, 4 * 64 * 32),  # only the vision side's Linears
+        ({"low_resource": True}, False, 4 * 11008 * 4096),  # 8-bit weights dequantize into it
         ({"cpu_dtype": "bf16"}, False, 0),
     ],
 )

@@ -158,14 +158,17 @@ def vision_bytes(meta_model: nn.Module, precision: Precision) -> float:
 
 def upcast_buffer_bytes(meta_model: nn.Module, shapes: dict, precision: Precision) -> float:
     """The fp32 buffer of :mod:`minigpt4.models.upcast_linear` (the largest bf16 Linear weight in
-    fp32, the output head and quantized layers excepted) when the CPU computes large products of
-    bf16 weights in fp32, else 0."""
+    fp32, the output head and 4-bit layers excepted; 8-bit layers dequantize into it,
+    :mod:`minigpt4.models.int8_linear`) when the CPU computes large products of bf16 weights in
+    fp32, else 0."""
     if not (precision.cpu_matmul and precision.cpu_matmul.upcast):
         return 0.0
     llm = [
         _numel(shape)
         for name, shape in shapes.items()
-        if len(shape) == 2 and not precision.quantization and not name.endswith(_UNQUANTIZED_2D)
+        if len(shape) == 2
+        and precision.quantization in (None, "8bit")
+        and not name.endswith(_UNQUANTIZED_2D)
     ]
     vision = [m.weight.numel() for m in meta_model.modules() if isinstance(m, nn.Linear)]
     return 4.0 * max(llm + vision + [0])
