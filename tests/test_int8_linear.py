@@ -21,11 +21,11 @@ bnb = pytest.importorskip("bitsandbytes")
 IN, OUT = 64, 172  # the tiny LLM's hidden and MLP widths
 
 
-def _layer(seed: int = 0) -> torch.nn.Module:
+def _layer(seed: int = 0, width: int = IN) -> torch.nn.Module:
     """A bitsandbytes 8-bit layer on CPU, quantized from a random weight as loading does."""
     torch.manual_seed(seed)
-    layer = bnb.nn.Linear8bitLt(IN, OUT, bias=False, has_fp16_weights=False)
-    layer.weight = bnb.nn.Int8Params(torch.randn(OUT, IN), requires_grad=False,
+    layer = bnb.nn.Linear8bitLt(width, OUT, bias=False, has_fp16_weights=False)
+    layer.weight = bnb.nn.Int8Params(torch.randn(OUT, width), requires_grad=False,
                                      has_fp16_weights=False)  # fmt: skip
     return layer.to("cpu")
 
@@ -66,6 +66,24 @@ def test_many_rows_dequantize_and_few_rows_do_not(monkeypatch):
         out = layer(torch.randn(DEQUANTIZE_MIN_ROWS, IN).bfloat16())
     assert calls == [torch.float32]  # large_dtype: the product of many rows runs in fp32
     assert out.dtype == torch.bfloat16
+
+
+def test_widths_the_int8_kernel_mishandles_dequantize(monkeypatch):
+    """An input width of 172 (the tiny LLM's down_proj) crashes torch's int8 kernel or gives
+    NaN; such a layer dequantizes even for one row, and gives the right numbers every time."""
+    layer = _layer(width=OUT)
+    int8_weight_linears(torch.nn.Sequential(layer), None)
+    calls = []
+    real = int8_linear.dequantized
+    monkeypatch.setattr(int8_linear, "dequantized", lambda *a: calls.append(a[2]) or real(*a))
+    for rows in range(1, 40):
+        x = torch.randn(rows, OUT).bfloat16()
+        with torch.no_grad():
+            got = layer(x)
+        want = _expected(layer, x)
+        assert torch.isfinite(got).all()
+        assert (got.double() - want).abs().max() <= 1e-2 * want.abs().max()
+    assert calls == [torch.bfloat16] * 39
 
 
 @pytest.mark.parametrize("rows", [3, DEQUANTIZE_MIN_ROWS + 9])

@@ -11,7 +11,7 @@ not quantized), through the faster kernel for the rows at hand:
 
 - fewer than :data:`DEQUANTIZE_MIN_ROWS` rows (decoding an answer): torch's int8 weight-only
   kernel (``aten._weight_int8pack_mm``), which reads the int8 weight once: half the bytes of a
-  bf16 weight;
+  bf16 weight (for input widths that kernel handles, :data:`KERNEL_ROW_MULTIPLE`);
 - more rows (the prefill of a prompt, training): the weight dequantized into a reused buffer,
   in fp32 where the CPU's bf16 products are emulated (``model.cpu_matmul``,
   :mod:`minigpt4.models.cpu_choice`), else in the activations' dtype; then one product.
@@ -34,6 +34,10 @@ from minigpt4.models.upcast_linear import fp32_copy
 # torch's int8 kernel: over a 7B decoder layer's seven weights, 407 against 417 ms at 40 rows,
 # 469 against 460 at 48 (AVX2-only AMD EPYC, one thread; docs/benchmarks.md).
 DEQUANTIZE_MIN_ROWS = 48
+# torch's int8 CPU kernel reads past the end of weight rows whose length is no multiple of its
+# vector width (torch 2.14.1, AVX2: rows of 172 crash it or give NaN; 24, 40 and 176 do not).
+# Such layers (tiny LLMs only: every real LLaMA width is a multiple of 16) always dequantize.
+KERNEL_ROW_MULTIPLE = 16
 
 
 def dequantized(weight: torch.Tensor, row_scales: torch.Tensor, dtype: torch.dtype):
@@ -50,7 +54,7 @@ class _Int8Product(torch.autograd.Function):
     def forward(ctx, x, weight, row_scales, bias, large_dtype):
         ctx.save_for_backward(weight, row_scales)
         rows = x.numel() // x.shape[-1]
-        if rows < DEQUANTIZE_MIN_ROWS:
+        if rows < DEQUANTIZE_MIN_ROWS and weight.shape[1] % KERNEL_ROW_MULTIPLE == 0:
             flat = x.reshape(rows, x.shape[-1])
             out = torch.ops.aten._weight_int8pack_mm(flat, weight, row_scales.to(x.dtype))
             out = out.reshape(*x.shape[:-1], weight.shape[0])
