@@ -64,7 +64,7 @@ def assert_4bit_path_of_this_cpu(output: str) -> None:
         assert "4-bit LLM on CPU: bitsandbytes' packed AVX512-BF16 kernel for" in output
         assert "4-bit LLM: repacking" in output
     else:
-        assert "4-bit LLM on CPU: bitsandbytes' generic 4-bit path for all" in output
+        assert "4-bit LLM on CPU: torch's int4 kernel for" in output
         assert "4-bit LLM: repacking" not in output
 
 

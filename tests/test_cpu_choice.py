@@ -88,6 +88,10 @@ def test_keys_override_the_machine(monkeypatch, native, cpu_dtype, cpu_matmul, u
         ({"cpu_dtype": "fp16"}, "model.cpu_dtype must be one of auto, bf16, fp32; got 'fp16'"),
         ({"cpu_matmul": "int8"}, "model.cpu_matmul must be one of auto, bf16, fp32; got 'int8'"),
         (
+            {"cpu_quantized": "fast"},
+            "model.cpu_quantized must be one of auto, bitsandbytes, torch; got 'fast'",
+        ),
+        (
             {"cpu_dtype": "fp32", "cpu_matmul": "bf16"},
             "model.cpu_dtype=fp32 and model.cpu_matmul=bf16 contradict each other",
         ),
@@ -243,7 +247,7 @@ def test_small_products_and_trained_weights_are_not_converted(monkeypatch):
     [
         ({}, False, 4 * 11008 * 4096),  # the largest decoder weight, not the head or embeddings
         ({}, True, 0),
-        ({"llm_quantization": "4bit"}, False, 4 * 64 * 32),  # only the vision side's Linears
+        ({"llm_quantization": "4bit"}, False, 4 * 11008 * 4096),  # 4-bit layers dequantize too
         ({"low_resource": True}, False, 4 * 11008 * 4096),  # 8-bit weights dequantize into it
         ({"cpu_dtype": "bf16"}, False, 0),
     ],

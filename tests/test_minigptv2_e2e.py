@@ -30,6 +30,7 @@ RUN_MODES = (
     ["model.low_resource=False"],
     ["model.low_resource=True"],
     ["model.llm_quantization=4bit"],
+    ["model.llm_quantization=4bit", "model.cpu_quantized=torch"],  # LoRA over torch's int4 kernel
 )
 
 

@@ -123,22 +123,24 @@ def test_packed_4bit_kernel_is_repacked_at_load_time_and_announced(tmp_path, ref
     assert not [m for m in logs if "repack" in m]  # nothing left for the first answer
 
 
-def test_without_avx512_bf16_4bit_takes_the_generic_path_and_says_so(
-    tmp_path, ref, caplog, monkeypatch
-):
-    """A CPU without AVX512-BF16 (an AVX2-only EPYC): one line names the generic path and why,
-    nothing is repacked, and the answer works and logs nothing. Simulated on any CPU through
-    bitsandbytes' own check, which its layers consult when they are built."""
+def test_without_avx512_bf16_4bit_takes_torch_int4_and_says_so(tmp_path, ref, caplog, monkeypatch):
+    """A CPU without AVX512-BF16 (an AVX2-only EPYC): one line names torch's int4 kernel and
+    why, nothing is repacked, and the answer works and logs nothing. Simulated on any CPU
+    through bitsandbytes' own check, which its layers consult when they are built."""
     import bitsandbytes.nn.modules
+
+    from minigpt4.models.int4_linear import Int4WeightLinear
 
     monkeypatch.setattr(bitsandbytes.nn.modules, "has_avx512bf16", lambda: False)
     chat, messages = _load_4bit_logs(tmp_path, caplog)
-    generic = [m for m in messages if m.startswith("4-bit LLM on CPU: bitsandbytes' generic")]
-    assert len(generic) == 1 and "this CPU has no AVX512-BF16" in generic[0]
+    chosen = [m for m in messages if m.startswith("4-bit LLM on CPU: torch's int4 kernel")]
+    assert len(chosen) == 1 and "this CPU has no AVX512-BF16" in chosen[0]
     assert not [m for m in messages if m.startswith("4-bit LLM: repack")]
     logs, caught, tokens = _answer_records(chat, ref, 4)
     assert tokens == 4 and not [m for m in logs if "repack" in m or m.startswith("bitsandbytes")]
     assert caught == [] and not any(_packed_layers(chat))
+    layers = [m for m in chat.model.modules() if isinstance(m, Int4WeightLinear)]
+    assert len(layers) == (8 if " for 8 of 14 layers " in chosen[0] else 0)
 
 
 def test_the_kernels_install_hint_is_not_shown():

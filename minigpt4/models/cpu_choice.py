@@ -30,6 +30,9 @@ from dataclasses import dataclass
 import torch
 
 CPU_MATMUL_NAMES = ("auto", "bf16", "fp32")
+# model.cpu_quantized: the kernels of an 8-bit or 4-bit LLM's layers on CPU: bitsandbytes' own,
+# torch's weight-only int8 / int4 ones, or auto (minigpt4.models.loading.quantized)
+CPU_QUANTIZED_KERNELS = ("auto", "bitsandbytes", "torch")
 # The fewest rows (tokens) for which an fp32 product with the bf16 weight converted first beats
 # the emulated bf16 product (measured at the 7B's and ViT-g's Linear shapes, one thread: slower
 # at 8 rows, faster from 16 on).

@@ -38,6 +38,9 @@ RUNTIME_BYTES = GIB
 # NF4 packs two weights per byte; one absmax per block of 64 is counted as fp32 (an upper bound:
 # double quantization keeps it in 8 bits while loading, the CPU repack in bf16).
 NF4_BYTES_PER_WEIGHT = 0.5 + 4 / 64
+# torch's int4 layout (4-bit LLM layers on a CPU without AVX512-BF16): a bf16 scale and zero
+# point per group of int4_linear.GROUP_SIZE (32) weights.
+INT4_BYTES_PER_WEIGHT = 0.5 + 4 / 32
 INT8_BYTES_PER_WEIGHT = 1
 # The LLM tensors that bitsandbytes leaves unquantized although they are 2-D.
 _UNQUANTIZED_2D = ("embed_tokens.weight", "lm_head.weight")
@@ -132,11 +135,12 @@ def _numel(shape: Iterable[int]) -> int:
 
 
 def llm_bytes(shapes: dict[str, tuple[int, ...]], precision: Precision) -> float:
-    """Bytes of the loaded LLM: quantized decoder linears, everything else in its dtype."""
+    """Bytes of the loaded LLM: quantized decoder linears, everything else in its dtype. A
+    4-bit LLM on CPU is counted in the larger of its two layouts (which one it takes depends on
+    the CPU: :mod:`minigpt4.models.loading.quantized`)."""
     size = torch.finfo(precision.llm).bits // 8
-    per_weight = {"8bit": INT8_BYTES_PER_WEIGHT, "4bit": NF4_BYTES_PER_WEIGHT}.get(
-        precision.quantization
-    )
+    four_bit = INT4_BYTES_PER_WEIGHT if precision.cpu_matmul else NF4_BYTES_PER_WEIGHT
+    per_weight = {"8bit": INT8_BYTES_PER_WEIGHT, "4bit": four_bit}.get(precision.quantization)
     total = 0.0
     for name, shape in shapes.items():
         quantized = per_weight and len(shape) == 2 and not name.endswith(_UNQUANTIZED_2D)
@@ -158,17 +162,15 @@ def vision_bytes(meta_model: nn.Module, precision: Precision) -> float:
 
 def upcast_buffer_bytes(meta_model: nn.Module, shapes: dict, precision: Precision) -> float:
     """The fp32 buffer of :mod:`minigpt4.models.upcast_linear` (the largest bf16 Linear weight in
-    fp32, the output head and 4-bit layers excepted; 8-bit layers dequantize into it,
-    :mod:`minigpt4.models.int8_linear`) when the CPU computes large products of bf16 weights in
-    fp32, else 0."""
+    fp32, the output head excepted; 8-bit and 4-bit layers dequantize into it,
+    :mod:`minigpt4.models.int8_linear`, :mod:`minigpt4.models.int4_linear`) when the CPU
+    computes large products of bf16 weights in fp32, else 0."""
     if not (precision.cpu_matmul and precision.cpu_matmul.upcast):
         return 0.0
     llm = [
         _numel(shape)
         for name, shape in shapes.items()
-        if len(shape) == 2
-        and precision.quantization in (None, "8bit")
-        and not name.endswith(_UNQUANTIZED_2D)
+        if len(shape) == 2 and not name.endswith(_UNQUANTIZED_2D)
     ]
     vision = [m.weight.numel() for m in meta_model.modules() if isinstance(m, nn.Linear)]
     return 4.0 * max(llm + vision + [0])

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from minigpt4.common.config_error import ConfigError
 from minigpt4.common.config_fields import BadValue, Rule, base_kind, parse_value, plain
 from minigpt4.models.base_model import AUTOCAST_DTYPES
-from minigpt4.models.cpu_choice import CPU_MATMUL_NAMES
+from minigpt4.models.cpu_choice import CPU_MATMUL_NAMES, CPU_QUANTIZED_KERNELS
 from minigpt4.models.eva_vit import EvaVitConfig
 from minigpt4.models.projection import ADAPTER_NAMES, NEIGHBOURS, make_adapter
 from minigpt4.models.qformer import QFormerConfig
@@ -143,6 +143,7 @@ class MiniGPT4Config:
     # auto: bf16 weights, large products in fp32 where bf16 is emulated (cpu_choice)
     cpu_dtype: str = "auto"
     cpu_matmul: str = "auto"  # CPU_MATMUL_NAMES: overrides what auto chooses for the products
+    cpu_quantized: str = "auto"  # CPU_QUANTIZED_KERNELS: a quantized LLM's kernels on CPU
     attn_implementation: str | None = None
     # what trains besides the vision parts freeze_vit / freeze_qformer leave unfrozen:
     # module-name prefixes (see minigpt4.models.trainable); the original trains llama_proj
@@ -199,7 +200,11 @@ class MiniGPT4Config:
             )
 
     def _check_cpu_keys(self) -> None:
-        for key, allowed in (("cpu_dtype", CPU_DTYPE_NAMES), ("cpu_matmul", CPU_MATMUL_NAMES)):
+        for key, allowed in (
+            ("cpu_dtype", CPU_DTYPE_NAMES),
+            ("cpu_matmul", CPU_MATMUL_NAMES),
+            ("cpu_quantized", CPU_QUANTIZED_KERNELS),
+        ):
             if getattr(self, key) not in allowed:
                 raise ConfigError(
                     f"model.{key} must be one of {', '.join(allowed)}; got {getattr(self, key)!r}"

@@ -22,12 +22,19 @@ from torch import nn
 _scratch = threading.local()
 
 
+def fp32_buffer(shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """An fp32 tensor of ``shape`` in this thread's buffer (uninitialized, valid until the
+    next call): reusing it spares the page faults of a fresh weight-sized tensor per call."""
+    numel = torch.Size(shape).numel()
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.numel() < numel:
+        buffer = _scratch.buffer = torch.empty(numel, dtype=torch.float32)
+    return buffer[:numel].view(shape)
+
+
 def fp32_copy(weight: torch.Tensor) -> torch.Tensor:
     """``weight`` in fp32, in this thread's buffer (valid until the next call)."""
-    buffer = getattr(_scratch, "buffer", None)
-    if buffer is None or buffer.numel() < weight.numel():
-        buffer = _scratch.buffer = torch.empty(weight.numel(), dtype=torch.float32)
-    return buffer[: weight.numel()].view(weight.shape).copy_(weight)
+    return fp32_buffer(weight.shape).copy_(weight)
 
 
 class _UpcastProduct(torch.autograd.Function):

@@ -132,6 +132,4 @@ def load_llm(config: MiniGPT4Config, device_kind: str, dtype: torch.dtype) -> nn
             path,
             describe_keys(sorted(info["unexpected_keys"])),
         )
-    if config.quantization == "4bit" and device_kind != "cuda":
-        quantized.choose_4bit_cpu_kernels(llm)
     return llm

@@ -15,7 +15,7 @@ from minigpt4.common.utils import resolve_path
 from minigpt4.models import memory
 from minigpt4.models.cpu_choice import CpuMatmul
 from minigpt4.models.eva_vit import qkv_through_linear
-from minigpt4.models.int8_linear import DEQUANTIZE_MIN_ROWS, int8_weight_linears
+from minigpt4.models.loading import quantized
 from minigpt4.models.loading.llm import llm_hidden_size, load_llm, load_tokenizer
 from minigpt4.models.loading.parts import load_eva_vit, load_minigpt4_checkpoint
 from minigpt4.models.loading.sources import (
@@ -65,20 +65,6 @@ def route_cpu_products(module: nn.Module, matmul: CpuMatmul, head: nn.Module | N
         one_row_frozen_linears(module)
 
 
-def _weight_only_int8(llm: nn.Module, matmul: CpuMatmul) -> None:
-    """The 8-bit LLM's CPU products through :mod:`minigpt4.models.int8_linear`, said once."""
-    large = torch.float32 if matmul.upcast else None
-    count = int8_weight_linears(llm, large)
-    logger.info(
-        "8-bit LLM on CPU: weight-only int8 products for its %d 8-bit layers (torch's int8 "
-        "kernel below %d rows, the weight dequantized to %s from there on): bitsandbytes' "
-        "LLM.int8() has no fast CPU kernel",
-        count,
-        DEQUANTIZE_MIN_ROWS,
-        "fp32" if large else "the compute dtype",
-    )
-
-
 def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
     """Check every file and the memory, build ``model_cls(config)`` empty in its run dtypes and
     load its weights, in the original's order and with its log lines: ViT, Q-Former, LLM,
@@ -119,7 +105,8 @@ def load_model(model_cls: type, config: MiniGPT4Config) -> nn.Module:
     matmul = model.precision.cpu_matmul
     if matmul:
         route_cpu_products(model, matmul, head=model.llama_model.get_output_embeddings())
-    if matmul and config.quantization == "8bit":
-        _weight_only_int8(model.llama_model, matmul)
+    if matmul and config.quantization:
+        large = torch.float32 if matmul.upcast else None
+        quantized.choose_cpu_kernels(model.llama_model, config, large)
     memory.release_freed_memory()
     return model

@@ -6,18 +6,21 @@ kernel's weight layout.
 - On import, bitsandbytes' CPU backend tries to fetch a kernel from the Hugging Face hub through
   the ``kernels`` package and, when that is absent, logs a warning that asks to install it. This
   project does not use that kernel (it runs offline), so :func:`quiet_bitsandbytes` drops that
-  message; everything else bitsandbytes logs still shows. (An 8-bit LLM on CPU never reaches
-  bitsandbytes' int8 matmul, which logs a cast note on every call: its layers multiply in
-  :mod:`minigpt4.models.int8_linear`.)
-- Which 4-bit CPU kernel runs depends on the CPU, and bitsandbytes does not say which: the load
-  logs it in one line (:func:`choose_4bit_cpu_kernels`). On a CPU with AVX512-BF16,
+  message; everything else bitsandbytes logs still shows.
+- Which kernels an 8-bit or 4-bit LLM on CPU runs depends on the CPU, and bitsandbytes does not
+  say which: the load chooses and logs it in one line (:func:`choose_cpu_kernels`). An 8-bit LLM
+  multiplies weight-only (:mod:`minigpt4.models.int8_linear`), its prefills through
+  bitsandbytes' LLM.int8() where its int8 kernel runs (AVX-512), whose per-call note on casting
+  the activations to fp16 to quantize them is then dropped (3,584 times per 16 tokens of a 7B
+  answer; they stay bf16 on purpose, :mod:`minigpt4.models.precision`). On a CPU with AVX512-BF16,
   bitsandbytes repacks each 4-bit weight into the layout of its fused kernel on the layer's
   first inference call (about 14 s for a 7B LLM, silently). Here it is done once, announced
   and timed (:func:`pack_4bit_for_cpu_inference`: at load time for inference, and before any
   answer). The packed layout has no backward pass (gradients through it are silently lost), so
   a training forward first restores bitsandbytes' own layout (:func:`unpack_4bit_for_training`).
-  Without AVX512-BF16 (e.g. an AVX2-only CPU) every layer takes bitsandbytes' generic path,
-  which dequantizes the weight on each call and needs no repacking.
+  Without AVX512-BF16 (e.g. an AVX2-only CPU) bitsandbytes has only a generic path, which
+  dequantizes the whole weight on each call; the layers move to torch's int4 kernel instead
+  (:mod:`minigpt4.models.int4_linear`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 _BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
 _KERNELS_HINT = "pip install kernels"
+_INT8_LOGGER = "bitsandbytes.autograd._functions"
+_INT8_CAST_NOTE = "MatMul8bitLt: inputs will be cast from"
 # bitsandbytes' AVX512-BF16 CPU kernel repacks 4-bit weights in blocks of 32 output rows, and
 # input columns in whole quantization blocks; it asserts on layers that do not fit (tiny LLMs,
 # e.g. an MLP of width 172). Full-size LLaMA layers always fit.
@@ -98,40 +103,140 @@ def _is_packed(layer: nn.Module) -> bool:
     return bool(getattr(layer.weight.quant_state, "packing_format_for_cpu", False))
 
 
-def choose_4bit_cpu_kernels(llm: nn.Module) -> None:
-    """Decide once, while loading, which bitsandbytes kernel each 4-bit layer of a CPU LLM runs,
-    and log it in one line, since bitsandbytes does not and the speed differs by CPU.
+def choose_cpu_kernels(llm: nn.Module, config: Any, large_dtype: torch.dtype | None) -> None:
+    """Decide once, while loading, which kernels the layers of an 8-bit or 4-bit LLM on CPU
+    run (``config.cpu_quantized``: ``auto``, ``bitsandbytes`` or ``torch``), products of many
+    rows in ``large_dtype`` where torch's are chosen (None: the activations' dtype), and log it
+    in one line: bitsandbytes does not say which of its paths runs, and their speed differs by
+    CPU by 20-50x (docs/benchmarks.md)."""
+    if config.quantization == "8bit":
+        choose_8bit_cpu_kernels(llm, large_dtype, config.cpu_quantized)
+    else:
+        choose_4bit_cpu_kernels(llm, large_dtype, config.cpu_quantized)
 
-    bitsandbytes gives each layer its packed AVX512-BF16 kernel when the CPU has that
+
+def bnb_int8_kernel_on_cpu() -> bool:
+    """Whether bitsandbytes multiplies int8 by int8 on this CPU with a fast kernel: it registers
+    one (``torch._int_mm``, oneDNN's int8 GEMM) only where torch dispatches AVX-512 kernels;
+    elsewhere its fallback computes LLM.int8() in plain loops."""
+    import bitsandbytes  # noqa: F401  (registers its kernels)
+
+    has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
+    return has_kernel("bitsandbytes::int8_linear_matmul", "CPU")
+
+
+def choose_8bit_cpu_kernels(llm: nn.Module, large_dtype: torch.dtype | None, choice: str) -> None:
+    """``bitsandbytes``: its LLM.int8() for every product. ``torch``: weight-only int8 products
+    (:mod:`minigpt4.models.int8_linear`). ``auto``: weight-only, but where bitsandbytes' int8
+    kernel runs, LLM.int8() for products of many rows without gradients (prefill). At one row
+    through a 7B MLP weight, LLM.int8() takes 2.6 ms with its kernel (AVX-512) and 126 ms
+    without (AVX2), torch's weight-only kernel 3.5 and 5.1 ms; decoding a 7B answer on two
+    Zen 4 cores, 2.05 against 2.95 tokens/s."""
+    from minigpt4.models.int8_linear import DEQUANTIZE_MIN_ROWS, int8_weight_linears
+
+    fast = bnb_int8_kernel_on_cpu()
+    if choice == "bitsandbytes":
+        _drop(_INT8_LOGGER, _INT8_CAST_NOTE)
+        logger.info("8-bit LLM on CPU: bitsandbytes' LLM.int8() (model.cpu_quantized is "
+                    "bitsandbytes)")  # fmt: skip
+        return
+    int8_prefill = choice == "auto" and fast
+    count = int8_weight_linears(llm, large_dtype, int8_prefill)
+    many = "fp32" if large_dtype else "the compute dtype"
+    if int8_prefill:
+        _drop(_INT8_LOGGER, _INT8_CAST_NOTE)
+        many = (f"bitsandbytes' LLM.int8() for prefills (its int8 kernel runs on this CPU), "
+                f"the weight converted to {many} for training")  # fmt: skip
+    else:
+        many = f"the weight converted to {many}"
+    logger.info(
+        "8-bit LLM on CPU: weight-only int8 products for its %d 8-bit layers (torch's int8 "
+        "kernel below %d rows; from there on %s): %s",
+        count,
+        DEQUANTIZE_MIN_ROWS,
+        many,
+        "model.cpu_quantized is torch"
+        if choice == "torch"
+        else (
+            "faster than bitsandbytes' LLM.int8() on this CPU (model.cpu_quantized: "
+            "bitsandbytes keeps it)"
+        ),
+    )
+
+
+def choose_4bit_cpu_kernels(llm: nn.Module, large_dtype: torch.dtype | None, choice: str) -> None:
+    """bitsandbytes gives each layer its packed AVX512-BF16 kernel when the CPU has that
     instruction set (its own check, ``has_avx512bf16``, made when the layer is built, is
-    ``support_avx512bf16_for_cpu``). Layers whose shapes that kernel cannot tile are sent to
-    the generic path here (it asserts on them); the generic path dequantizes the weight on each
-    call, then multiplies in the compute dtype, and keeps bitsandbytes' own layout.
+    ``support_avx512bf16_for_cpu``); ``auto`` keeps it there. Without it, bitsandbytes'
+    generic path dequantizes the whole weight on each call, so ``auto`` gives the layers that
+    torch's int4 kernel takes to it (:mod:`minigpt4.models.int4_linear`, products of many rows
+    in ``large_dtype``). Layers that no fast kernel can tile take the generic path (the packed
+    kernel asserts on them).
     """
-    layers = _linear4bit_layers(llm)
-    if not layers:
+    flags = [layer.support_avx512bf16_for_cpu for layer in _linear4bit_layers(llm)]
+    if not flags:
         return
-    if not any(layer.support_avx512bf16_for_cpu for layer in layers):
-        logger.info(
-            "4-bit LLM on CPU: bitsandbytes' generic 4-bit path for all %d layers (dequantize, "
-            "then a matmul): this CPU has no AVX512-BF16, which its packed kernel needs; the "
-            "weights keep their layout",
-            len(layers),
+    native = any(flags)
+    if choice == "torch" or (choice == "auto" and not native):
+        why = (
+            "model.cpu_quantized is torch"
+            if native
+            else ("this CPU has no AVX512-BF16, which bitsandbytes' packed kernel needs")
         )
-        return
+        _torch_int4(llm, large_dtype, why)  # holding no layer here: each is freed as it goes
+    layers = _linear4bit_layers(llm)
     for layer in layers:
         blocksize = layer.weight.quant_state.blocksize
         if layer.out_features % _BNB_CPU_PACK_ROWS or layer.in_features % blocksize:
             layer.support_avx512bf16_for_cpu = False
+        if choice != "auto":
+            layer.support_avx512bf16_for_cpu &= choice == "bitsandbytes"
     packed = sum(layer.support_avx512bf16_for_cpu for layer in layers)
-    logger.info(
-        "4-bit LLM on CPU: bitsandbytes' packed AVX512-BF16 kernel for %d of %d layers (this "
-        "CPU has AVX512-BF16; they are repacked once, at load time), its generic path for the "
-        "%d whose shapes that kernel cannot tile",
-        packed,
-        len(layers),
-        len(layers) - packed,
-    )
+    if packed:
+        logger.info(
+            "4-bit LLM on CPU: bitsandbytes' packed AVX512-BF16 kernel for %d of %d layers (this "
+            "CPU has AVX512-BF16; they are repacked once, at load time), its generic path for "
+            "the %d whose shapes that kernel cannot tile",
+            packed,
+            len(layers),
+            len(layers) - packed,
+        )
+    elif layers and choice == "bitsandbytes":
+        logger.info(
+            "4-bit LLM on CPU: bitsandbytes' generic 4-bit path for all %d layers (dequantize, "
+            "then a matmul): this CPU has no AVX512-BF16, which its packed kernel needs, and "
+            "model.cpu_quantized is bitsandbytes; the weights keep their layout",
+            len(layers),
+        )
+
+
+def _torch_int4(llm: nn.Module, large_dtype: torch.dtype | None, why: str) -> None:
+    from minigpt4.models import int4_linear
+
+    start = time.perf_counter()
+    converted, total = int4_linear.torch_int4_linears(llm, large_dtype)
+    if converted or not int4_linear.layout_understood():
+        layout = (
+            ""
+            if converted
+            else (
+                f"; none: torch's packed int4 layout for {torch.backends.cpu.get_cpu_capability()} "
+                "is not one this project reads"
+            )
+        )
+        logger.info(
+            "4-bit LLM on CPU: torch's int4 kernel for %d of %d layers (%s; their NF4 weights "
+            "requantized to int4 in groups of %d, once, in %.1f s%s), bitsandbytes' generic "
+            "path for the %d whose shapes it cannot tile (model.cpu_quantized: bitsandbytes keeps "
+            "every layer NF4)",
+            converted,
+            total,
+            why,
+            int4_linear.GROUP_SIZE,
+            time.perf_counter() - start,
+            layout,
+            total - converted,
+        )
 
 
 def pack_4bit_for_cpu_inference(llm: nn.Module | None) -> None:
