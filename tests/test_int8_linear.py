@@ -31,8 +31,10 @@ def _layer(seed: int = 0, width: int = IN) -> torch.nn.Module:
 
 
 def _expected(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """What the int8 weight means, multiplied in fp64 (bitsandbytes' own definition)."""
-    full = layer.weight.data.double() * (layer.weight.SCB.double() / 127)[:, None]
+    """What the int8 weight means, multiplied in fp64 (bitsandbytes' own definition; its
+    LLM.int8() moves the row absmax from the weight to the layer's state on its first call)."""
+    scb = layer.weight.SCB if layer.weight.SCB is not None else layer.state.SCB
+    full = layer.weight.data.double() * (scb.double() / 127)[:, None]
     return x.double() @ full.T
 
 
@@ -58,8 +60,8 @@ def test_many_rows_dequantize_and_few_rows_do_not(monkeypatch):
     layer = _layer()
     int8_weight_linears(torch.nn.Sequential(layer), torch.float32)
     calls = []
-    real = int8_linear.dequantized
-    monkeypatch.setattr(int8_linear, "dequantized", lambda *a: calls.append(a[2]) or real(*a))
+    real = int8_linear.scaled_product
+    monkeypatch.setattr(int8_linear, "scaled_product", lambda *a: calls.append(a[4]) or real(*a))
     with torch.no_grad():
         layer(torch.randn(DEQUANTIZE_MIN_ROWS - 1, IN).bfloat16())
         assert calls == []
@@ -74,8 +76,8 @@ def test_widths_the_int8_kernel_mishandles_dequantize(monkeypatch):
     layer = _layer(width=OUT)
     int8_weight_linears(torch.nn.Sequential(layer), None)
     calls = []
-    real = int8_linear.dequantized
-    monkeypatch.setattr(int8_linear, "dequantized", lambda *a: calls.append(a[2]) or real(*a))
+    real = int8_linear.scaled_product
+    monkeypatch.setattr(int8_linear, "scaled_product", lambda *a: calls.append(a[4]) or real(*a))
     for rows in range(1, 40):
         x = torch.randn(rows, OUT).bfloat16()
         with torch.no_grad():
@@ -109,14 +111,54 @@ def ref():
     return load_reference()
 
 
+def _load_8bit(caplog, **overrides) -> tuple[MiniGPT4, list[str]]:
+    with caplog.at_level(logging.INFO, logger="minigpt4.models.loading.quantized"):
+        model = MiniGPT4.from_config(tiny_model_config(stage=1, low_resource=True, **overrides))
+    return model, [r.getMessage() for r in caplog.records if "8-bit LLM on CPU" in r.getMessage()]
+
+
+def test_auto_prefills_through_llm_int8_only_where_bitsandbytes_has_its_cpu_kernel(caplog):
+    """low_resource on CPU with model.cpu_quantized: auto multiplies weight-only, its prefills
+    through LLM.int8() where bitsandbytes reports its int8 kernel for this CPU; one line says
+    which."""
+    from minigpt4.models.loading.quantized import bnb_int8_kernel_on_cpu
+
+    model, messages = _load_8bit(caplog)
+    swapped = [m for m in model.modules() if type(m).__name__ == "Int8WeightLinear"]
+    assert len(messages) == 1 and len(swapped) == 14
+    assert "weight-only int8 products for its 14 8-bit layers" in messages[0]
+    fast = bnb_int8_kernel_on_cpu()
+    assert all(m.int8_prefill is fast for m in swapped)
+    assert ("bitsandbytes' LLM.int8() for prefills" in messages[0]) is fast
+    assert "(model.cpu_quantized: bitsandbytes keeps it)" in messages[0]
+
+
+def test_int8_prefill_takes_llm_int8_for_many_rows_without_gradients(monkeypatch):
+    layer = _layer()
+    int8_weight_linears(torch.nn.Sequential(layer), None, int8_prefill=True)
+    calls = []
+    real = bnb.nn.Linear8bitLt.forward
+    monkeypatch.setattr(bnb.nn.Linear8bitLt, "forward",
+                        lambda self, x: calls.append(x.shape[0]) or real(self, x))  # fmt: skip
+    many = torch.randn(DEQUANTIZE_MIN_ROWS, IN)
+    with torch.no_grad():
+        layer(torch.randn(DEQUANTIZE_MIN_ROWS - 1, IN))
+        got = layer(many)
+    assert calls == [DEQUANTIZE_MIN_ROWS]
+    want = _expected(layer, many)  # LLM.int8() quantizes the activations too
+    assert (got.double() - want).abs().max() <= 3e-2 * want.abs().max()
+    layer(many.clone().requires_grad_(True)).sum().backward()  # training: weight-only
+    assert calls == [DEQUANTIZE_MIN_ROWS]
+
+
 def test_the_8bit_tiny_model_computes_the_unquantized_models_numbers(ref, caplog):
-    """low_resource on CPU: every 8-bit layer multiplies weight-only (said once at load time);
-    the stage-1 loss and a greedy answer's logits stay at the fp32 model's within 8-bit
-    rounding, and a backward pass reaches llama_proj with the fp32 model's gradient."""
-    with caplog.at_level(logging.INFO, logger="minigpt4.models.loading.model"):
-        quantized = MiniGPT4.from_config(tiny_model_config(stage=1, low_resource=True))
-    assert any("weight-only int8 products for its 14 8-bit layers" in r.getMessage()
-               for r in caplog.records)  # fmt: skip
+    """low_resource on CPU, weight-only (model.cpu_quantized: torch, on any CPU): every 8-bit
+    layer multiplies weight-only (said once at load time); the stage-1 loss and a greedy
+    answer's logits stay at the fp32 model's within 8-bit rounding, and a backward pass
+    reaches llama_proj with the fp32 model's gradient."""
+    quantized, messages = _load_8bit(caplog, cpu_quantized="torch")
+    assert len(messages) == 1
+    assert "weight-only int8 products for its 14 8-bit layers" in messages[0]
     layers = [m for m in quantized.llama_model.modules() if isinstance(m, bnb.nn.Linear8bitLt)]
     assert len(layers) == 14 and all(type(m).__name__ == "Int8WeightLinear" for m in layers)
     plain = MiniGPT4.from_config(tiny_model_config(stage=1))
