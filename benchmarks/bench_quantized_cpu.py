@@ -8,15 +8,20 @@ python benchmarks/bench_quantized_cpu.py [--threads 1] [--repeats 5] [--shapes 4
   columns split off): what an 8-bit LLM ran on CPU before :mod:`minigpt4.models.int8_linear`;
 - ``torch int8``: ``aten._weight_int8pack_mm`` (weight-only, bf16 activations): that module's
   path for fewer than ``DEQUANTIZE_MIN_ROWS`` rows;
-- ``int8 dequantized, fp32``: the weight dequantized into a reused fp32 buffer, then an fp32
-  product: its path from there on where bf16 products are emulated.
+- ``int8 dequantized, fp32``: the int8 weight converted into a reused fp32 buffer, one fp32
+  product, its output scaled per row: its path from there on where bf16 products are emulated.
 
 4-bit (NF4, blocks of 64, as the project's 4-bit mode loads it):
 - ``bnb generic``: what bitsandbytes does for a 4-bit layer on a CPU without AVX512_BF16:
   dequantize the whole weight and multiply in the activations' dtype (bf16);
 - ``bnb generic, fp32``: the same, multiplied in fp32;
-- ``torch int4``: ``aten._weight_int4pack_mm_for_cpu`` (groups of 64 with scale and zero point,
-  the weight packed once), bf16 activations.
+- ``bnb packed (AVX512_BF16)``, on CPUs with AVX512_BF16 only: bitsandbytes' fused kernel on
+  its repacked weight (what the 4-bit mode runs there);
+- ``torch int4``: ``aten._weight_int4pack_mm_for_cpu`` (groups of 32 with scale and zero point,
+  the weight packed once), bf16 activations: :mod:`minigpt4.models.int4_linear`'s path for
+  fewer than its ``DEQUANTIZE_MIN_ROWS`` rows on CPUs without AVX512_BF16;
+- ``int4 dequantized, fp32``: its packed weight dequantized into the reused fp32 buffer, then
+  an fp32 product: that module's path from there on (and its backward pass).
 
 Best of ``--repeats`` ms per product, one thread by default, beside its share of this machine's
 bound (``roofline.py``, measured first): the larger of the weight's stored bytes over the read
@@ -38,11 +43,13 @@ import roofline  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from minigpt4.models.int8_linear import dequantized  # noqa: E402
+from minigpt4.models import int4_linear  # noqa: E402
+from minigpt4.models.int8_linear import scaled_product  # noqa: E402
 
 SHAPES = ("4096x4096", "11008x4096")  # N x K: q/k/v/o and gate/up
-ROWS = (1, 16, 32, 64)
-GROUP = 64  # torch int4 group size (bitsandbytes' NF4 blocks are 64 too)
+ROWS = (1, 16, 32, 64, 128)
+NF4_BLOCK = 64  # the 4-bit mode's NF4 blocks
+GROUP = int4_linear.GROUP_SIZE
 
 
 def _bytes(*tensors: torch.Tensor) -> int:
@@ -64,17 +71,18 @@ def int8_paths(weight: torch.Tensor) -> tuple[dict, torch.Tensor, int]:
         return torch.ops.aten._weight_int8pack_mm(x, rows, scales.to(x.dtype))
 
     def fp32(x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.float(), dequantized(rows, scales, torch.float32)).to(x.dtype)
+        return scaled_product(x, rows, scales, None, torch.float32).to(x.dtype)
 
     fns = {"bnb LLM.int8": layer, "torch int8": torch_int8, "int8 dequantized, fp32": fp32}
-    full = dequantized(rows, scales, torch.float32).clone()
+    full = rows.float() * scales.float()[:, None]
     return fns, full, _bytes(rows, scales)
 
 
 def nf4_paths(weight: torch.Tensor) -> tuple[dict, torch.Tensor, int]:
+    import bitsandbytes as bnb
     import bitsandbytes.functional as bnbf
 
-    packed, state = bnbf.quantize_4bit(weight, blocksize=GROUP, quant_type="nf4")
+    packed, state = bnbf.quantize_4bit(weight, blocksize=NF4_BLOCK, quant_type="nf4")
 
     def generic(x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, bnbf.dequantize_4bit(packed, state).to(x.dtype))
@@ -84,26 +92,31 @@ def nf4_paths(weight: torch.Tensor) -> tuple[dict, torch.Tensor, int]:
 
     full = bnbf.dequantize_4bit(packed, state).float()
     fns = {"bnb generic": generic, "bnb generic, fp32": generic_fp32}
+    if bnbf.has_avx512bf16():  # its fused kernel: the layer repacks itself on its first call
+        n, k = weight.shape
+        layer = bnb.nn.Linear4bit(k, n, bias=False, compute_dtype=torch.bfloat16)
+        layer.weight = bnb.nn.Params4bit(weight.clone(), requires_grad=False, quant_type="nf4",
+                                         blocksize=NF4_BLOCK)  # fmt: skip
+        layer = layer.to("cpu").eval()
+        fns["bnb packed (AVX512_BF16)"] = layer
     return fns, full, _bytes(packed, state.absmax)
 
 
 def torch_int4_path(weight: torch.Tensor) -> tuple[dict, torch.Tensor, int]:
     n, k = weight.shape
-    groups = weight.float().reshape(n, k // GROUP, GROUP)
-    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
-    scale = ((high - low) / 15).clamp(min=1e-8)
-    q = ((groups - low) / scale).round().clamp(0, 15).to(torch.int32).reshape(n, k)
-    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)
-    # torch's kernel computes (q - 8) * scale + zero: zero is the group's middle value
-    zero = low + 8 * scale
-    scales = torch.stack([scale.squeeze(-1).t(), zero.squeeze(-1).t()], -1)
-    scales = scales.to(torch.bfloat16).contiguous()
+    values, scales = int4_linear.quantize(weight)
+    packed = int4_linear.pack(values)
 
     def int4(x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, GROUP, scales)
 
-    full = (q.reshape(n, k // GROUP, GROUP) * scale + low).reshape(n, k)
-    return {"torch int4": int4}, full, _bytes(packed, scales)
+    def fp32(x: torch.Tensor) -> torch.Tensor:
+        full_t = int4_linear.dequantize_transposed(packed, scales, k, torch.float32)
+        return (x.float() @ full_t).to(x.dtype)
+
+    full = int4_linear.dequantize_transposed(packed, scales, k, torch.float32).t().clone()
+    fns = {"torch int4": int4, "int4 dequantized, fp32": fp32}
+    return fns, full, _bytes(packed, scales)
 
 
 def measure(shapes, repeats: int, roof: roofline.Roofline) -> list[list[str]]:

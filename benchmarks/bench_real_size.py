@@ -71,6 +71,19 @@ MODES = {
         "auto": ["model.cpu_dtype=auto", "model.low_resource=False"],
         "8bit": ["model.low_resource=True"],  # the shipped eval config as it is
         "4bit": ["model.low_resource=False", "model.llm_quantization=4bit"],
+        # the same with the kernels model.cpu_quantized names instead of auto's choice
+        "8bit-bnb": ["model.low_resource=True", "model.cpu_quantized=bitsandbytes"],
+        "8bit-torch": ["model.low_resource=True", "model.cpu_quantized=torch"],
+        "4bit-bnb": [
+            "model.low_resource=False",
+            "model.llm_quantization=4bit",
+            "model.cpu_quantized=bitsandbytes",
+        ],  # fmt: skip
+        "4bit-torch": [
+            "model.low_resource=False",
+            "model.llm_quantization=4bit",
+            "model.cpu_quantized=torch",
+        ],  # fmt: skip
     },
     "cuda": {
         "fp16": ["model.autocast_dtype=fp16", "model.low_resource=False"],
@@ -248,16 +261,19 @@ def checkpoint_mb(model: Any) -> float:
 
 def matmul_dtypes(model: Any) -> dict[str, str]:
     """The dtypes the image encode's and the prefill's matmuls run in, whose peaks bound them:
-    the vision side's compute dtype; the LLM's, or int8 for bitsandbytes' 8-bit layers on CUDA;
-    fp32 where the CPU computes the products of bf16 weights, or of 8-bit weights dequantized,
-    in fp32 (``model.cpu_dtype: auto``; :mod:`minigpt4.models.int8_linear`)."""
+    the vision side's compute dtype; the LLM's, or int8 for bitsandbytes' 8-bit layers
+    (LLM.int8(): on CUDA, and for prefills on a CPU where its int8 kernel runs); fp32 where the
+    CPU computes the products of bf16 weights, or of 8-bit weights dequantized, in fp32
+    (``model.cpu_dtype: auto``; :mod:`minigpt4.models.int8_linear`)."""
+    from minigpt4.models.int8_linear import prefills_weight_only
     from minigpt4.models.precision import DTYPE_NAMES
 
     precision = model.precision
     upcast = precision.cpu_matmul is not None and precision.cpu_matmul.upcast
     vision = "fp32" if upcast else DTYPE_NAMES[precision.autocast or precision.vision]
     llm = DTYPE_NAMES[precision.autocast or precision.llm]
-    if precision.quantization == "8bit" and precision.device_kind == "cuda":
+    weight_only = any(prefills_weight_only(m) for m in model.llama_model.modules())
+    if precision.quantization == "8bit" and not weight_only:
         llm = "int8"
     elif upcast and precision.quantization != "4bit":
         llm = "fp32"

@@ -20,12 +20,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from minigpt4.models.int4_linear import Int4WeightLinear
 
-def leaf_linears(module: nn.Module) -> list[nn.Linear]:
-    """The ``nn.Linear`` layers under ``module`` that hold no other (a wrapper that subclasses
-    ``nn.Linear`` around one would count its product twice)."""
-    return [m for m in module.modules() if isinstance(m, nn.Linear)
-            and not any(isinstance(s, nn.Linear) for s in m.modules() if s is not m)]  # fmt: skip
+
+def leaf_linears(module: nn.Module) -> list[nn.Module]:
+    """The ``nn.Linear`` layers (and layers on torch's int4 kernel, which stand for one) under
+    ``module`` that hold no other (a wrapper that subclasses ``nn.Linear`` around one would
+    count its product twice)."""
+    kinds = (nn.Linear, Int4WeightLinear)
+    return [m for m in module.modules() if isinstance(m, kinds)
+            and not any(isinstance(s, kinds) for s in m.modules() if s is not m)]  # fmt: skip
 
 
 class LinearFlops:

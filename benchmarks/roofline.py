@@ -135,8 +135,9 @@ class MatmulTiming:
 
 def int8_note(device: str) -> str | None:
     """Why int8 is not measured here, or None. On CPU, ``torch._int_mm`` has a vectorized
-    kernel only with AVX-512 (elsewhere a scalar loop, far slower than fp32); the project's
-    8-bit CPU layers never call it (:mod:`minigpt4.models.int8_linear`: weight-only products)."""
+    kernel only with AVX-512 (elsewhere a scalar loop, far slower than fp32), and only there do
+    the project's 8-bit CPU layers reach it (through bitsandbytes; elsewhere they multiply
+    weight-only, :mod:`minigpt4.models.int8_linear`)."""
     if not hasattr(torch, "_int_mm"):
         return f"int8: torch {torch.__version__} has no torch._int_mm"
     if device == "cpu" and torch.backends.cpu.get_cpu_capability() != "AVX512":

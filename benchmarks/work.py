@@ -23,6 +23,8 @@ from linear_flops import LinearFlops, leaf_linears
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from minigpt4.models.int4_linear import Int4WeightLinear
+
 
 @dataclass(frozen=True)
 class Work:
@@ -47,10 +49,13 @@ class Work:
 
 def llm_bytes_per_call(llm: nn.Module) -> int:
     """Bytes of LLM weights one forward call reads: every parameter and quantization scale
-    but the input embedding table (of which a row per token is read)."""
+    but the input embedding table (of which a row per token is read), and the packed weights
+    of layers on torch's int4 kernel (buffers)."""
     embed = llm.get_input_embeddings().weight
     total = sum(p.numel() * p.element_size() for p in llm.parameters() if p is not embed)
     for module in llm.modules():
+        if isinstance(module, Int4WeightLinear):
+            total += sum(b.numel() * b.element_size() for b in module.buffers())
         weight = getattr(module, "weight", None)
         state = getattr(weight, "quant_state", None)
         extras = [getattr(state, "absmax", None), getattr(weight, "SCB", None)]

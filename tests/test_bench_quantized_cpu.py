@@ -15,7 +15,7 @@ from tests.model_fixtures import REPO_ROOT
 pytest.importorskip("bitsandbytes")
 
 PATHS = ("bnb LLM.int8", "torch int8", "int8 dequantized, fp32", "bnb generic",
-         "bnb generic, fp32", "torch int4")  # fmt: skip
+         "bnb generic, fp32", "torch int4", "int4 dequantized, fp32")  # fmt: skip
 
 
 def test_every_path_is_timed_against_the_bound_and_checked():
@@ -29,7 +29,10 @@ def test_every_path_is_timed_against_the_bound_and_checked():
     assert "read bandwidth" in out.stdout and "CPU capability" in out.stdout
     rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| 128")]
     seen = {(cells[1].strip(), cells[2].strip()) for cells in rows}
-    assert seen == {(m, p) for m in ("1", "16", "32", "64") for p in PATHS}
+    from bitsandbytes.functional import has_avx512bf16
+
+    paths = PATHS + (("bnb packed (AVX512_BF16)",) if has_avx512bf16() else ())
+    assert seen == {(m, p) for m in ("1", "16", "32", "64", "128") for p in paths}
     for cells in rows:
         ms, share, error = (c.strip() for c in (cells[3], cells[4], cells[5]))
         assert float(ms) > 0

@@ -45,6 +45,27 @@ def test_a_layer_the_counter_does_not_see_is_counted_by_its_shape_forward_only()
     assert done.by_shape == 1 and "+ 1 Linear layers by their shapes" in done.counted_by()
 
 
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX2"),
+                    reason="torch's int4 layout of this CPU is not read here")  # fmt: skip
+def test_a_layer_on_torchs_int4_kernel_counts_its_shape_and_packed_bytes():
+    """An ``Int4WeightLinear`` (no nn.Linear; torch's counter does not see its kernel): its
+    forward by its shape, and its packed weight and scales as the bytes it reads."""
+    import bitsandbytes as bnb
+
+    from minigpt4.models.int4_linear import Int4WeightLinear
+
+    layer = bnb.nn.Linear4bit(64, 32, bias=False, compute_dtype=torch.bfloat16)
+    layer.weight = bnb.nn.Params4bit(torch.randn(32, 64), requires_grad=False, quant_type="nf4")
+    model = nn.Sequential(Int4WeightLinear.from_nf4(layer.to("cpu"), None))
+    with torch.no_grad():
+        done = work.count(lambda: model(torch.randn(M, 64).bfloat16()), model)
+    assert done.flops == 2 * M * 64 * 32 and done.by_shape == 1
+    embed = nn.Embedding(3, 64)
+    model.get_input_embeddings = lambda: embed
+    # 32 x 64 values, two per byte; a bf16 scale and zero per 32 values
+    assert work.llm_bytes_per_call(model) == 32 * 64 // 2 + 2 * 2 * 32 * 64 // 32
+
+
 def test_llm_calls_and_the_weight_bytes_each_reads():
     from transformers import LlamaConfig, LlamaForCausalLM
 
