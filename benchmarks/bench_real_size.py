@@ -264,7 +264,9 @@ def matmul_dtypes(model: Any) -> dict[str, str]:
     the vision side's compute dtype; the LLM's, or int8 for bitsandbytes' 8-bit layers
     (LLM.int8(): on CUDA, and for prefills on a CPU where its int8 kernel runs); fp32 where the
     CPU computes the products of bf16 weights, or of 8-bit weights dequantized, in fp32
-    (``model.cpu_dtype: auto``; :mod:`minigpt4.models.int8_linear`)."""
+    (``model.cpu_dtype: auto``; :mod:`minigpt4.models.int8_linear`), and for 4-bit layers on
+    torch's int4 kernel (:mod:`minigpt4.models.int4_linear`)."""
+    from minigpt4.models.int4_linear import Int4WeightLinear
     from minigpt4.models.int8_linear import prefills_weight_only
     from minigpt4.models.precision import DTYPE_NAMES
 
@@ -272,9 +274,12 @@ def matmul_dtypes(model: Any) -> dict[str, str]:
     upcast = precision.cpu_matmul is not None and precision.cpu_matmul.upcast
     vision = "fp32" if upcast else DTYPE_NAMES[precision.autocast or precision.vision]
     llm = DTYPE_NAMES[precision.autocast or precision.llm]
-    weight_only = any(prefills_weight_only(m) for m in model.llama_model.modules())
+    layers = list(model.llama_model.modules())
+    weight_only = any(prefills_weight_only(m) for m in layers)
     if precision.quantization == "8bit" and not weight_only:
         llm = "int8"
+    elif any(isinstance(m, Int4WeightLinear) for m in layers):
+        llm = "fp32"  # torch's int4 kernel multiplies in fp32 (FMAs on the unpacked weight)
     elif upcast and precision.quantization != "4bit":
         llm = "fp32"
     return {"encode_dtype": vision, "prefill_dtype": llm}

@@ -50,6 +50,7 @@ def test_unpack_reads_the_kernel_layout(n):
     assert int4_linear.layout_understood()
 
 
+@needs_layout
 def test_requantization_moves_the_nf4_weight_less_than_nf4_moved_it():
     import bitsandbytes.functional as bnbf
 

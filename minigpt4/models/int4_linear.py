@@ -13,7 +13,7 @@ outlier columns: 12.6 % of its norm from the bf16 weight, against NF4's 9.7 %).
 
 - fewer than :data:`DEQUANTIZE_MIN_ROWS` rows (decoding): torch's int4 kernel in bf16;
 - more rows (prefill, training) and the backward pass: the weight dequantized (its packed
-  layout read back by :func:`unpack`; in fp32 into the reused buffer of
+  layout read back by :func:`dequantize_transposed`; in fp32 into the reused buffer of
   :mod:`minigpt4.models.upcast_linear` where bf16 products are emulated), then one product.
 
 torch packs the 4-bit values for its kernel in a layout of its own, which depends on the
@@ -39,7 +39,8 @@ GROUP_SIZE = 32
 # torch's int4 kernel tiles output rows by 16 (a weight's out_features must be a multiple).
 KERNEL_ROW_MULTIPLE = 16
 # From this many rows the dequantized weight and one product beat torch's int4 kernel, which
-# computes four rows at a time (the 7B's MLP weight, one thread, AVX2 kernels: docs/benchmarks.md).
+# computes four rows at a time: a 7B MLP weight, one thread, AVX2 kernels, 112 against 146 ms at
+# 64 rows, 224 against 197 at 128 (docs/benchmarks.md).
 DEQUANTIZE_MIN_ROWS = 96
 # Output rows per block of torch's packed layout, per dispatched capability; within a full
 # block, byte j of column k holds row j (low nibble) and row j + block / 2 (high nibble).
