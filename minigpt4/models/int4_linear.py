@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minigpt4.models import memory
 from minigpt4.models.upcast_linear import fp32_buffer
 
 # Values per scale and zero point along a row: torch's kernel takes 32, 64, 128 or 256; the
@@ -45,8 +46,6 @@ DEQUANTIZE_MIN_ROWS = 96
 # Output rows per block of torch's packed layout, per dispatched capability; within a full
 # block, byte j of column k holds row j (low nibble) and row j + block / 2 (high nibble).
 _BLOCK_ROWS = {"AVX512": 64, "AVX2": 32}
-# Freed NF4 weights stay in glibc's heap until a trim: one per decoder layer's seven weights.
-_TRIM_EVERY_LAYERS = 7
 
 
 def tileable(out_features: int, in_features: int) -> bool:
@@ -112,7 +111,7 @@ def dequantize_transposed(packed: torch.Tensor, scales: torch.Tensor, k: int, dt
 
 @functools.cache
 def layout_understood() -> bool:
-    """Whether :func:`dequantize` gives the weight that torch's kernel uses, on this machine
+    """Whether :func:`dequantize_transposed` gives the weight torch's kernel uses, on this machine
     (a full block of output rows and a partial one, checked once against the kernel)."""
     if torch.backends.cpu.get_cpu_capability() not in _BLOCK_ROWS:
         return False
@@ -208,14 +207,12 @@ def torch_int4_linears(model: nn.Module, large_dtype: torch.dtype | None) -> tup
     with torch.no_grad():
         for done, (owner, name) in enumerate(todo, 1):
             setattr(owner, name, Int4WeightLinear.from_nf4(getattr(owner, name), large_dtype))
-            if done % _TRIM_EVERY_LAYERS == 0:
+            if done % memory.TRIM_EVERY_LAYERS == 0:
                 _free_replaced()
     _free_replaced()
     return len(todo), len(slots)
 
 
 def _free_replaced() -> None:
-    from minigpt4.models import memory
-
     gc.collect()
     memory.release_freed_memory()

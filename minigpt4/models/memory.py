@@ -45,6 +45,10 @@ INT8_BYTES_PER_WEIGHT = 1
 # The LLM tensors that bitsandbytes leaves unquantized although they are 2-D.
 _UNQUANTIZED_2D = ("embed_tokens.weight", "lm_head.weight")
 TRIM_INTERVAL_S = 0.5  # how often trimming() hands freed heap memory back while loading
+# Rewriting a quantized LLM's layers (repacking, requantizing) frees a layout per layer, which
+# glibc keeps in its heap until a trim (~3 GB for a 7B LLM): trimming after each decoder
+# layer's seven weights keeps the loading peak near the steady size.
+TRIM_EVERY_LAYERS = 7
 
 # The modes a user can pick, per device: name -> (config keys to set, what it is).
 MODES: dict[str, dict[str, tuple[dict[str, Any], str]]] = {

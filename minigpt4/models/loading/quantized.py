@@ -44,9 +44,6 @@ _INT8_CAST_NOTE = "MatMul8bitLt: inputs will be cast from"
 # input columns in whole quantization blocks; it asserts on layers that do not fit (tiny LLMs,
 # e.g. an MLP of width 172). Full-size LLaMA layers always fit.
 _BNB_CPU_PACK_ROWS = 32
-# glibc keeps the layouts that repacking replaces (~3 GB for a 7B LLM) in its heap until a trim;
-# trimming after each decoder layer's seven keeps the loading peak near the steady size.
-_TRIM_EVERY_LAYERS = 7
 
 
 class _DropMessage(logging.Filter):
@@ -260,7 +257,7 @@ def pack_4bit_for_cpu_inference(llm: nn.Module | None) -> None:
             layer.eval()
             layer(torch.zeros(1, layer.in_features, dtype=layer.compute_dtype or torch.bfloat16))
             layer.train(was_training)
-            if done % _TRIM_EVERY_LAYERS == 0:
+            if done % memory.TRIM_EVERY_LAYERS == 0:
                 memory.release_freed_memory()
     memory.release_freed_memory()
     logger.info("4-bit LLM: repacked in %.1f s", time.perf_counter() - start)
