@@ -212,28 +212,22 @@ def _torch_int4(llm: nn.Module, large_dtype: torch.dtype | None, why: str) -> No
 
     start = time.perf_counter()
     converted, total = int4_linear.torch_int4_linears(llm, large_dtype)
-    if converted or not int4_linear.layout_understood():
-        layout = (
-            ""
-            if converted
-            else (
-                f"; none: torch's packed int4 layout for {torch.backends.cpu.get_cpu_capability()} "
-                "is not one this project reads"
-            )
-        )
-        logger.info(
-            "4-bit LLM on CPU: torch's int4 kernel for %d of %d layers (%s; their NF4 weights "
-            "requantized to int4 in groups of %d, once, in %.1f s%s), bitsandbytes' generic "
-            "path for the %d whose shapes it cannot tile (model.cpu_quantized: bitsandbytes keeps "
-            "every layer NF4)",
-            converted,
-            total,
-            why,
-            int4_linear.GROUP_SIZE,
-            time.perf_counter() - start,
-            layout,
-            total - converted,
-        )
+    layout = ""
+    if not int4_linear.layout_understood():
+        capability = torch.backends.cpu.get_cpu_capability()
+        layout = f"; torch's packed int4 layout for {capability} is not one this project reads"
+    logger.info(
+        "4-bit LLM on CPU: torch's int4 kernel for %d of %d layers (%s; their NF4 weights "
+        "requantized to int4 in groups of %d, once, in %.1f s%s), bitsandbytes' generic path "
+        "for the other %d (model.cpu_quantized: bitsandbytes keeps every layer NF4)",
+        converted,
+        total,
+        why,
+        int4_linear.GROUP_SIZE,
+        time.perf_counter() - start,
+        layout,
+        total - converted,
+    )
 
 
 def pack_4bit_for_cpu_inference(llm: nn.Module | None) -> None:
