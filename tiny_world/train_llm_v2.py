@@ -4,10 +4,12 @@
         --out tiny_world/checkpoint_v2/llama
 
 Sequences are :mod:`tiny_world.v2_layouts`' (both layouts, all five tasks). The slot is what a
-linear ``llama_proj`` will make of the vision side's image tokens, never exactly a word: each
-coordinate slot is a Gaussian blend of the embeddings of neighbouring coordinates around the
-true one (width drawn up to ``--coord-blur``; the answer stays the true value), and every slot
-gets noise (``--slot-noise`` x the embeddings' RMS). ``[identify]`` questions ask for a box
+linear ``llama_proj`` will make of the vision side's image tokens: its word's embedding plus its
+tags' (``v2_layouts.slot_tags``: a coordinate also carries its thing's colour and shape, a
+filler the background), and never exactly that: each coordinate is a Gaussian blend of the
+embeddings of neighbouring coordinates around the true one (width drawn up to ``--coord-blur``;
+the answer stays the true value), and every slot gets noise (``--slot-noise`` x the embeddings'
+RMS). ``[identify]`` questions ask for a box
 moved by up to ``--box-jitter`` per coordinate (the answer: the thing of the nearest box).
 
 Scenes come from a pool of ``--scenes`` drawn at 100 px (one pixel = one grid unit), tasks and
@@ -25,6 +27,7 @@ import torch
 
 from minigpt4.common.boxes import clean_ref_answer, compute_iou, ref_answer_box
 from tiny_world import scenes, v2_layouts
+from tiny_world.evaluate_v2 import named_pairs
 from tiny_world.train_llm import build_model, cosine_schedule, pad, write_llm_folder
 from tiny_world.v2_layouts import COORDINATE_CLASS0, GRID, IGNORE, SLOT_LEN, SLOT_WORDS
 
@@ -41,8 +44,9 @@ def scene_pool(seed: int, count: int) -> list[scenes.MultiSample]:
 
 
 def make_batch(maker, pool, rng: random.Random, size: int, jitter: int, weights: dict):
-    """(ids, labels, mask, slot start [B], slot classes [B, SLOT_LEN]); tasks by ``weights``."""
-    seqs, starts, classes = [], [], []
+    """(ids, labels, mask, slot start [B], slot classes [B, SLOT_LEN], tag weights [B, SLOT_LEN,
+    len(SLOT_WORDS)]); tasks by ``weights``."""
+    seqs, starts, classes, tags = [], [], [], []
     for _ in range(size):
         sample = rng.choice(pool)
         task = rng.choices(list(weights), weights=list(weights.values()))[0]
@@ -51,9 +55,11 @@ def make_batch(maker, pool, rng: random.Random, size: int, jitter: int, weights:
         slot = [maker.slot_ids[c] for c in v2_layouts.slot_classes(sample)]
         starts.append(_find(ids, slot))
         classes.append(v2_layouts.slot_classes(sample))
+        tags.append(v2_layouts.slot_tags(sample))
         seqs.append((ids, labels))
     ids, labels, mask = pad(seqs, maker.tok.eos_token_id)
-    return ids, labels, mask, torch.tensor(starts), torch.tensor(classes)
+    tag_weights = v2_layouts.tag_weights(tags)
+    return ids, labels, mask, torch.tensor(starts), torch.tensor(classes), tag_weights
 
 
 def _find(ids: list[int], slot: list[int]) -> int:
@@ -78,14 +84,16 @@ def slot_weights(classes: torch.Tensor, blur: float, gen: torch.Generator) -> to
     return weights
 
 
-def input_embeddings(model, maker, ids, starts, classes, args, gen) -> torch.Tensor:
-    """The rows' embeddings with the slot blurred and noised (see the module's doc)."""
+def input_embeddings(model, maker, ids, starts, classes, tags, args, gen) -> torch.Tensor:
+    """The rows' embeddings with the slot's tags added, blurred and noised (see the module's
+    doc)."""
     table = model.get_input_embeddings()
     embeds = table(ids)
     words = table(torch.tensor(maker.slot_ids))  # [len(SLOT_WORDS), H]
-    slot = slot_weights(classes, args.coord_blur, gen) @ words
-    rms = table.weight.detach().pow(2).mean().sqrt()
-    slot = slot + args.slot_noise * rms * torch.randn(slot.shape, generator=gen)
+    slot = (slot_weights(classes, args.coord_blur, gen) + tags) @ words
+    if args.slot_noise:
+        rms = table.weight.detach().pow(2).mean().sqrt()
+        slot = slot + args.slot_noise * rms * torch.randn(slot.shape, generator=gen)
     where = (starts[:, None] + torch.arange(SLOT_LEN)[None])[..., None].expand_as(slot)
     return embeds.scatter(1, where, slot)
 
@@ -98,24 +106,38 @@ def loss_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def greedy_answer(model, maker, instruction: str, sample: scenes.MultiSample) -> str:
-    """The LLM's greedy answer in the inference layout with the scene's exact word slot."""
-    slot = [maker.slot_ids[c] for c in v2_layouts.slot_classes(sample)]
+    """The LLM's greedy answer in the inference layout with the scene's exact slot (its words
+    and tags, no blur, no noise)."""
+    classes = v2_layouts.slot_classes(sample)
+    slot = [maker.slot_ids[c] for c in classes]
     ids, labels = maker.encode("infer", instruction, "", slot)
     prompt = [i for i, label in zip(ids, labels, strict=True) if label == IGNORE]
-    out = model.generate(
+    exact = argparse.Namespace(coord_blur=0.0, slot_noise=0.0)
+    embeds = input_embeddings(
+        model,
+        maker,
         torch.tensor([prompt]),
+        torch.tensor([_find(prompt, slot)]),
+        torch.tensor([classes]),
+        v2_layouts.tag_weights([v2_layouts.slot_tags(sample)]),
+        exact,
+        None,
+    )
+    out = model.generate(
+        inputs_embeds=embeds,
+        attention_mask=torch.ones((1, len(prompt)), dtype=torch.long),
         max_new_tokens=60,
         do_sample=False,
         eos_token_id=maker.tok.eos_token_id,
         pad_token_id=maker.tok.eos_token_id,
     )
-    return maker.tok.decode(out[0, len(prompt) :], skip_special_tokens=True).strip()
+    return maker.tok.decode(out[0], skip_special_tokens=True).strip()
 
 
 @torch.no_grad()
 def word_slot_accuracy(model, maker, seed: int, count: int) -> dict[str, float]:
-    """Greedy inference-layout answers with exact word slots: refer (IoU > 0.5), identify and
-    caption (exact text)."""
+    """Greedy inference-layout answers with exact slots: refer (IoU > 0.5), identify (the first
+    colour + shape named is the thing's) and caption (exact text)."""
     model.eval()
     rng = random.Random(f"tiny-v2-check:{seed}")
     pool = scene_pool(seed + 1, count)
@@ -128,6 +150,8 @@ def word_slot_accuracy(model, maker, seed: int, count: int) -> dict[str, float]:
                 got = ref_answer_box(clean_ref_answer(text), GRID, GRID)
                 want = ref_answer_box(clean_ref_answer(answer), GRID, GRID)
                 right[task] += got is not None and compute_iou(got, want) > 0.5
+            elif task == "identify":
+                right[task] += named_pairs(text)[:1] == named_pairs(answer)[:1]
             else:
                 right[task] += text == answer
     model.train()
@@ -146,10 +170,10 @@ def train(args: argparse.Namespace):
     model.train()
     t0 = time.time()
     for step in range(args.steps):
-        ids, labels, mask, starts, classes = make_batch(
+        ids, labels, mask, starts, classes, tags = make_batch(
             maker, pool, rng, args.batch_size, args.box_jitter, args.task_weights
         )
-        embeds = input_embeddings(model, maker, ids, starts, classes, args, gen)
+        embeds = input_embeddings(model, maker, ids, starts, classes, tags, args, gen)
         loss = loss_of(model(inputs_embeds=embeds, attention_mask=mask).logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -28,6 +28,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 
+import torch
+
 from minigpt4.common.boxes import format_box, pixels_to_grid
 from minigpt4.conversation.templates import CONV_VISION_minigptv2
 from minigpt4.datasets.v2 import templates
@@ -89,6 +91,28 @@ def slot_classes(sample: scenes.MultiSample) -> list[int]:
         words += [thing.colour, thing.shape, *(COORDINATES[v] for v in box)]
     words += [FILLER] * (SLOT_LEN - len(words))
     return [SLOT_WORDS.index(w) for w in words]
+
+
+def slot_tags(sample: scenes.MultiSample) -> list[tuple[int, ...]]:
+    """Per slot, the ``SLOT_WORDS`` whose embeddings are added to its word's: each coordinate
+    slot also carries its thing's colour and shape, the key by which ``[refer]`` finds a box
+    and ``[identify]`` names the thing of a box (a tiny LLM does not learn to find a box by the
+    words before it), and each filler carries the background word (more places to read it)."""
+    tags: list[tuple[int, ...]] = [()]
+    for thing in sample.scene.things:
+        key = (SLOT_WORDS.index(thing.colour), SLOT_WORDS.index(thing.shape))
+        tags += [(), (), key, key, key, key]
+    background = (SLOT_WORDS.index(sample.scene.background),)
+    return tags + [background] * (SLOT_LEN - len(tags))
+
+
+def tag_weights(tags: Sequence[Sequence[tuple[int, ...]]]) -> torch.Tensor:
+    """[B, SLOT_LEN, len(SLOT_WORDS)]: 1 at each slot's tags (``slot_tags`` of B scenes)."""
+    weights = torch.zeros((len(tags), SLOT_LEN, len(SLOT_WORDS)))
+    for b, row in enumerate(tags):
+        for i, extra in enumerate(row):
+            weights[b, i, list(extra)] = 1.0
+    return weights
 
 
 def task_texts(
