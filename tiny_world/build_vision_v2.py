@@ -16,9 +16,10 @@ Two rounds. First (``--objective classifier``) one linear classifier shared by t
 (shared, as ``llama_proj`` is one map for every position): each token's word (its tags left out
 of that softmax; coordinates with a Gaussian soft target of width ``COORD_SIGMA``, so nearly
 right boxes cost little) and, among colours and among shapes, its tags. Then (the default
-objective, from the first round's ViT on new images) each slot word gets a fixed random
-**prototype** in the group tokens' space (per 64-wide chunk zero mean and norm 8, as
-``ln_vision`` leaves a token; seeded, unrelated to any LLM embedding), its similarities replace
+objective, from the first round's ViT on new images) each slot word gets a fixed **prototype**
+in the group tokens' space (per 64-wide chunk zero mean and norm 8, as ``ln_vision`` leaves a
+token; seeded, unrelated to any LLM embedding; random for words, smooth along the grid for
+coordinates: ``prototypes``), its similarities replace
 the classifier, and each token is also pulled onto its word's prototype (a coordinate's: the
 Gaussian blend of its neighbours') plus ``TAG_WEIGHT`` x its tags'. The prototypes are linearly
 independent, so one linear map can send each (at any scale) onto any embedding the LLM reads as
@@ -64,6 +65,7 @@ COORD_SIGMA = 1.0  # grid units
 # above all) dominates the token; llama_proj, linear, scales each prototype back onto its word.
 TAG_WEIGHT = 0.3
 PROTOTYPE_SEED = 0
+ANCHOR_STEP, ANCHOR_WIDTH = 2, 2.0  # grid units: the coordinate prototypes' smoothness
 
 
 def default_sizes() -> GroupedSizes:
@@ -175,10 +177,22 @@ def soft_targets(classes: torch.Tensor) -> torch.Tensor:
 
 
 def prototypes(seed: int, sizes: GroupedSizes) -> torch.Tensor:
-    """[len(SLOT_WORDS), group x width]: each 64-wide chunk zero-mean with norm sqrt(width)."""
+    """[len(SLOT_WORDS), group x width]: each 64-wide chunk zero-mean with norm sqrt(width).
+
+    Words get random prototypes; coordinates smooth ones along the grid (Gaussian blends, width
+    ``ANCHOR_WIDTH``, of random anchors every ``ANCHOR_STEP`` grid units), so that the ViT's
+    tokens, which know a thing's place smoothly, keep its box: with random ones the prototype
+    round lost most boxes."""
     gen = torch.Generator().manual_seed(seed)
     width = sizes.vit_embed_dim
     p = torch.randn((len(SLOT_WORDS), sizes.group_size, width), generator=gen)
+    anchors = torch.arange(0, GRID + 1, ANCHOR_STEP).float()
+    values = torch.randn(len(anchors), sizes.group_size * width,
+                         generator=torch.Generator().manual_seed(seed + 1))  # fmt: skip
+    blend = torch.exp(-((torch.arange(GRID + 1).float()[:, None] - anchors) ** 2)
+                      / (2 * ANCHOR_WIDTH**2))  # fmt: skip
+    coords = slice(COORDINATE_CLASS0, COORDINATE_CLASS0 + GRID + 1)
+    p[coords] = (blend @ values).reshape(GRID + 1, sizes.group_size, width)
     p = p - p.mean(-1, keepdim=True)
     p = p / p.norm(dim=-1, keepdim=True) * width**0.5
     return p.reshape(len(SLOT_WORDS), -1)
