@@ -12,7 +12,9 @@ reference weights in the original's file formats (``tests/fixtures/reference/tin
 - in-process operations, one call at a time, the sides taking turns (A B C, then C B A, ...):
   ``encode_img`` of 2 images; a training step (forward + backward + AdamW of ``llama_proj``
   on 2 images and captions); a chat answer (upload an image, ask, ``Chat.answer``: 32 greedy
-  tokens at most); a raw greedy ``llama_model.generate`` of exactly 32 tokens;
+  tokens at most); a greedy generation of exactly 32 tokens on the chat's context (the
+  original's ``llama_model.generate``, this project's ``generate_from_embeddings``: what each
+  side's answers run);
 - whole processes, taking turns the same way: ``python -c "import minigpt4"``; a fresh
   process that imports what the demo imports (``Config``, ``registry``, ``Chat``) then builds
   and loads the model: its import time, its build + load time and its wall time; and each
@@ -75,7 +77,7 @@ ROWS = {
     "encode": "encode_img (2 images)",
     "train_step": "training step (batch 2)",
     "chat_answer": "chat answer (upload, ask, answer)",
-    "generate": "raw greedy generate (32 tokens)",
+    "generate": "greedy generation (32 tokens)",
     "import": "import (what the demo imports)",
     "build_load": "build + load (from_config)",
     "process_import": 'process: python -c "import minigpt4"',

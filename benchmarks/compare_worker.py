@@ -220,9 +220,21 @@ class Operations:
         return len(tokens)
 
     def generate(self) -> int:
-        """Greedy ``generate`` of the LLM on the chat's context embeddings, exactly
-        ``NEW_TOKENS`` tokens."""
+        """Greedy generation of exactly ``NEW_TOKENS`` tokens on the chat's context embeddings,
+        through what each side's answers run: the original's ``llama_model.generate``, this
+        project's ``generate_from_embeddings`` (its own decoding loop; end-of-sequence barred
+        as ``min_new_tokens`` bars it)."""
         with self.torch.no_grad():
+            if hasattr(self.model, "generate_from_embeddings"):
+                from minigpt4.models.generation import GenerationSettings, StopRule
+
+                settings = GenerationSettings(
+                    max_new_tokens=NEW_TOKENS,
+                    min_length=self.context.shape[1] + NEW_TOKENS,
+                    do_sample=False,
+                )
+                out = self.model.generate_from_embeddings([self.context], [settings], [StopRule()])
+                return len(out[0].tokens)
             out = self.model.llama_model.generate(
                 inputs_embeds=self.context,
                 max_new_tokens=NEW_TOKENS,

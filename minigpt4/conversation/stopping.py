@@ -4,7 +4,7 @@ Code written for the original builds ``StoppingCriteriaList([StoppingCriteriaSub
 with token-id tensors (VLMEvalKit: ``[[835], [2277, 29937]]``, the two encodings of "###") and
 hands it to ``Chat(..., stopping_criteria=...)``. The chat honours it: each
 ``StoppingCriteriaSub``'s sequences become its :class:`~minigpt4.models.generation.StopRule`
-(checked per row), and any other criterion is passed to transformers' ``generate`` as it is.
+(checked per row), and any other criterion is called at each step as transformers calls it.
 """
 
 from __future__ import annotations

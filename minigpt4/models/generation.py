@@ -1,16 +1,18 @@
 """Generation from context embeddings: one settings object, per-row stops, sampling and streaming.
 
 Every answer the project produces (the demo's chat, the batch command, benchmark evaluation, the
-HTTP server) goes through :func:`generate`, which runs transformers' ``generate`` once for a
-batch of context embeddings. Rows may differ in length (they are left-padded, as the original's
-batched ``generate`` does) and in their own stop rule, answer length and sampling settings:
+HTTP server) goes through :func:`generate`, once for a batch of context embeddings. Rows may
+differ in length (they are left-padded, as the original's batched ``generate`` does) and in their
+own stop rule, answer length and sampling settings:
 
+- greedy and sampled answers run this project's decoding loop (:mod:`.decoding`); each row
+  chooses its own token (greedy rows take the arg-max, sampling rows apply temperature, top-k
+  and top-p as transformers does and draw with their own seeded generator), so a seeded answer
+  does not depend on what else is in the batch;
 - stopping is checked row by row (a stop token sequence, a stop string, end-of-sequence or the
-  row's ``max_new_tokens``); transformers pads a finished row until every row is done;
-- when any row samples, a logits processor draws each row's token itself (greedy rows take the
-  arg-max, sampling rows apply temperature, top-k and top-p as transformers does and draw with
-  their own seeded generator), so a seeded answer does not depend on what else is in the batch;
-- with beam search (``num_beams`` > 1) all rows share one setting, as transformers requires.
+  row's ``max_new_tokens``); a finished row is padded until every row is done;
+- beam search (``num_beams`` > 1) runs transformers' ``generate``; all rows share one setting,
+  as transformers requires.
 """
 
 from __future__ import annotations
@@ -22,18 +24,14 @@ from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
-from transformers import (
-    LogitsProcessor,
-    LogitsProcessorList,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
+from transformers import LogitsProcessor, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.logits_process import (
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-from transformers.generation.streamers import BaseStreamer
+
+from minigpt4.models import decoding
 
 # The prompt comes as embeddings, so a repetition penalty applies to the generated tokens only, as
 # in the original; transformers would say so on every answer.
@@ -178,17 +176,16 @@ class _BeamStops(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-class _RowSampler(LogitsProcessor):
-    """Chooses each row's next token with the row's own settings and generator.
-
-    It returns scores that are -inf everywhere but on the chosen token, so transformers' own
-    sampling step (its warpers switched off) can only pick that token.
-    """
+class _RowChooser:
+    """Chooses each row's next token with the row's own settings and generator: greedy rows
+    take the arg-max, sampling rows apply temperature, top-k and top-p as transformers does and
+    draw with their own seeded generator (or the global one when unseeded)."""
 
     def __init__(self, settings: Sequence[GenerationSettings]) -> None:
         self.settings = settings
         self.warpers = [self._warpers(s) for s in settings]
         self.generators: list[torch.Generator | None] | None = None
+        self.greedy = not any(s.do_sample for s in settings)
 
     @staticmethod
     def _warpers(s: GenerationSettings) -> list[LogitsProcessor]:
@@ -206,7 +203,9 @@ class _RowSampler(LogitsProcessor):
     def _generator(self, seed: int | None, device: torch.device) -> torch.Generator | None:
         return None if seed is None else torch.Generator(device=device).manual_seed(seed)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
+    def __call__(self, ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
+        if self.greedy:
+            return scores.argmax(dim=-1)
         if self.generators is None:
             self.generators = [self._generator(s.seed, scores.device) for s in self.settings]
         chosen = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
@@ -217,34 +216,25 @@ class _RowSampler(LogitsProcessor):
                 continue
             warped = row_scores
             for warper in self.warpers[row]:
-                warped = warper(input_ids[row : row + 1], warped)
+                warped = warper(ids[row : row + 1], warped)
             probs = torch.softmax(warped.float(), dim=-1)
             chosen[row] = torch.multinomial(probs, 1, generator=self.generators[row])[0, 0]
-        out = torch.full_like(scores, float("-inf"))
-        out.scatter_(1, chosen[:, None], 0.0)
-        return out
+        return chosen
 
 
-class _RowStreamer(BaseStreamer):
+class _RowStreamer:
     """Hands each row's new tokens to ``on_token(row, token)``, nothing after the row ended."""
 
     def __init__(self, stops: _RowStops, on_token: Callable[[int, int], None]) -> None:
         self.stops, self.on_token = stops, on_token
         self.received = [0] * len(stops.rules)
-        self._prompt_seen = False
 
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # generate() first puts the (empty) prompt ids
-            self._prompt_seen = True
-            return
-        for row, token in enumerate(value.reshape(-1).tolist()):
+    def __call__(self, tokens: torch.Tensor) -> None:
+        for row, token in enumerate(tokens.tolist()):
             ended_at = self.stops.ended_at[row]
             if ended_at is None or self.received[row] < ended_at:
                 self.received[row] += 1
                 self.on_token(row, int(token))
-
-    def end(self) -> None:
-        pass
 
 
 def _batch_setting(settings: Sequence[GenerationSettings], name: str) -> object:
@@ -254,25 +244,35 @@ def _batch_setting(settings: Sequence[GenerationSettings], name: str) -> object:
     return values.pop()
 
 
-def _sampling_kwargs(settings: Sequence[GenerationSettings], num_beams: int) -> dict:
+def _beam_sampling_kwargs(settings: Sequence[GenerationSettings]) -> dict:
     if not any(s.do_sample for s in settings):
         # Neutral values: an LLM folder's own sampling defaults (Llama-2-chat: temperature 0.6,
         # top_p 0.9) would otherwise be reported as unused on every greedy answer.
         return {"do_sample": False, "temperature": 1.0, "top_p": 1.0}
-    if num_beams == 1:
-        # Our sampler chooses the tokens; transformers' warpers stay off.
-        return {
-            "do_sample": True,
-            "temperature": 1.0,
-            "top_k": 0,
-            "top_p": 1.0,
-            "logits_processor": LogitsProcessorList([_RowSampler(settings)]),
-        }
     kwargs = {name: _batch_setting(settings, name) for name in ("temperature", "top_k", "top_p")}
     seed = _batch_setting(settings, "seed")
     if seed is not None:
         torch.manual_seed(seed)  # beam sampling draws from the global generator
     return {"do_sample": True, **kwargs}
+
+
+def _beam_search(llm, embeds, mask, settings, rule, decode, pad_token_id, extra, suppressed):
+    """transformers' beam search (all rows share their settings and their stop rule)."""
+    kwargs = {
+        name: _batch_setting(settings, name)
+        for name in ("min_length", "repetition_penalty", "length_penalty", "num_beams")
+    }
+    if suppressed:
+        kwargs["suppress_tokens"] = suppressed
+    return llm.generate(
+        inputs_embeds=embeds,
+        attention_mask=mask,
+        max_new_tokens=max(s.max_new_tokens for s in settings),
+        stopping_criteria=StoppingCriteriaList([_BeamStops(rule, decode), *extra]),
+        pad_token_id=pad_token_id,
+        **kwargs,
+        **_beam_sampling_kwargs(settings),
+    )
 
 
 def generate(
@@ -295,40 +295,46 @@ def generate(
     tokenizer has pieces, as Vicuna-13B v1.1's 32,001 for 32,000) are never generated.
     """
     embeds, mask = left_pad(contexts)
-    num_beams = _batch_setting(settings, "num_beams")
-    kwargs = {name: _batch_setting(settings, name) for name in ("min_length", "repetition_penalty")}
     limits = [s.max_new_tokens for s in settings]
-    row_stops = _RowStops(rules, limits, decode)
-    if num_beams > 1:
-        kwargs["length_penalty"] = _batch_setting(settings, "length_penalty")
+    rows = llm.get_output_embeddings().weight.shape[0]
+    suppressed_from = vocab_size if vocab_size is not None and rows > vocab_size else None
+    if _batch_setting(settings, "num_beams") > 1:
         if len(set(rules)) > 1:
             raise ValueError("rows generated together with beam search must share their stops")
-        stopping = _BeamStops(rules[0], decode)
-    else:
-        stopping = row_stops
-        if on_token is not None:
-            kwargs["streamer"] = _RowStreamer(row_stops, on_token)
-    rows = llm.get_output_embeddings().weight.shape[0]
-    if vocab_size is not None and rows > vocab_size:
-        kwargs["suppress_tokens"] = list(range(vocab_size, rows))
-    out = llm.generate(
-        inputs_embeds=embeds,
-        attention_mask=mask,
-        max_new_tokens=max(limits),
-        num_beams=num_beams,
-        stopping_criteria=StoppingCriteriaList([stopping, *extra]),
-        pad_token_id=pad_token_id,
-        **kwargs,
-        **_sampling_kwargs(settings, num_beams),
+        suppressed = list(range(suppressed_from, rows)) if suppressed_from is not None else []
+        out = _beam_search(
+            llm, embeds, mask, settings, rules[0], decode, pad_token_id, extra, suppressed
+        )
+        return [
+            _beam_result(out[row].tolist(), rule, decode, limits[row])
+            for row, rule in enumerate(rules)
+        ]
+    row_stops = _RowStops(rules, limits, decode)
+    score_rules = decoding.ScoreRules(
+        _batch_setting(settings, "repetition_penalty"),
+        # transformers counts a minimum length with the context (given as embeddings) in it
+        max(_batch_setting(settings, "min_length") - embeds.shape[1], 0),
+        llm.generation_config.eos_token_id,
+        suppressed_from,
     )
-    results = []
-    for row, rule in enumerate(rules):
-        ids = out[row].tolist()
-        if num_beams > 1:
-            end = rule.first_stop(ids, decode)
-            reason = FINISH_LENGTH if end is None else FINISH_STOP
-            ids = ids[: end or limits[row]]
-        else:
-            ids, reason = ids[: row_stops.ended_at[row]], row_stops.reasons[row]
-        results.append(Generation(ids, reason))
-    return results
+    streamer = _RowStreamer(row_stops, on_token) if on_token is not None else None
+    out = decoding.decode(
+        llm,
+        embeds,
+        mask,
+        max(limits),
+        score_rules,
+        _RowChooser(settings),
+        [row_stops, *extra],
+        streamer,
+        pad_token_id,
+    )
+    return [
+        Generation(out[row].tolist()[: row_stops.ended_at[row]], row_stops.reasons[row])
+        for row in range(len(rules))
+    ]
+
+
+def _beam_result(ids: list[int], rule: StopRule, decode, limit: int) -> Generation:
+    end = rule.first_stop(ids, decode)
+    return Generation(ids[: end or limit], FINISH_LENGTH if end is None else FINISH_STOP)
