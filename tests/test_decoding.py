@@ -13,7 +13,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from minigpt4.models import decoding
-from minigpt4.models.generation import GenerationSettings, StopRule, generate
+from minigpt4.models.generation import GenerationSettings, StopRule, generate, left_pad
 from tests.model_fixtures import REPO_ROOT
 
 LLAMA = REPO_ROOT / "tests" / "fixtures" / "reference" / "tiny" / "llama"
@@ -52,11 +52,7 @@ def ours(llm, ctx, on_token=None, vocab_size=None, **settings):
 
 def theirs(llm, ctx, **kwargs):
     """transformers' batched greedy generate on the same left-padded batch."""
-    width = max(c.shape[1] for c in ctx)
-    embeds = torch.zeros(len(ctx), width, ctx[0].shape[-1])
-    mask = torch.zeros(len(ctx), width, dtype=torch.long)
-    for i, c in enumerate(ctx):
-        embeds[i, width - c.shape[1] :], mask[i, width - c.shape[1] :] = c[0], 1
+    embeds, mask = left_pad(ctx)
     with torch.no_grad():
         out = llm.generate(
             inputs_embeds=embeds,
