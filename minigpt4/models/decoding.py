@@ -24,7 +24,15 @@ from transformers import DynamicCache, StoppingCriteria
 class ScoreRules:
     """What is done to the next-token scores before a row chooses (transformers' order)."""
 
-    def __init__(self, repetition_penalty: float, min_new_tokens: int, end_ids, suppressed_from):
+    def __init__(
+        self,
+        repetition_penalty: float,
+        min_new_tokens: int,
+        end_ids: int | Sequence[int] | None,
+        suppressed_from: int | None,
+    ) -> None:
+        """``end_ids``: end-of-sequence id(s), barred below ``min_new_tokens`` generated tokens;
+        ``suppressed_from``: ids from this one on are never chosen (None: none barred)."""
         self.repetition_penalty = repetition_penalty
         self.min_new_tokens = min_new_tokens
         self.end_ids = _id_list(end_ids)
@@ -47,7 +55,7 @@ class ScoreRules:
         return scores
 
 
-def _id_list(ids) -> list[int]:
+def _id_list(ids: int | Sequence[int] | None) -> list[int]:
     if ids is None:
         return []
     return [int(ids)] if isinstance(ids, int) else [int(i) for i in ids]
