@@ -63,7 +63,8 @@ class GenerationSettings:
     max_length: int = 2000
     seed: int | None = None
 
-    # Settings transformers applies to a whole batch: rows generated together must agree on them.
+    # Settings applied to a whole batch (beam search by transformers; the minimum length and the
+    # repetition penalty by the decoding loop's score rules): rows generated together must agree.
     BATCH_FIELDS = ("num_beams", "min_length", "repetition_penalty", "length_penalty")
 
     def __post_init__(self) -> None:
