@@ -106,15 +106,41 @@ def test_streamed_tokens_are_the_returned_ones(llm):
     assert [streamed[i] for i in range(3)] == [g.tokens for g in got]
 
 
-def test_end_of_sequence_is_barred_below_the_minimum_length():
+def test_end_of_sequence_is_barred_below_each_rows_minimum_length():
     scores = torch.zeros(2, 6)
     scores[:, EOS] = 5.0
-    rules = decoding.ScoreRules(1.0, min_new_tokens=3, end_ids=[EOS], suppressed_from=5)
+    rules = decoding.ScoreRules([1.0, 1.0], [3, 2], end_ids=[EOS], suppressed_from=5)
     early = rules(torch.ones(2, 2, dtype=torch.long), scores)
-    assert early[:, EOS].eq(float("-inf")).all() and early[:, 5].eq(float("-inf")).all()
-    assert early[:, 1].eq(0).all()
+    assert early[0, EOS] == float("-inf") and early[1, EOS] == 5.0  # row 1 has its two
+    assert early[:, 5].eq(float("-inf")).all() and early[:, 1].eq(0).all()
     late = rules(torch.ones(2, 3, dtype=torch.long), scores)
     assert late[:, EOS].eq(5.0).all()
+
+
+def test_rows_with_their_own_penalty_and_minimum_length_answer_as_alone(llm):
+    """One batch of rows that differ in repetition penalty and minimum length (counted with
+    each row's own context) gives each row the tokens it gets alone."""
+    ctx = contexts(llm, [9], seed=8) + contexts(llm, [11], seed=1) + contexts(llm, [14], seed=5)
+    rows = [
+        GenerationSettings(do_sample=False, max_new_tokens=12, min_length=9 + 12),
+        GenerationSettings(do_sample=False, max_new_tokens=30, repetition_penalty=1.8),
+        GenerationSettings(do_sample=False, max_new_tokens=20),
+    ]
+    rule = StopRule(end_ids=frozenset({EOS}))
+
+    def run(ctx, rows):
+        with torch.no_grad():
+            return generate(llm, ctx, rows, [rule] * len(rows), decode=str, pad_token_id=PAD)
+
+    together = run(ctx, rows)
+    alone = [run([c], [r])[0] for c, r in zip(ctx, rows)]
+    assert [g.tokens for g in together] == [g.tokens for g in alone]
+    assert len(together[0].tokens) == 12 and EOS not in together[0].tokens  # barred, see below
+    assert (
+        together[1].tokens
+        == ours(llm, ctx[1:2], max_new_tokens=30, repetition_penalty=1.8)[0].tokens
+    )
+    assert together[1].tokens != ours(llm, ctx[1:2], max_new_tokens=30)[0].tokens
 
 
 def test_minimum_length_counts_the_context_as_transformers_does(llm):

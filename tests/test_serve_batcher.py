@@ -93,7 +93,7 @@ def test_batched_rows_answer_as_one_at_a_time(chat, contexts, monkeypatch):
     assert "stop" in {g.finish_reason for g in together}
 
 
-def test_batch_size_and_incompatible_settings_split_batches(chat, contexts, monkeypatch):
+def test_batch_size_and_beams_split_batches(chat, contexts, monkeypatch):
     greedy = chat.settings(do_sample=False, max_new_tokens=20)
     penalised = greedy.replace(repetition_penalty=1.3)
     beams = greedy.replace(num_beams=2)
@@ -105,10 +105,11 @@ def test_batch_size_and_incompatible_settings_split_batches(chat, contexts, monk
         (contexts[4], beams),
         (contexts[5], penalised),
     ]
+    alone = run_all(Batcher(chat.model, max_batch_size=1), jobs)
     calls = Calls(chat.model, monkeypatch)
     results = run_all(Batcher(chat.model, max_batch_size=8), jobs)
-    assert calls.sizes == [2, 2, 1, 1]  # greedy pair, penalised pair, each beam row alone
-    assert all(isinstance(r, Answer) for r in results)
+    assert calls.sizes == [4, 1, 1]  # greedy and penalised rows together, each beam row alone
+    assert [r.tokens for r in results] == [r.tokens for r in alone]
 
     calls.sizes.clear()
     run_all(Batcher(chat.model, max_batch_size=4), [(c, greedy) for c in contexts])

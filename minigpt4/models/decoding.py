@@ -8,7 +8,9 @@ through ``generate`` and 26 ms through the same forward in this loop. It compute
 ``generate`` computes for these answers: the same inputs (position ids from the left padding,
 the attention mask dropped when nothing is padded, logits of the last position only), scores in
 fp32, then in transformers' order the repetition penalty on the generated tokens, the minimum
-length (end-of-sequence barred) and the suppressed ids, and then each row's choice.
+length (end-of-sequence barred) and the suppressed ids, and then each row's choice. Unlike
+``generate``, every setting is the row's own, so rows with different penalties or minimum
+lengths are generated together.
 """
 
 from __future__ import annotations
@@ -22,33 +24,37 @@ from transformers import DynamicCache, StoppingCriteria
 
 
 class ScoreRules:
-    """What is done to the next-token scores before a row chooses (transformers' order)."""
+    """What is done to the next-token scores before a row chooses (transformers' order), with
+    each row's own repetition penalty and minimum length."""
 
     def __init__(
         self,
-        repetition_penalty: float,
-        min_new_tokens: int,
+        repetition_penalty: Sequence[float],
+        min_new_tokens: Sequence[int],
         end_ids: int | Sequence[int] | None,
         suppressed_from: int | None,
     ) -> None:
-        """``end_ids``: end-of-sequence id(s), barred below ``min_new_tokens`` generated tokens;
-        ``suppressed_from``: ids from this one on are never chosen (None: none barred)."""
-        self.repetition_penalty = repetition_penalty
-        self.min_new_tokens = min_new_tokens
+        """Per row: ``repetition_penalty`` and ``min_new_tokens`` (below it, ``end_ids``, the
+        end-of-sequence id(s), are barred); ``suppressed_from``: ids from this one on are never
+        chosen (None: none barred)."""
+        self.penalty = torch.tensor(repetition_penalty, dtype=torch.float32)[:, None]
+        self.penalised = bool(self.penalty.ne(1.0).any())
+        self.min_new_tokens = torch.tensor(min_new_tokens)
         self.end_ids = _id_list(end_ids)
         self.suppressed_from = suppressed_from
 
     def __call__(self, ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """``ids``: the tokens generated so far [B, n]; ``scores``: [B, V] fp32."""
-        if self.repetition_penalty != 1.0 and ids.shape[1]:
+        if self.penalised and ids.shape[1]:
+            penalty = self.penalty.to(scores.device)
             picked = scores.gather(1, ids)
-            picked = torch.where(
-                picked < 0, picked * self.repetition_penalty, picked / self.repetition_penalty
-            )
+            picked = torch.where(picked < 0, picked * penalty, picked / penalty)
             scores = scores.scatter(1, ids, picked)
-        if ids.shape[1] < self.min_new_tokens and self.end_ids:
+        short = self.min_new_tokens > ids.shape[1]  # on the CPU: no device sync
+        if self.end_ids and bool(short.any()):
+            barred = short.to(scores.device)[:, None]
             scores = scores.clone()
-            scores[:, self.end_ids] = float("-inf")
+            scores[:, self.end_ids] = scores[:, self.end_ids].masked_fill(barred, float("-inf"))
         if self.suppressed_from is not None and self.suppressed_from < scores.shape[1]:
             scores = scores.clone()
             scores[:, self.suppressed_from :] = float("-inf")

@@ -3,12 +3,13 @@
 Every answer the project produces (the demo's chat, the batch command, benchmark evaluation, the
 HTTP server) goes through :func:`generate`, once for a batch of context embeddings. Rows may
 differ in length (they are left-padded, as the original's batched ``generate`` does) and in their
-own stop rule, answer length and sampling settings:
+own stop rule, answer length, sampling settings, repetition penalty and minimum length:
 
 - greedy and sampled answers run this project's decoding loop (:mod:`.decoding`); each row
   chooses its own token (greedy rows take the arg-max, sampling rows apply temperature, top-k
   and top-p as transformers does and draw with their own seeded generator), so a seeded answer
-  does not depend on what else is in the batch;
+  does not depend on what else is in the batch; the loop applies each row's repetition penalty
+  and minimum length (counted, as transformers counts it, with the row's own context);
 - stopping is checked row by row (a stop token sequence, a stop string, end-of-sequence or the
   row's ``max_new_tokens``); a finished row is padded until every row is done;
 - beam search (``num_beams`` > 1) runs transformers' ``generate``; all rows share one setting,
@@ -62,10 +63,6 @@ class GenerationSettings:
     do_sample: bool = True
     max_length: int = 2000
     seed: int | None = None
-
-    # Settings applied to a whole batch (beam search by transformers; the minimum length and the
-    # repetition penalty by the decoding loop's score rules): rows generated together must agree.
-    BATCH_FIELDS = ("num_beams", "min_length", "repetition_penalty", "length_penalty")
 
     def __post_init__(self) -> None:
         problems = []
@@ -312,9 +309,10 @@ def generate(
         ]
     row_stops = _RowStops(rules, limits, decode)
     score_rules = decoding.ScoreRules(
-        _batch_setting(settings, "repetition_penalty"),
-        # transformers counts a minimum length with the context (given as embeddings) in it
-        max(_batch_setting(settings, "min_length") - embeds.shape[1], 0),
+        [s.repetition_penalty for s in settings],
+        # transformers counts a minimum length with the context (given as embeddings) in it;
+        # each row counts its own, so that its answer does not depend on its batch's padding
+        [max(s.min_length - c.shape[1], 0) for s, c in zip(settings, contexts, strict=True)],
         llm.generation_config.eos_token_id,
         suppressed_from,
     )

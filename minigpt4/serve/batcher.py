@@ -12,10 +12,10 @@ call of ``model.answer_batch`` (:class:`~minigpt4.models.answering.Answerer`), t
 entry for answers: it builds each row's prompt, encodes the images of the whole batch together,
 embeds each row's context once and generates the batch in one ``generate_from_embeddings``
 call, each row with its own stops, answer length and sampling settings (and seed), streaming
-each row's visible text. Rows generated together must agree on what transformers applies to a
-whole batch (``GenerationSettings.BATCH_FIELDS``: beams, minimum length, repetition and length
-penalties), so a gathered batch is split into groups by those, run one after the other;
-beam-search rows run alone (beams cannot stream, and rows with beams must share their stops).
+each row's visible text. Every row keeps its own settings (sampling, seed, repetition penalty,
+minimum length: the decoding loop applies them per row); only beam-search rows run alone, one
+after the other (transformers' beam search takes one set of settings, beams cannot stream, and
+rows with beams must share their stops).
 
 A job can be cancelled (its client went away): before it starts it is dropped, while it runs
 its stop rule ends it at its next token, so it stops taking batch time.
@@ -86,9 +86,7 @@ class Stats:
 
 
 def group_key(job: Job) -> tuple:
-    settings = job.question.settings
-    key = tuple(getattr(settings, name) for name in GenerationSettings.BATCH_FIELDS)
-    return key + ((id(job),) if settings.num_beams > 1 else ())
+    return (id(job),) if job.question.settings.num_beams > 1 else ()
 
 
 def groups(jobs: Sequence[Job]) -> list[list[Job]]:
