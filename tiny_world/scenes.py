@@ -3,7 +3,8 @@
 A scene (``MultiScene``) is a background and one to three things (``Thing``): each a colour and
 shape of ``tiny_world.world`` at its own place and size, no two with the same colour and shape,
 no two overlapping (their boxes stay ``GAP`` of the side apart). Things are ordered left to
-right (by the left edge of the box), which is the order every text below names them in.
+right (by the left edge of the box), which is the order every text below names them in, but
+the grounded caption.
 
 Boxes are measured from the drawing (the pixels each shape covers), in pixels of the drawn image
 as ``(x1, y1, x2, y2)`` with x2/y2 exclusive, so they are exact for any image size.
@@ -189,12 +190,16 @@ def grid_box(box: tuple[int, int, int, int], width: int, height: int) -> str:
 
 
 def grounded_caption(sample: MultiSample) -> str:
-    """The caption with each thing as a ``<p>`` phrase and its grid box."""
+    """The caption with each thing as a ``<p>`` phrase and its grid box, the things in an order
+    drawn from the scene (the same for the same scene). Not left to right: named in that order,
+    the boxes could be written in the order the image tokens hold them, and the tiny LLM
+    learnt that in place of finding a thing's box by its phrase, which ``[refer]`` needs."""
     width, height = sample.image.size
     parts = [
         fix_articles(f"a <p>{expression(t)}</p> {grid_box(box, width, height)}")
         for t, box in zip(sample.scene.things, sample.boxes, strict=True)
     ]
+    random.Random(repr(sample.boxes)).shuffle(parts)
     return f"{_listing(parts)} on a {sample.scene.background} background"
 
 

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SEED = 4000
 SCENE_SIZE = 100  # pixels: the grid's own resolution
-TASK_WEIGHTS = {"refer": 0.3, "identify": 0.25, "caption": 0.15, "grounding": 0.15, "vqa": 0.15}
+TASK_WEIGHTS = {"refer": 0.35, "identify": 0.25, "caption": 0.1, "grounding": 0.2, "vqa": 0.1}
 LAYOUT_WEIGHTS = {"train": 0.6, "infer": 0.4}
 
 
