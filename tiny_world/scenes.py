@@ -3,8 +3,8 @@
 A scene (``MultiScene``) is a background and one to three things (``Thing``): each a colour and
 shape of ``tiny_world.world`` at its own place and size, no two with the same colour and shape,
 no two overlapping (their boxes stay ``GAP`` of the side apart). Things are ordered left to
-right (by the left edge of the box), which is the order every text below names them in, but
-the grounded caption.
+right (by the left edge of the box), which is the order every text below names them in,
+except the grounded caption.
 
 Boxes are measured from the drawing (the pixels each shape covers), in pixels of the drawn image
 as ``(x1, y1, x2, y2)`` with x2/y2 exclusive, so they are exact for any image size.
