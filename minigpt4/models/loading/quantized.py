@@ -177,8 +177,8 @@ def choose_4bit_cpu_kernels(llm: nn.Module, large_dtype: torch.dtype | None, cho
     if choice == "torch" or (choice == "auto" and not native):
         why = (
             "model.cpu_quantized is torch"
-            if native
-            else ("this CPU has no AVX512-BF16, which bitsandbytes' packed kernel needs")
+            if choice == "torch"
+            else "this CPU has no AVX512-BF16, which bitsandbytes' packed kernel needs"
         )
         _torch_int4(llm, large_dtype, why)  # holding no layer here: each is freed as it goes
     layers = _linear4bit_layers(llm)
