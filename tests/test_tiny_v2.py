@@ -174,6 +174,33 @@ def test_coordinate_slots_carry_their_things_colour_and_shape(chat):
         assert torch.equal(embeds[:start], table(torch.tensor(ids[:start])))
 
 
+def test_llm_coordinates_start_smooth_along_the_grid(chat):
+    """``train_llm_v2``'s fresh LLM: neighbouring grid coordinates start with alike input
+    embeddings, far ones unrelated; no other row is touched."""
+    maker = v2_layouts.V2SequenceMaker(chat.model.llama_tokenizer)
+    first = v2_layouts.COORDINATE_CLASS0
+    ids = maker.slot_ids[first : first + v2_layouts.GRID + 1]
+    args = train_llm_v2.parse_args(["--layers", "1"])
+    model = train_llm_v2.build_model(chat.model.llama_tokenizer, args)
+    before = model.get_input_embeddings().weight.detach().clone()
+    train_llm_v2.smooth_coordinates(model, ids, args.coord_periods, args.seed)
+    after = model.get_input_embeddings().weight.detach()
+
+    def cosine(a: int, b: int, table: torch.Tensor) -> float:
+        return float(torch.nn.functional.cosine_similarity(table[ids[a]], table[ids[b]], dim=0))
+
+    def mean(pairs, table: torch.Tensor) -> float:
+        return sum(cosine(a, b, table) for a, b in pairs) / len(pairs)
+
+    neighbours = [(v, v + 1) for v in range(100)]
+    far_apart = [(v, v + 50) for v in range(51)]
+    assert mean(neighbours, after) > 0.3 and abs(mean(far_apart, after)) < 0.1
+    assert abs(mean(neighbours, before)) < 0.1
+    others = torch.ones(len(before), dtype=torch.bool)
+    others[ids] = False
+    assert torch.equal(before[others], after[others])
+
+
 def test_vision_pretraining_targets_each_things_patches():
     """``build_vision_v2``'s per-patch owners: every thing owns patches, all within its box."""
     sizes = build_vision_v2.default_sizes()

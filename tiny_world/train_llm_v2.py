@@ -11,6 +11,8 @@ embeddings of neighbouring coordinates around the true one (width drawn up to ``
 the answer stays the true value), and every slot gets noise (``--slot-noise`` x the embeddings'
 RMS). ``[identify]`` questions ask for a box
 moved by up to ``--box-jitter`` per coordinate (the answer: the thing of the nearest box).
+A fresh LLM's grid coordinates start smooth along the grid (``--coord-periods``), so that an
+asked box can be matched against the slots' boxes.
 
 Scenes come from a pool of ``--scenes`` drawn at 100 px (one pixel = one grid unit), tasks and
 templates drawn per sequence. Writes an HF LLaMA folder (the tokenizer's files copied in).
@@ -19,9 +21,12 @@ templates drawn per sequence. Writes an HF LLaMA folder (the tokenizer's files c
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import random
 import time
+from pathlib import Path
 
 import torch
 
@@ -36,11 +41,31 @@ logger = logging.getLogger(__name__)
 DEFAULT_SEED = 4000
 SCENE_SIZE = 100  # pixels: the grid's own resolution
 TASK_WEIGHTS = {"refer": 0.35, "identify": 0.25, "caption": 0.1, "grounding": 0.2, "vqa": 0.1}
+COORD_PERIODS = [4.0, 6.5, 10.0, 16.0, 25.0, 40.0, 64.0, 100.0, 160.0]
 LAYOUT_WEIGHTS = {"train": 0.6, "infer": 0.4}
 
 
 def scene_pool(seed: int, count: int) -> list[scenes.MultiSample]:
     return [scenes.make_multi_sample(seed, i, size=SCENE_SIZE) for i in range(count)]
+
+
+def smooth_coordinates(model, coordinate_ids: list[int], periods: list[float], seed: int) -> None:
+    """Start the grid coordinates' input embeddings smooth along the grid: each row its random
+    start plus sines and cosines of the coordinate at ``periods`` (grid units) in a random
+    subspace, of the same norm. Neighbouring coordinates then start alike, so attention can
+    match an asked box against the slots' boxes (``[identify]``) from the first step; from
+    random rows the tiny LLM named a random thing of the scene."""
+    table = model.get_input_embeddings().weight
+    gen = torch.Generator().manual_seed(seed)
+    values = torch.arange(len(coordinate_ids)).float()[:, None]
+    angles = 2 * math.pi * values / torch.tensor(periods)[None]
+    code = torch.cat([angles.cos(), angles.sin()], dim=1)  # [coordinates, 2 x periods]
+    basis, _ = torch.linalg.qr(torch.randn(table.shape[1], code.shape[1], generator=gen))
+    smooth = code @ basis.T  # rows of norm sqrt(len(periods))
+    rows = table.detach()[coordinate_ids]
+    scale = rows.norm(dim=1).mean() / math.sqrt(len(periods))
+    with torch.no_grad():
+        table[coordinate_ids] = rows + scale * smooth
 
 
 def make_batch(maker, pool, rng: random.Random, size: int, jitter: int, weights: dict):
@@ -162,6 +187,9 @@ def train(args: argparse.Namespace):
     tok = v2_layouts.load_tokenizer(args.tokenizer)
     maker = v2_layouts.V2SequenceMaker(tok)
     model = build_model(tok, args)
+    if args.coord_periods and not args.init:
+        coordinate_ids = maker.slot_ids[COORDINATE_CLASS0 : COORDINATE_CLASS0 + GRID + 1]
+        smooth_coordinates(model, coordinate_ids, args.coord_periods, args.seed)
     pool = scene_pool(args.seed, args.scenes)
     rng = random.Random(f"tiny-llm-v2:{args.seed}")
     gen = torch.Generator().manual_seed(args.seed)
@@ -226,6 +254,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slot-noise", type=float, default=0.3)
     parser.add_argument("--box-jitter", type=int, default=3)
     parser.add_argument(
+        "--coord-periods",
+        type=lambda v: [float(p) for p in v.split(",")] if v else [],
+        default=COORD_PERIODS,
+        help="periods (grid units) of the coordinates' smooth start, comma-separated; '' for none",
+    )
+    parser.add_argument(
         "--task-weights",
         type=_weights,
         default=TASK_WEIGHTS,
@@ -240,8 +274,17 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     model, checks = train(args)
-    write_llm_folder(model, args, checks)
+    write_llm_folder(model, args, {**checks, **_init_recipe(args.init)})
     return checks
+
+
+def _init_recipe(folder: str | None) -> dict:
+    """The recipe of the LLM ``--init`` went on from (its ``tiny_world_llm.json``), so that the
+    written folder tells every round it took."""
+    record = Path(folder, "tiny_world_llm.json") if folder else None
+    if record is None or not record.exists():
+        return {}
+    return {"init_recipe": json.loads(record.read_text())}
 
 
 if __name__ == "__main__":
