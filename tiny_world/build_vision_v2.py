@@ -2,7 +2,7 @@
 
     python -m tiny_world.build_vision_v2 --objective classifier --out tiny_world/checkpoint_v2
     python -m tiny_world.build_vision_v2 --init tiny_world/checkpoint_v2 --seed 5002 \
-        --steps 4000 --out tiny_world/checkpoint_v2
+        --steps 8000 --out tiny_world/checkpoint_v2
 
 MiniGPT-v2 feeds ``llama_proj`` the ViT's patch tokens after a fresh, never loaded
 ``ln_vision`` (CLS dropped), 4 consecutive tokens concatenated into one: at 140 px and patch 14,
@@ -337,9 +337,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--init", default=None, help="go on from the ViT in this folder")
     parser.add_argument("--objective", choices=("prototypes", "classifier"), default="prototypes")
-    parser.add_argument("--train-count", type=int, default=16000)
+    parser.add_argument("--train-count", type=int, default=24000)
     parser.add_argument("--val-count", type=int, default=300)
-    parser.add_argument("--steps", type=int, default=8000)
+    parser.add_argument("--steps", type=int, default=16000)
     parser.add_argument("--batch-size", type=int, default=48)
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--eval-every", type=int, default=500)
