@@ -218,6 +218,88 @@ def test_vision_pretraining_targets_each_things_patches():
         assert int((owners >= 0).sum()) < grid * grid // 2
 
 
+def _tied_sample(tie: int) -> scenes.MultiSample:
+    """The first scene of seed 5 with two things whose left edges lie within ``tie``."""
+    for i in range(500):
+        sample = scenes.make_multi_sample(5, i)
+        if len(sample.scene.things) == 2 and len(_tie_orders(sample, tie)) == 2:
+            return sample
+    raise AssertionError("no tied two-thing scene in 500")
+
+
+def _tie_orders(sample: scenes.MultiSample, tie: int) -> list[int]:
+    return v2_layouts.tie_orders(v2_layouts.grid_boxes(sample), tie)
+
+
+def test_things_whose_left_edges_nearly_tie_may_come_in_either_order():
+    """``tie_orders``: only swaps of things whose left edges lie within ``tie`` grid units
+    (never a swap through a farther pair, never an absent thing's block); ``order_map`` moves
+    whole blocks (colour, shape, box) and nothing else."""
+    orders = v2_layouts.THING_ORDERS
+    assert v2_layouts.tie_orders([[10, 0, 30, 30], [13, 50, 40, 80]], 3) == [
+        0,
+        orders.index((1, 0, 2)),
+    ]
+    assert v2_layouts.tie_orders([[10, 0, 30, 30], [14, 50, 40, 80]], 3) == [0]
+    assert v2_layouts.tie_orders([[10, 0, 30, 30]], 100) == [0]
+    assert v2_layouts.tie_orders([[10, 0, 30, 30], [10, 50, 40, 80]], 0) == [0]  # 0: off
+    three = [[10, 0, 20, 20], [12, 30, 20, 50], [14, 60, 30, 80]]
+    got = {orders[k] for k in v2_layouts.tie_orders(three, 3)}
+    assert got == {(0, 1, 2), (1, 0, 2), (0, 2, 1)}  # 10 and 14 are 4 apart
+    sample = _tied_sample(6)
+    words = [v2_layouts.SLOT_WORDS[c] for c in v2_layouts.slot_classes(sample)]
+    swapped = [words[i] for i in v2_layouts.order_map(orders[_tie_orders(sample, 6)[1]])]
+    width = v2_layouts.THING_WORDS
+    assert swapped[1 : 1 + width] == words[1 + width : 1 + 2 * width]
+    assert swapped[1 + width : 1 + 2 * width] == words[1 : 1 + width]
+    assert swapped[0] == words[0] and swapped[1 + 2 * width :] == words[1 + 2 * width :]
+
+
+def test_vision_loss_reads_each_image_in_its_best_allowed_order():
+    """``build_vision_v2.best_orders``: tokens that hold a tied scene's things swapped are
+    scored against the swapped slot where ``--tie`` allows it, against the scene's order
+    where it does not (and with ``--tie 0`` no image allows another order)."""
+    sizes = build_vision_v2.default_sizes()
+    sample = _tied_sample(6)
+    classes = torch.tensor([v2_layouts.slot_classes(sample)])
+    tags = v2_layouts.tag_weights([v2_layouts.slot_tags(sample)])
+    swap = v2_layouts.order_map(v2_layouts.THING_ORDERS[_tie_orders(sample, 6)[1]])
+    logits = 10.0 * torch.nn.functional.one_hot(classes[:, swap], len(v2_layouts.SLOT_WORDS))
+    allowed = torch.zeros((1, len(v2_layouts.THING_ORDERS)), dtype=torch.bool)
+    allowed[0, _tie_orders(sample, 6)] = True
+    got, got_tags = build_vision_v2.best_orders(logits, classes, tags, allowed)
+    assert torch.equal(got, classes[:, swap]) and torch.equal(got_tags, tags[:, swap])
+    allowed[0, 1:] = False
+    assert torch.equal(build_vision_v2.best_orders(logits, classes, tags, allowed)[0], classes)
+    data = build_vision_v2.load_images(5, 40, sizes.image_size, sizes.patch_size)
+    assert data["orders"][:, 0].all() and not data["orders"][:, 1:].any()
+    tied = build_vision_v2.load_images(5, 40, sizes.image_size, sizes.patch_size, tie=6)
+    assert tied["orders"][:, 1:].any()
+
+
+def test_llm_batches_draw_the_order_of_tied_things_only(chat):
+    """``train_llm_v2.make_batch`` with ``tie``: a tied scene's slot comes in both orders (the
+    text the same), an untied scene's always in its own."""
+    maker = v2_layouts.V2SequenceMaker(chat.model.llama_tokenizer)
+    tied = _tied_sample(6)
+    untied = next(s for s in (scenes.make_multi_sample(6, i) for i in range(50))
+                  if len(s.scene.things) == 3 and _tie_orders(s, 6) == [0])  # fmt: skip
+    weights = dict.fromkeys(v2_layouts.TASKS, 1.0)
+    for sample, want in ((tied, 2), (untied, 1)):
+        seen = set()
+        for seed in range(12):
+            plain = train_llm_v2.make_batch(maker, [sample], random.Random(seed), 1, 0, weights)
+            ids, *_, classes, _ = train_llm_v2.make_batch(
+                maker, [sample], random.Random(seed), 1, 0, weights, tie=6
+            )
+            assert torch.equal(ids, plain[0])
+            seen.add(tuple(classes[0].tolist()))
+        orders = [v2_layouts.order_map(v2_layouts.THING_ORDERS[k]) for k in _tie_orders(sample, 6)]
+        canonical = v2_layouts.slot_classes(sample)
+        assert seen == {tuple(canonical[i] for i in where) for where in orders}
+        assert len(seen) == want
+
+
 def test_tokenizer_is_what_the_documented_command_makes(tmp_path):
     build_tokenizer.main(["--template", "v2", "--out", str(tmp_path)])
     for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):

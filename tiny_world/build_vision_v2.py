@@ -72,12 +72,16 @@ def default_sizes() -> GroupedSizes:
     return GroupedSizes(image_size=140, patch_size=14, vit_embed_dim=64, vit_depth=4)
 
 
-def load_images(seed: int, count: int, size: int, patch: int) -> dict[str, torch.Tensor]:
+def load_images(
+    seed: int, count: int, size: int, patch: int, tie: int = 0
+) -> dict[str, torch.Tensor]:
     """uint8 images [N, 3, size, size] (drawn, JPEG, bicubic resize), slot classes [N, 25], tag
-    weights [N, 25, len(SLOT_WORDS)] and each patch's thing (``patch_owners``) [N, patches]."""
+    weights [N, 25, len(SLOT_WORDS)], each patch's thing (``patch_owners``) [N, patches] and
+    which block orders may stand for the scene (``v2_layouts.tie_orders``) [N, orders]."""
     images = np.empty((count, 3, size, size), dtype=np.uint8)
     classes = torch.empty((count, SLOT_LEN), dtype=torch.long)
     tags, owners = [], []
+    orders = torch.zeros((count, len(v2_layouts.THING_ORDERS)), dtype=torch.bool)
     for i in range(count):
         sample = scenes.make_multi_sample(seed, i, SOURCE_SIZE)
         decoded = Image.open(io.BytesIO(to_jpeg_bytes(sample.image))).convert("RGB")
@@ -86,11 +90,13 @@ def load_images(seed: int, count: int, size: int, patch: int) -> dict[str, torch
         classes[i] = torch.tensor(v2_layouts.slot_classes(sample))
         tags.append(v2_layouts.slot_tags(sample))
         owners.append(patch_owners(sample, resized, patch))
+        orders[i, v2_layouts.tie_orders(v2_layouts.grid_boxes(sample), tie)] = True
     return {
         "images": torch.from_numpy(images),
         "classes": classes,
         "tags": v2_layouts.tag_weights(tags),
         "owners": torch.stack(owners),
+        "orders": orders,
     }
 
 
@@ -229,11 +235,31 @@ def slot_loss(tokens, logits, classes, tags, protos: torch.Tensor | None) -> tor
     return loss
 
 
+ORDER_MAPS = torch.tensor([v2_layouts.order_map(o) for o in v2_layouts.THING_ORDERS])
+
+
+@torch.no_grad()
+def best_orders(logits, classes, tags, orders) -> tuple[torch.Tensor, torch.Tensor]:
+    """(classes, tags) with each image's things in the block order, among its allowed
+    ``orders`` [B, orders], whose words its tokens' ``logits`` score best (the identity
+    where no other is allowed): things whose left edges nearly tie may come in either order,
+    but each block must hold one thing, so the slot never pairs one's box with another's
+    colour (as DETR matches its predictions to the objects before the loss)."""
+    costs = []
+    for where in ORDER_MAPS:
+        picked = logits.masked_fill(tags[:, where] > 0, -1e4).log_softmax(-1)
+        costs.append(-(soft_targets(classes[:, where]) * picked).sum((-1, -2)))
+    best = torch.stack(costs, 1).masked_fill(~orders, torch.inf).argmin(1)
+    where = ORDER_MAPS[best]  # [B, SLOT_LEN]
+    return classes.gather(1, where), tags.gather(1, where[..., None].expand_as(tags))
+
+
 @torch.no_grad()
 def accuracy(vision: GroupedVision, score: Callable, data: dict) -> dict[str, float]:
     """From single tokens' best-scoring words: words right (non-coordinate slots), shapes right
     (shape slots), coordinates within 2 grid units, the coordinate slots' colour and shape tags
-    right, and the share of things whose predicted box has IoU > 0.5 with the true one."""
+    right, and the share of things whose predicted box has IoU > 0.5 with the true one; each
+    image's things in its best allowed block order (``best_orders``)."""
     vision.eval()
     images, classes = data["images"], data["classes"]
     scores = torch.cat(
@@ -243,9 +269,10 @@ def accuracy(vision: GroupedVision, score: Callable, data: dict) -> dict[str, fl
         ]
     )
     vision.train()
+    classes, tags = best_orders(scores, classes, data["tags"], data["orders"])
     coords = slice(COORDINATE_CLASS0, COORDINATE_CLASS0 + GRID + 1)
     is_coord = (classes >= COORDINATE_CLASS0) & (classes <= COORDINATE_CLASS0 + GRID)
-    word_scores = scores.masked_fill(data["tags"] > 0, -torch.inf)
+    word_scores = scores.masked_fill(tags > 0, -torch.inf)
     word_scores[..., coords] = -torch.inf
     words = word_scores.argmax(-1)
     pred = torch.where(is_coord, scores[..., coords].argmax(-1) + COORDINATE_CLASS0, words)
@@ -262,7 +289,7 @@ def accuracy(vision: GroupedVision, score: Callable, data: dict) -> dict[str, fl
         "words": (pred == classes)[~is_coord].float().mean().item(),
         "shapes": (pred == classes)[is_shape].float().mean().item(),
         "coords_within_2": ((pred - classes).abs() <= 2)[is_coord].float().mean().item(),
-        "tags": _tags_right(scores, data["tags"])[is_coord].float().mean().item(),
+        "tags": _tags_right(scores, tags)[is_coord].float().mean().item(),
         "box_iou_0.5": float(np.mean(ious)),
     }
 
@@ -295,8 +322,8 @@ def pretrain(sizes: GroupedSizes, args: argparse.Namespace) -> tuple[GroupedVisi
     # tokens away from the prototypes (the boxes were lost)
     thing_heads = ThingHeads(sizes.vit_embed_dim) if head is not None else None
     t0 = time.time()
-    data = load_images(args.seed, args.train_count, sizes.image_size, sizes.patch_size)
-    val = load_images(args.seed + 1, args.val_count, sizes.image_size, sizes.patch_size)
+    data = load_images(args.seed, args.train_count, sizes.image_size, sizes.patch_size, args.tie)
+    val = load_images(args.seed + 1, args.val_count, sizes.image_size, sizes.patch_size, args.tie)
     drawn = time.time() - t0
     logger.info("%d + %d images drawn in %.0f s", args.train_count, args.val_count, drawn)
     modules = [vision] if head is None else [vision, thing_heads, head]
@@ -310,10 +337,11 @@ def pretrain(sizes: GroupedSizes, args: argparse.Namespace) -> tuple[GroupedVisi
     for step in range(1, args.steps + 1):
         idx = torch.randint(args.train_count, (args.batch_size,), generator=gen)
         tokens, feats = vision.forward_with_features(normalise(data["images"][idx]))
-        classes, tags = data["classes"][idx], data["tags"][idx]
-        loss = slot_loss(tokens, score(tokens), classes, tags, protos if head is None else None)
+        logits, canonical = score(tokens), data["classes"][idx]
+        classes, tags = best_orders(logits, canonical, data["tags"][idx], data["orders"][idx])
+        loss = slot_loss(tokens, logits, classes, tags, protos if head is None else None)
         if thing_heads is not None:
-            loss = loss + thing_heads.loss(feats, data["owners"][idx], classes)
+            loss = loss + thing_heads.loss(feats, data["owners"][idx], canonical)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -343,6 +371,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=48)
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument(
+        "--tie", type=int, default=0,
+        help="things whose left edges lie within this many grid units may come in either order",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     vision, acc = pretrain(default_sizes(), args)

@@ -68,19 +68,25 @@ def smooth_coordinates(model, coordinate_ids: list[int], periods: list[float], s
         table[coordinate_ids] = rows + scale * smooth
 
 
-def make_batch(maker, pool, rng: random.Random, size: int, jitter: int, weights: dict):
+def make_batch(maker, pool, rng: random.Random, size: int, jitter: int, weights: dict, tie=0):
     """(ids, labels, mask, slot start [B], slot classes [B, SLOT_LEN], tag weights [B, SLOT_LEN,
-    len(SLOT_WORDS)]); tasks by ``weights``."""
+    len(SLOT_WORDS)]); tasks by ``weights``; with ``tie``, the blocks of things whose left
+    edges lie within ``tie`` grid units in an order drawn from ``v2_layouts.tie_orders`` (the
+    texts unchanged)."""
     seqs, starts, classes, tags = [], [], [], []
     for _ in range(size):
         sample = rng.choice(pool)
         task = rng.choices(list(weights), weights=list(weights.values()))[0]
         layout = rng.choices(list(LAYOUT_WEIGHTS), weights=list(LAYOUT_WEIGHTS.values()))[0]
         ids, labels = maker.make(layout, task, sample, rng, jitter)
-        slot = [maker.slot_ids[c] for c in v2_layouts.slot_classes(sample)]
-        starts.append(_find(ids, slot))
-        classes.append(v2_layouts.slot_classes(sample))
-        tags.append(v2_layouts.slot_tags(sample))
+        words, keys = v2_layouts.slot_classes(sample), v2_layouts.slot_tags(sample)
+        starts.append(_find(ids, [maker.slot_ids[c] for c in words]))
+        if tie:
+            orders = v2_layouts.tie_orders(v2_layouts.grid_boxes(sample), tie)
+            where = v2_layouts.order_map(v2_layouts.THING_ORDERS[rng.choice(orders)])
+            words, keys = [words[i] for i in where], [keys[i] for i in where]
+        classes.append(words)
+        tags.append(keys)
         seqs.append((ids, labels))
     ids, labels, mask = pad(seqs, maker.tok.eos_token_id)
     tag_weights = v2_layouts.tag_weights(tags)
@@ -199,7 +205,7 @@ def train(args: argparse.Namespace):
     t0 = time.time()
     for step in range(args.steps):
         ids, labels, mask, starts, classes, tags = make_batch(
-            maker, pool, rng, args.batch_size, args.box_jitter, args.task_weights
+            maker, pool, rng, args.batch_size, args.box_jitter, args.task_weights, args.tie
         )
         embeds = input_embeddings(model, maker, ids, starts, classes, tags, args, gen)
         loss = loss_of(model(inputs_embeds=embeds, attention_mask=mask).logits, labels)
@@ -253,6 +259,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--coord-blur", type=float, default=1.5)
     parser.add_argument("--slot-noise", type=float, default=0.3)
     parser.add_argument("--box-jitter", type=int, default=3)
+    parser.add_argument(
+        "--tie", type=int, default=0,
+        help="slot blocks of things whose left edges lie within this many grid units come in "
+        "either order (the ViT's --tie)",
+    )  # fmt: skip
     parser.add_argument(
         "--coord-periods",
         type=lambda v: [float(p) for p in v.split(",")] if v else [],

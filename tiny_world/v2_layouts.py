@@ -25,6 +25,7 @@ The tasks are the finetune config's: ``[refer]`` (expression -> the thing's box)
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator, Sequence
 
@@ -113,6 +114,42 @@ def tag_weights(tags: Sequence[Sequence[tuple[int, ...]]]) -> torch.Tensor:
         for i, extra in enumerate(row):
             weights[b, i, list(extra)] = 1.0
     return weights
+
+
+# Every order of the things' blocks in the slot (the identity first).
+THING_ORDERS = tuple(itertools.permutations(range(scenes.MAX_THINGS)))
+
+
+def order_map(order: Sequence[int]) -> list[int]:
+    """Slot positions -> the positions they take their word and tags from when the things'
+    blocks are put in ``order`` (block ``b`` gets thing ``order[b]``'s)."""
+    where = list(range(SLOT_LEN))
+    for block, thing in enumerate(order):
+        for w in range(THING_WORDS):
+            where[1 + block * THING_WORDS + w] = 1 + thing * THING_WORDS + w
+    return where
+
+
+def tie_orders(boxes: Sequence[Sequence[int]], tie: int) -> list[int]:
+    """Indices into ``THING_ORDERS`` of the block orders that only swap things whose grid boxes'
+    left edges lie within ``tie`` grid units of each other (``boxes`` in scene order, left to
+    right); ``tie`` 0: the identity only. Such things have no order an image shows reliably:
+    from a ViT that must decide per token, their blocks came out mixed, one thing's box with
+    another's colour."""
+    if tie <= 0:
+        return [0]
+    count = len(boxes)
+    allowed = []
+    for k, order in enumerate(THING_ORDERS):
+        if any(order[b] != b for b in range(count, scenes.MAX_THINGS)):
+            continue
+        swapped = [
+            (order[b], order[c]) for b in range(count) for c in range(b + 1, count)
+            if order[b] > order[c]
+        ]  # fmt: skip
+        if all(abs(boxes[i][0] - boxes[j][0]) <= tie for i, j in swapped):
+            allowed.append(k)
+    return allowed
 
 
 def task_texts(
