@@ -3,6 +3,8 @@
     python -m tiny_world.build_vision_v2 --objective classifier --out tiny_world/checkpoint_v2
     python -m tiny_world.build_vision_v2 --init tiny_world/checkpoint_v2 --seed 5002 \
         --steps 8000 --out tiny_world/checkpoint_v2
+    python -m tiny_world.build_vision_v2 --init tiny_world/checkpoint_v2 --seed 5003 \
+        --steps 8000 --tie 6 --out tiny_world/checkpoint_v2
 
 MiniGPT-v2 feeds ``llama_proj`` the ViT's patch tokens after a fresh, never loaded
 ``ln_vision`` (CLS dropped), 4 consecutive tokens concatenated into one: at 140 px and patch 14,
@@ -12,7 +14,7 @@ through that same fixed normalisation so that image token ``i`` tells slot ``i``
 and its grid box, then the filler) and its tags (a coordinate's thing's colour and shape, a
 filler's background).
 
-Two rounds. First (``--objective classifier``) one linear classifier shared by the 25 tokens
+Three rounds. First (``--objective classifier``) one linear classifier shared by the 25 tokens
 (shared, as ``llama_proj`` is one map for every position): each token's word (its tags left out
 of that softmax; coordinates with a Gaussian soft target of width ``COORD_SIGMA``, so nearly
 right boxes cost little) and, among colours and among shapes, its tags. Then (the default
@@ -28,7 +30,9 @@ From scratch the prototype round learns boxes far more slowly than the classifie
 classifier round alone a linear map sends the tokens onto the words worse and the finetune found
 fewer boxes (docs/tiny-world.md). In the first round ``ThingHeads`` give the ViT a short path to
 each thing's shape, colour and box from its own patches (shapes right for 0.93 of the things
-instead of 0.49). The heads and prototypes are thrown away.
+instead of 0.49). A third round (``--tie``) reads each image in the best of the block orders
+that only swap things whose left edges nearly tie (``best_orders``). The heads and prototypes
+are thrown away.
 ``eva_vit_g.pth`` (the real flat layout) and ``vision_sizes.json`` are written.
 
 Images are the finetune data's: ``scenes.make_multi_sample`` at 224 px, stored as JPEG as

@@ -11,6 +11,7 @@ embeddings of neighbouring coordinates around the true one (width drawn up to ``
 the answer stays the true value), and every slot gets noise (``--slot-noise`` x the embeddings'
 RMS). ``[identify]`` questions ask for a box
 moved by up to ``--box-jitter`` per coordinate (the answer: the thing of the nearest box).
+With ``--tie``, the blocks of things whose left edges nearly tie come in either order.
 A fresh LLM's grid coordinates start smooth along the grid (``--coord-periods``), so that an
 asked box can be matched against the slots' boxes.
 
