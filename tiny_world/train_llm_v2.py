@@ -69,7 +69,9 @@ def smooth_coordinates(model, coordinate_ids: list[int], periods: list[float], s
         table[coordinate_ids] = rows + scale * smooth
 
 
-def make_batch(maker, pool, rng: random.Random, size: int, jitter: int, weights: dict, tie=0):
+def make_batch(
+    maker, pool, rng: random.Random, size: int, jitter: int, weights: dict, tie: int = 0
+):
     """(ids, labels, mask, slot start [B], slot classes [B, SLOT_LEN], tag weights [B, SLOT_LEN,
     len(SLOT_WORDS)]); tasks by ``weights``; with ``tie``, the blocks of things whose left
     edges lie within ``tie`` grid units in an order drawn from ``v2_layouts.tie_orders`` (the
